@@ -1,0 +1,169 @@
+"""The datasets the project knows (``data_manifest.json``): where they live, checksums, folds.
+
+Paths in the manifest are relative to a dataset folder, which is ``<data root>/<dataset dir>``.
+The data root is resolved in this order: ``--data-root``, ``$HIPPOSEG_DATA``, ``../shared/data`` beside the
+repository, the user cache (``~/.cache/hipposeg/data``, or ``$XDG_CACHE_HOME/hipposeg/data``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hipposeg.errors import DataNotFoundError, InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MANIFEST = REPO_ROOT / "data_manifest.json"
+DATA_ROOT_ENV = "HIPPOSEG_DATA"
+
+
+def user_cache_data_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hipposeg" / "data"
+
+
+def data_root_candidates(data_root: str | Path | None = None) -> list[tuple[str, Path]]:
+    """Where a data root is looked for, first match wins: (how it was chosen, path)."""
+    if data_root:
+        return [("--data-root", Path(data_root))]
+    if os.environ.get(DATA_ROOT_ENV):
+        return [(f"${DATA_ROOT_ENV}", Path(os.environ[DATA_ROOT_ENV]))]
+    return [("beside the repository", REPO_ROOT.parent / "shared" / "data"), ("user cache", user_cache_data_dir())]
+
+
+def resolve_data_root(data_root: str | Path | None = None) -> Path:
+    """The first existing candidate of :func:`data_root_candidates`, else the first one (for the error)."""
+    candidates = data_root_candidates(data_root)
+    for _, path in candidates:
+        if path.is_dir():
+            return path
+    return candidates[0][1]
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def assign_folds(case_ids: list[str], n_folds: int = 5, seed: int = 0) -> dict[str, int]:
+    """A fixed, seeded assignment of cases to ``n_folds`` folds (sizes differ by at most one)."""
+    ids = sorted(case_ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return {ids[j]: int(rank % n_folds) for rank, j in enumerate(order)}
+
+
+@dataclass
+class Manifest:
+    """``data_manifest.json`` loaded: dataset entries keyed by name."""
+
+    datasets: dict
+    path: Path | None = None
+
+    def entry(self, name: str) -> dict:
+        if name not in self.datasets:
+            raise InputError(self.path, f"unknown dataset {name!r}; known: {', '.join(sorted(self.datasets))}")
+        return self.datasets[name]
+
+    def dataset_dir(self, name: str, data_root: str | Path | None = None) -> Path:
+        """The folder of dataset ``name``; a missing one is an error that says where we looked."""
+        entry = self.entry(name)
+        looked = []
+        for how, root in data_root_candidates(data_root):
+            folder = root / entry["dir"]
+            looked.append(f"{folder} ({how})")
+            if folder.is_dir():
+                return folder
+        how_to_get = entry.get("how_to_get", "see data_manifest.json")
+        raise DataNotFoundError(None, f"dataset {name!r} not found; looked in {', '.join(looked)}. {how_to_get}")
+
+    def cases(self, name: str, data_root: str | Path | None = None) -> list[dict]:
+        """Case records of a dataset. Imported datasets keep theirs in a ``cases_file`` inside the dataset."""
+        entry = self.entry(name)
+        if "cases" in entry:
+            return entry["cases"]
+        cases_file = self.dataset_dir(name, data_root) / entry["cases_file"]
+        if not cases_file.is_file():
+            raise DataNotFoundError(cases_file, f"dataset {name!r} has no case list; {entry.get('how_to_get', '')}")
+        return json.loads(cases_file.read_text())["cases"]
+
+    def num_classes(self, name: str) -> int:
+        return len(self.entry(name)["labels"])
+
+    def label_names(self, name: str) -> dict[int, str]:
+        return {int(k): v for k, v in self.entry(name)["labels"].items()}
+
+    def datalist(
+        self, name: str, split: str = "train", fold: int | None = 0, data_root: str | Path | None = None
+    ) -> list[dict]:
+        """MONAI-style datalist ``[{"image": path, "label": path, "case": id}, ...]``.
+
+        ``split``: ``train`` (every labelled case not in ``fold``), ``val`` (the cases of ``fold``),
+        ``all`` (every labelled case), ``test`` (cases of the test split, label when there is one).
+        With ``fold=None`` the training split is every labelled case (train on all, no validation).
+        Datasets with a fixed train/test split (``split`` key per case) use it for ``train``/``test``.
+        """
+        folder = self.dataset_dir(name, data_root)
+        out = []
+        for case in self.cases(name, data_root):
+            labelled = bool(case.get("label"))
+            case_split = case.get("split", "train" if labelled else "test")
+            if split == "test":
+                keep = case_split == "test"
+            elif case_split != "train" or not labelled:
+                keep = False
+            elif split == "all" or fold is None or "fold" not in case:
+                keep = split in ("all", "train")
+            else:
+                keep = (case["fold"] == fold) == (split == "val")
+            if keep:
+                item = {"image": str(folder / case["image"]), "case": case["id"]}
+                if labelled:
+                    item["label"] = str(folder / case["label"])
+                out.append(item)
+        return out
+
+    def files(self, name: str, data_root: str | Path | None = None) -> list[tuple[Path, str]]:
+        """(absolute path, expected sha256) of every file listed for a dataset."""
+        folder = self.dataset_dir(name, data_root)
+        pairs = []
+        for case in self.cases(name, data_root):
+            for key in ("image", "label"):
+                if case.get(key):
+                    pairs.append((folder / case[key], case[f"{key}_sha256"]))
+        for extra in self.entry(name).get("files", []):
+            pairs.append((folder / extra["path"], extra["sha256"]))
+        return pairs
+
+    def verify(self, name: str, data_root: str | Path | None = None, progress: bool = False) -> list[str]:
+        """Check that every listed file exists and matches its sha256; return the problems found."""
+        pairs = self.files(name, data_root)
+        if progress:
+            from tqdm import tqdm
+
+            pairs = tqdm(pairs, desc=f"verify {name}", unit="file", leave=False)
+        problems = []
+        for path, expected in pairs:
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+            elif sha256_of(path) != expected:
+                problems.append(f"{path}: sha256 mismatch (file changed or corrupt)")
+        return problems
+
+
+def load_manifest(path: str | Path | None = None) -> Manifest:
+    path = Path(path) if path else DEFAULT_MANIFEST
+    if not path.is_file():
+        raise InputError(path, "manifest not found")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc})") from None
+    return Manifest(datasets=raw["datasets"], path=path)
