@@ -68,6 +68,7 @@ def main(argv=None) -> None:
             entry["files"] = [{"path": "dataset.json", "sha256": sha256_of(folder / "dataset.json")}]
         elif entry.get("layout", {}).get("kind") == "subject_folders":
             entry["cases"] = subject_cases(folder, entry["layout"])
+            entry.pop("files", None)
         else:
             entry["files"] = file_list(folder)
         print(f"{name}: {len(entry.get('cases', []))} cases, {len(entry.get('files', []))} extra files")
