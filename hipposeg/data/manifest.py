@@ -84,12 +84,12 @@ class Manifest:
         how_to_get = entry.get("how_to_get", "see data_manifest.json")
         raise DataNotFoundError(None, f"dataset {name!r} not found; looked in {', '.join(looked)}. {how_to_get}")
 
-    def cases(self, name: str, data_root: str | Path | None = None) -> list[dict]:
+    def cases(self, name: str, data_root: str | Path | None = None, dataset_dir: str | Path | None = None) -> list[dict]:
         """Case records of a dataset. Imported datasets keep theirs in a ``cases_file`` inside the dataset."""
         entry = self.entry(name)
         if "cases" in entry:
             return entry["cases"]
-        cases_file = self.dataset_dir(name, data_root) / entry["cases_file"]
+        cases_file = Path(dataset_dir or self.dataset_dir(name, data_root)) / entry["cases_file"]
         if not cases_file.is_file():
             raise DataNotFoundError(cases_file, f"dataset {name!r} has no case list; {entry.get('how_to_get', '')}")
         return json.loads(cases_file.read_text())["cases"]
@@ -101,7 +101,8 @@ class Manifest:
         return {int(k): v for k, v in self.entry(name)["labels"].items()}
 
     def datalist(
-        self, name: str, split: str = "train", fold: int | None = 0, data_root: str | Path | None = None
+        self, name: str, split: str = "train", fold: int | None = 0, data_root: str | Path | None = None,
+        dataset_dir: str | Path | None = None, max_cases: int | None = None,
     ) -> list[dict]:
         """MONAI-style datalist ``[{"image": path, "label": path, "case": id}, ...]``.
 
@@ -109,10 +110,11 @@ class Manifest:
         ``all`` (every labelled case), ``test`` (cases of the test split, label when there is one).
         With ``fold=None`` the training split is every labelled case (train on all, no validation).
         Datasets with a fixed train/test split (``split`` key per case) use it for ``train``/``test``.
+        ``dataset_dir`` overrides where the dataset lives; ``max_cases`` keeps the first cases (smoke tests).
         """
-        folder = self.dataset_dir(name, data_root)
+        folder = Path(dataset_dir) if dataset_dir else self.dataset_dir(name, data_root)
         out = []
-        for case in self.cases(name, data_root):
+        for case in self.cases(name, data_root, folder):
             labelled = bool(case.get("label"))
             case_split = case.get("split", "train" if labelled else "test")
             if split == "test":
@@ -128,7 +130,7 @@ class Manifest:
                 if labelled:
                     item["label"] = str(folder / case["label"])
                 out.append(item)
-        return out
+        return out[:max_cases] if max_cases else out
 
     def files(self, name: str, data_root: str | Path | None = None) -> list[tuple[Path, str]]:
         """(absolute path, expected sha256) of every file listed for a dataset."""

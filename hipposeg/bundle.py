@@ -1,0 +1,47 @@
+"""Where the MONAI bundle lives and how to run its workflows from Python (the CLI's door onto the bundle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "hipposeg"
+
+
+def bundle_root() -> str:
+    """The default ``bundle_root``: ``bundles/hipposeg`` of this installation (any working directory)."""
+    return str(BUNDLE_DIR)
+
+
+def config_files(bundle_dir: str | Path, *names: str) -> list[str]:
+    return [str(Path(bundle_dir) / "configs" / name) for name in names]
+
+
+def parse_bundle(config_names: Sequence[str], bundle_dir: str | Path | None = None, overrides: dict | None = None):
+    """A ``monai.bundle.ConfigParser`` over the bundle's configs with ``overrides`` applied."""
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir or BUNDLE_DIR)
+    parser = ConfigParser()
+    parser.read_config(config_files(bundle_dir, *config_names))
+    parser["bundle_root"] = str(bundle_dir)
+    for key, value in (overrides or {}).items():
+        parser[key] = value
+    return parser
+
+
+def run_workflow(config_names: Sequence[str], bundle_dir: str | Path | None = None, overrides: dict | None = None,
+                 logging_file: str | None = None) -> None:
+    """Run a bundle workflow exactly as ``python -m monai.bundle run --config_file ...`` would."""
+    from monai.bundle import run
+
+    bundle_dir = Path(bundle_dir or BUNDLE_DIR)
+    files = config_files(bundle_dir, *config_names)
+    kwargs = {"bundle_root": str(bundle_dir), **(overrides or {})}
+    logging_conf = logging_file or str(bundle_dir / "configs" / "logging.conf")
+    run(config_file=files if len(files) > 1 else files[0], logging_file=logging_conf, **kwargs)
+
+
+def read_metadata(bundle_dir: str | Path | None = None) -> dict:
+    return json.loads((Path(bundle_dir or BUNDLE_DIR) / "configs" / "metadata.json").read_text())

@@ -1,0 +1,185 @@
+"""Pieces of the bundle's training workflow that stock MONAI lacks.
+
+* :class:`WholeDiceMetric` / :func:`whole_dice_handler` — volumetric Dice of the whole hippocampus
+  (all foreground labels merged), the key validation metric.
+* :class:`TrainingHistory` — one JSON file with loss, learning rate, validation metrics and wall time per
+  epoch (the source of the training curve and of "time to reach Dice 0.88").
+* :class:`TimeLimit` — stop training after a wall-clock budget (benchmarks compare recipes at equal time).
+* :func:`init_distributed`, :func:`distributed_device`, :func:`wrap_ddp` — DDP on GPUs (NCCL) or, without
+  GPUs, on CPU processes (gloo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from monai.handlers import IgniteMetricHandler
+from monai.metrics import CumulativeIterationMetric
+from monai.utils import MetricReduction
+
+
+class WholeDiceMetric(CumulativeIterationMetric):
+    """Dice of the merged foreground (label > 0) per case, from one-hot predictions and labels."""
+
+    def __init__(self, reduction: MetricReduction | str = MetricReduction.MEAN):
+        super().__init__()
+        self.reduction = reduction
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        pred = y_pred[:, 1:].sum(1) > 0
+        true = y[:, 1:].sum(1) > 0
+        dims = tuple(range(1, pred.ndim))
+        inter = (pred & true).sum(dims).float()
+        denom = pred.sum(dims).float() + true.sum(dims).float()
+        return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))[:, None]
+
+    def aggregate(self):
+        data = self.get_buffer()
+        return data.float().mean() if self.reduction in ("mean", MetricReduction.MEAN) else data
+
+
+def whole_dice_handler(output_transform, save_details: bool = False) -> IgniteMetricHandler:
+    return IgniteMetricHandler(metric_fn=WholeDiceMetric(), output_transform=output_transform,
+                               save_details=save_details)
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+class TrainingHistory:
+    """Write ``history.json``: per epoch the mean loss, learning rate, wall time and validation metrics.
+
+    Attach to the trainer after the ``ValidationHandler`` so that the epoch's validation has run.
+    """
+
+    def __init__(self, output_dir: str, evaluator=None, optimizer=None, filename: str = "history.json"):
+        self.path = Path(output_dir) / filename
+        self.evaluator, self.optimizer = evaluator, optimizer
+        self.epochs: list[dict] = []
+        self._losses: list[float] = []
+        self._start = None
+        self._last_eval_iter = -1
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _started(self, engine) -> None:
+        self._start = time.perf_counter() - (self.epochs[-1]["elapsed_s"] if self.epochs else 0.0)
+        if self.path.is_file() and not self.epochs:  # resumed run: keep the earlier epochs
+            try:
+                previous = json.loads(self.path.read_text())["epochs"]
+                self.epochs = [e for e in previous if e["epoch"] <= engine.state.epoch]
+                if self.epochs:
+                    self._start -= self.epochs[-1]["elapsed_s"]
+            except (ValueError, KeyError):
+                pass
+
+    def _iteration(self, engine) -> None:
+        out = engine.state.output
+        items = out if isinstance(out, list) else [out]
+        for item in items:
+            if isinstance(item, dict) and "loss" in item:
+                self._losses.append(float(item["loss"]))
+
+    def _epoch(self, engine) -> None:
+        record = {"epoch": engine.state.epoch, "elapsed_s": round(time.perf_counter() - self._start, 2),
+                  "loss": sum(self._losses) / max(len(self._losses), 1)}
+        self._losses = []
+        if self.optimizer is not None:
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+        ev = self.evaluator
+        if ev is not None and ev.state.iteration != self._last_eval_iter and ev.state.metrics:
+            self._last_eval_iter = ev.state.iteration
+            record.update({f"val_{k}" if not k.startswith("val") else k: float(v)
+                           for k, v in ev.state.metrics.items() if isinstance(v, (int, float))})
+        self.epochs.append(record)
+        if _rank() == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".json.part")
+            tmp.write_text(json.dumps({"epochs": self.epochs}, indent=1))
+            os.replace(tmp, self.path)
+
+
+class TimeLimit:
+    """Terminate training at the end of the first epoch that ends after ``minutes`` of wall time."""
+
+    def __init__(self, minutes: float | None = None):
+        self.seconds = None if not minutes else float(minutes) * 60
+        self._start = 0.0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        if self.seconds is None:
+            return
+        engine.add_event_handler(Events.STARTED, lambda e: setattr(self, "_start", time.perf_counter()))
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+
+    def _check(self, engine) -> None:
+        if time.perf_counter() - self._start >= self.seconds:
+            engine.terminate()
+
+
+def init_distributed() -> str:
+    """Initialise the default process group from torchrun's environment: NCCL with GPUs, else gloo."""
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return backend
+
+
+def distributed_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
+
+
+def wrap_ddp(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    network = network.to(device)
+    ids = [device] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
+
+
+def set_threads(num_threads: int | None) -> None:
+    """Limit intra-op CPU threads (0 or None keeps PyTorch's default)."""
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+
+class TrainingCheckpoint:
+    """Save the whole training state every ``interval`` epochs and at the end, and resume from one.
+
+    One handler for both directions, so the trainer can be part of what it saves without the bundle config
+    referring to the trainer from inside the trainer's own handler list.
+    """
+
+    def __init__(self, save_dir: str, network, optimizer, lr_scheduler=None, resume_from: str | None = None,
+                 interval: int = 1, map_location="cpu"):
+        self.save_dir, self.resume_from, self.interval, self.map_location = save_dir, resume_from, interval, map_location
+        self.objects = {"network": network, "optimizer": optimizer}
+        if lr_scheduler is not None:
+            self.objects["lr_scheduler"] = lr_scheduler
+
+    def attach(self, engine) -> None:
+        from monai.handlers import CheckpointLoader, CheckpointSaver
+
+        objects = {**self.objects, "trainer": engine}
+        if self.resume_from:
+            CheckpointLoader(load_path=self.resume_from, load_dict=objects, map_location=self.map_location).attach(engine)
+        if _rank() == 0:
+            CheckpointSaver(save_dir=self.save_dir, save_dict=objects, file_prefix="checkpoint",
+                            save_interval=self.interval, save_final=True, final_filename="checkpoint_final.pt",
+                            n_saved=1).attach(engine)

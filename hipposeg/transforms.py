@@ -1,0 +1,177 @@
+"""The MONAI transform chains, in one place.
+
+* :func:`volume_transforms` — load, channel-first, orientation to RAS, resample to a target spacing
+  (linear for images, nearest for labels), intensity normalisation. Deterministic: run once and cached.
+* :func:`cut_slices` — the non-empty-slice filter: a 3D case becomes 2D (or 2.5D) training samples.
+* :func:`slice_augmentations` — flip, rotation, pad/crop scaling, intensity jitter, each a switch with a
+  probability; then padding to a multiple of 32 for the encoder.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (
+    Compose,
+    DivisiblePadd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    RandGaussianNoised,
+    RandRotated,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    RandZoomd,
+    Randomizable,
+    Spacingd,
+)
+
+IMAGE, LABEL = "image", "label"
+ENCODER_DIVISOR = 32  # the EfficientNet encoder downsamples 5 times
+
+
+def volume_transforms(
+    keys: Sequence[str] = (IMAGE, LABEL),
+    pixdim: Sequence[float] | None = (1.0, 1.0, 1.0),
+    load: bool = True,
+) -> Compose:
+    """Load -> channel first -> RAS -> resample to ``pixdim`` -> z-score the image (invertible)."""
+    keys = list(keys)
+    interp = ["bilinear" if k == IMAGE else "nearest" for k in keys]
+    chain = []
+    if load:
+        chain.append(LoadImaged(keys=keys, reader="NibabelReader", image_only=True))
+    chain.append(EnsureChannelFirstd(keys=keys, channel_dim="no_channel"))
+    chain.append(Orientationd(keys=keys, axcodes="RAS", labels=None))
+    if pixdim is not None:
+        chain.append(Spacingd(keys=keys, pixdim=list(pixdim), mode=interp))
+    chain.append(NormalizeIntensityd(keys=IMAGE))
+    chain.append(EnsureTyped(keys=keys, dtype=[torch.float32 if k == IMAGE else torch.uint8 for k in keys],
+                             track_meta=True))
+    return Compose(chain)
+
+
+def context_indices(n_slices: int, index: int, context: int) -> list[int]:
+    """Indices of the ``context`` slices centred on ``index`` (odd ``context``), edges replicated."""
+    if context < 1 or context % 2 == 0:
+        raise ValueError(f"context must be a positive odd number of slices, got {context}")
+    half = context // 2
+    return [min(max(index + d, 0), n_slices - 1) for d in range(-half, half + 1)]
+
+
+def nonempty_slice_indices(label: np.ndarray, axis: int) -> np.ndarray:
+    """Indices along ``axis`` (of a 3D label array) whose slice holds any foreground."""
+    other = tuple(a for a in range(3) if a != axis)
+    return np.flatnonzero(np.asarray(label).any(axis=other))
+
+
+def cut_slices(
+    image: np.ndarray,
+    label: np.ndarray,
+    axis: int,
+    context: int = 1,
+    empty_fraction: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> list[dict]:
+    """The non-empty-slice filter.
+
+    ``image`` and ``label`` are 3D arrays (no channel). Returns one sample per slice along ``axis`` whose label
+    is non-empty — ``{"image": (context, H, W), "label": (1, H, W), "slice_axis", "slice_index"}`` — plus
+    ``round(empty_fraction * n_nonempty)`` empty slices drawn at random (so the model also learns to predict
+    nothing). The ``context`` input channels are the neighbouring slices, edges replicated ("2.5D").
+    """
+    image, label = np.asarray(image), np.asarray(label)
+    if image.shape != label.shape or image.ndim != 3:
+        raise ValueError(f"expected matching 3D image and label, got {image.shape} and {label.shape}")
+    keep = nonempty_slice_indices(label, axis)
+    if empty_fraction > 0:
+        empty = np.setdiff1d(np.arange(image.shape[axis]), keep)
+        n_empty = min(len(empty), int(round(empty_fraction * len(keep))))
+        if n_empty:
+            rng = rng or np.random.default_rng(0)
+            keep = np.sort(np.concatenate([keep, rng.choice(empty, n_empty, replace=False)]))
+    img = np.moveaxis(image, axis, 0).astype(np.float32, copy=False)
+    lab = np.moveaxis(label, axis, 0)
+    samples = []
+    for i in keep:
+        samples.append({
+            IMAGE: np.ascontiguousarray(img[context_indices(img.shape[0], int(i), context)]),
+            LABEL: np.ascontiguousarray(lab[int(i)][None].astype(np.uint8)),
+            "slice_axis": axis,
+            "slice_index": int(i),
+        })
+    return samples
+
+
+class RandLeftRightFlipd(Randomizable, MapTransform):
+    """Mirror a slice left-right (world x), which turns a left hippocampus into a plausible right one.
+
+    Slices cut along axis 1 (coronal) or 2 (axial) have world x as their first in-plane axis; sagittal slices
+    (axis 0) have no left-right direction in plane and are left alone. Anterior/posterior and superior/inferior
+    are never flipped: they carry the meaning of the labels.
+    """
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.5):
+        MapTransform.__init__(self, keys)
+        self.prob = prob
+        self._do = False
+
+    def randomize(self, data=None) -> None:
+        self._do = self.R.random_sample() < self.prob
+
+    def __call__(self, data):
+        d = dict(data)
+        self.randomize()
+        if self._do and int(d.get("slice_axis", 2)) != 0:
+            for key in self.key_iterator(d):
+                d[key] = torch.flip(torch.as_tensor(d[key]), dims=[1])
+        return d
+
+
+def slice_augmentations(
+    flip_prob: float = 0.5,
+    rotate_prob: float = 0.3,
+    rotate_degrees: float = 5.0,
+    zoom_prob: float = 0.3,
+    zoom_range: Sequence[float] = (0.9, 1.1),
+    intensity_prob: float = 0.3,
+    noise_prob: float = 0.0,
+    divisor: int = ENCODER_DIVISOR,
+) -> Compose:
+    """Random 2D augmentation of slice samples, then padding to a multiple of ``divisor``.
+
+    Set a probability to 0 to switch an augmentation off. Zoom keeps the slice size (pad or crop), as in the
+    reference notebook's scaling.
+    """
+    keys = [IMAGE, LABEL]
+    chain: list = [EnsureTyped(keys=keys, track_meta=False)]
+    if flip_prob > 0:
+        chain.append(RandLeftRightFlipd(keys=keys, prob=flip_prob))
+    if rotate_prob > 0:
+        rad = math.radians(rotate_degrees)
+        chain.append(RandRotated(keys=keys, range_x=rad, prob=rotate_prob, keep_size=True,
+                                 mode=["bilinear", "nearest"], padding_mode="border"))
+    if zoom_prob > 0:
+        chain.append(RandZoomd(keys=keys, min_zoom=zoom_range[0], max_zoom=zoom_range[1], prob=zoom_prob,
+                               keep_size=True, mode=["bilinear", "nearest"], padding_mode="edge"))
+    if intensity_prob > 0:
+        chain.append(RandScaleIntensityd(keys=IMAGE, factors=0.1, prob=intensity_prob))
+        chain.append(RandShiftIntensityd(keys=IMAGE, offsets=0.1, prob=intensity_prob))
+    if noise_prob > 0:
+        chain.append(RandGaussianNoised(keys=IMAGE, std=0.05, prob=noise_prob))
+    chain.append(DivisiblePadd(keys=keys, k=divisor, mode="edge"))
+    chain.append(EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False))
+    chain.append(EnsureTyped(keys=[LABEL], dtype=torch.long, track_meta=False))
+    return Compose(chain)
+
+
+def slice_padding(divisor: int = ENCODER_DIVISOR) -> Compose:
+    """No augmentation, only the padding (for evaluation on slices)."""
+    return slice_augmentations(0, 0, 0, 0, (1, 1), 0, 0, divisor)
