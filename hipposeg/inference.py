@@ -79,3 +79,93 @@ class MultiAxisSliceInferer(Inferer):
                 prob = (prob + mirrored) / 2
             outs.append(prob)
         return torch.stack(outs, 0)
+
+
+def probabilities_to_labels(prob, keep_largest: bool = True) -> "np.ndarray":
+    """Class probabilities ``(C, X, Y, Z)`` -> uint8 labels ``(X, Y, Z)``.
+
+    ``keep_largest``: keep only the largest connected component of the foreground (all labels merged, 26-
+    connectivity), which removes stray islands on slices far from the hippocampus.
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    prob = prob.detach().cpu().numpy() if hasattr(prob, "detach") else np.asarray(prob)
+    labels = np.argmax(prob, axis=0).astype(np.uint8)
+    if keep_largest and labels.any():
+        components, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+        if n > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            labels[components != sizes.argmax()] = 0
+    return labels
+
+
+class ProbabilitiesToLabelsd:
+    """Dictionary transform: ``d[key]`` probabilities ``(C, ...)`` -> labels ``(1, ...)`` (MetaTensor kept)."""
+
+    def __init__(self, keys: str = "pred", keep_largest: bool = True):
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.keep_largest = keep_largest
+
+    def __call__(self, data: dict) -> dict:
+        from monai.data import MetaTensor
+
+        d = dict(data)
+        for key in self.keys:
+            labels = torch.as_tensor(probabilities_to_labels(d[key], self.keep_largest))[None]
+            d[key] = MetaTensor(labels, meta=d[key].meta) if isinstance(d[key], MetaTensor) else labels
+        return d
+
+
+def list_volumes(folder: str) -> list[dict]:
+    """MONAI datalist of the NIfTI files in ``folder`` (sorted), or of one file."""
+    from pathlib import Path
+
+    from hipposeg.data.readers import is_nifti
+    from hipposeg.errors import InputError
+
+    path = Path(folder)
+    if path.is_file() and is_nifti(path):
+        return [{"image": str(path)}]
+    if not path.is_dir():
+        raise InputError(path, "no such folder")
+    files = [{"image": str(p)} for p in sorted(path.iterdir()) if is_nifti(p) and not p.name.startswith(".")]
+    if not files:
+        raise InputError(path, "holds no NIfTI files (.nii, .nii.gz)")
+    return files
+
+
+class WriteSegmentationd:
+    """Write ``<case>_seg.nii.gz`` (uint8 labels, exactly the input's shape and affine) from inverted
+    probabilities, and ``<case>_prob.nii.gz`` (float32, classes on the last axis) when asked. Atomic writes;
+    an existing output is kept unless ``overwrite``."""
+
+    def __init__(self, output_dir: str, keep_largest: bool = True, save_probabilities: bool = False,
+                 overwrite: bool = False, key: str = "pred"):
+        self.output_dir, self.keep_largest = output_dir, keep_largest
+        self.save_probabilities, self.overwrite, self.key = save_probabilities, overwrite, key
+
+    def __call__(self, data: dict) -> dict:
+        from pathlib import Path
+
+        import nibabel as nib
+        import numpy as np
+
+        from hipposeg.data.readers import case_name
+        from hipposeg.data.writers import write_nifti
+
+        prob = data[self.key]
+        source = str(prob.meta.get("filename_or_obj") or data["image"].meta["filename_or_obj"])
+        header = nib.load(source)
+        labels = probabilities_to_labels(prob, self.keep_largest)
+        if labels.shape != tuple(header.shape[:3]):
+            raise RuntimeError(f"{source}: inverted prediction shape {labels.shape} != input {header.shape}")
+        out = Path(self.output_dir) / f"{case_name(source)}_seg.nii.gz"
+        write_nifti(out, labels, header.affine, overwrite=self.overwrite)
+        if self.save_probabilities:
+            p = np.moveaxis(np.asarray(prob.detach().cpu(), dtype=np.float32), 0, -1)
+            write_nifti(out.with_name(f"{case_name(source)}_prob.nii.gz"), p, header.affine, overwrite=self.overwrite)
+        d = dict(data)
+        d["seg_path"] = str(out)
+        return d

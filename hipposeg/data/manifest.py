@@ -89,6 +89,8 @@ class Manifest:
         entry = self.entry(name)
         if "cases" in entry:
             return entry["cases"]
+        if "cases_file" not in entry:
+            return []
         cases_file = Path(dataset_dir or self.dataset_dir(name, data_root)) / entry["cases_file"]
         if not cases_file.is_file():
             raise DataNotFoundError(cases_file, f"dataset {name!r} has no case list; {entry.get('how_to_get', '')}")

@@ -100,6 +100,7 @@ def list_dicom_series(folder: str | Path) -> list[tuple[str, str, list[str]]]:
     """The DICOM series in ``folder``: (series UID, description, sorted file names) for each."""
     import SimpleITK as sitk
 
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns on stderr for every non-DICOM file
     reader = sitk.ImageSeriesReader()
     series = []
     for uid in reader.GetGDCMSeriesIDs(str(folder)) or ():
@@ -155,7 +156,9 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
         raise InputError(folder, "no such folder")
     series = list_dicom_series(folder)
     if not series:
-        raise InputError(folder, "no DICOM series found in this folder")
+        subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        hint = f" (it holds sub-folders: {', '.join(subfolders[:5])}; give one series folder)" if subfolders else ""
+        raise InputError(folder, f"no DICOM series found in this folder{hint}")
     if series_uid is not None:
         chosen = [s for s in series if s[0] == series_uid]
         if not chosen:

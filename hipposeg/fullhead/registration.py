@@ -143,7 +143,7 @@ class RegistrationSettings:
     affine_iterations: int = 60
     affine_step: float = 1.0
     sampling: float = 0.05
-    mask_dilate_mm: float = 0.0
+    mask_dilate_mm: float = -4.0
     bins: int = 32
     do_affine: bool = True
 
@@ -170,6 +170,9 @@ def register_to_template(image: Image, seed: int = 7, settings: RegistrationSett
     if cfg.mask_dilate_mm > 0:
         r = int(round(cfg.mask_dilate_mm / WORK_SPACING_MM))
         mask = sitk.BinaryDilate(mask, [r] * 3)
+    elif cfg.mask_dilate_mm < 0:
+        r = int(round(-cfg.mask_dilate_mm / WORK_SPACING_MM))
+        mask = sitk.BinaryErode(mask, [r] * 3)
     reg = _method(sitk, fixed, mask, rigid, list(cfg.rigid_shrink), list(cfg.rigid_sigmas), cfg.rigid_iterations, cfg.rigid_step, cfg.sampling, seed, cfg.bins)
     reg.Execute(fixed, moving)
     rigid_metric = reg.GetMetricValue()

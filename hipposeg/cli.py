@@ -1,0 +1,269 @@
+"""The ``hipposeg`` command: a thin layer over the library.
+
+Known errors (bad input, missing data, refused overwrite) become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _err(line: str) -> None:
+    print(f"error: {line}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- info
+def cmd_info(args) -> int:
+    from hipposeg.data.readers import read_image
+    from hipposeg.errors import HippoSegError
+
+    failed = 0
+    for path in args.paths:
+        try:
+            print(read_image(path, series_uid=args.series_uid).describe())
+        except HippoSegError as exc:
+            _err(str(exc))
+            failed += 1
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+# --------------------------------------------------------------------------- data
+def cmd_data_verify(args) -> int:
+    from hipposeg.data.manifest import load_manifest
+
+    manifest = load_manifest(args.manifest)
+    names = [args.dataset] if args.dataset else [n for n, e in manifest.datasets.items() if "cases_file" not in e]
+    bad = 0
+    for name in names:
+        problems = manifest.verify(name, args.data_root, progress=not args.quiet)
+        n_files = len(manifest.files(name, args.data_root))
+        for line in problems:
+            print(f"BAD {line}")
+        print(f"{name}: {n_files - len(problems)}/{n_files} files OK ({manifest.dataset_dir(name, args.data_root)})")
+        bad += len(problems)
+    return EXIT_CHECK_FAILED if bad else EXIT_OK
+
+
+def cmd_data_list(args) -> int:
+    from hipposeg.data.manifest import load_manifest
+
+    manifest = load_manifest(args.manifest)
+    for item in manifest.datalist(args.dataset, args.split, None if args.fold < 0 else args.fold, args.data_root):
+        print(f"{item['case']}\t{item['image']}\t{item.get('label', '')}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- import-mrihs
+def cmd_import_mrihs(args) -> int:
+    from hipposeg.data.mrihs import import_mrihs
+
+    report = import_mrihs(args.kaggle_root, args.out_dir, spacing=tuple(args.spacing), overwrite=args.overwrite,
+                          progress=not args.quiet)
+    for subject, reason in report.skipped:
+        print(f"skipped {subject}: {reason}", file=sys.stderr)
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    print(report.summary())
+    return EXIT_OK if report.imported or report.listed else EXIT_BAD_INPUT
+
+
+# --------------------------------------------------------------------------- segment
+def cmd_segment(args) -> int:
+    from hipposeg.segment import default_inputs, segment_inputs
+    from hipposeg.segmenter import load_segmenter
+
+    inputs = args.inputs
+    if not inputs:
+        inputs = default_inputs(args.data_root)
+        print(f"no INPUT given: segmenting the default data ({len(inputs)} Task04 volumes from {inputs[0].parent.parent})")
+    model = Path(args.model) if args.model else None
+    segmenter = load_segmenter(checkpoint=model, device=args.device, flip_tta=args.tta or None,
+                               batch_size=args.batch_size)
+    mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
+    run = segment_inputs(inputs, args.output, segmenter, overwrite=args.overwrite, series_uid=args.series_uid,
+                         mode=mode, qc_png=not args.no_qc, progress=not args.quiet)
+    print(run.summary())
+    if run.done:
+        print(f"outputs: {Path(args.output).resolve()} (<case>_seg.nii.gz, <case>_qc.png, volumes.csv, volumes.json)")
+    if run.failed:
+        print("failed:\n  " + "\n  ".join(run.failed), file=sys.stderr)
+    if run.skipped:
+        print("skipped (exists, pass --overwrite):\n  " + "\n  ".join(run.skipped), file=sys.stderr)
+    return EXIT_BAD_INPUT if run.failed else EXIT_OK
+
+
+# --------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    from hipposeg.data.manifest import load_manifest
+    from hipposeg.errors import HippoSegError
+    from hipposeg.evaluation import evaluate_pair, pair_folders, rows_to_csv, write_report
+
+    labels = load_manifest().label_names(args.dataset)
+    pairs, unpaired = pair_folders(args.pred_dir, args.gt_dir)
+    rows, terms, failed = [], [], list(unpaired)
+    for case, pred, truth in pairs:
+        try:
+            row, case_terms = evaluate_pair(pred, truth, labels)
+            rows.append({"case": case, **row})
+            terms += case_terms
+        except HippoSegError as exc:
+            failed.append(str(exc))
+    for line in failed:
+        _err(line)
+    if rows:
+        if args.output:
+            summary_path = Path(args.output).with_suffix(".summary.json")
+            summary = write_report(rows, args.output, summary_path, terms, overwrite=args.overwrite)
+            print(f"wrote {args.output} and {summary_path}")
+        else:
+            print(rows_to_csv(rows), end="")
+            from hipposeg.evaluation import build_summary
+
+            summary = build_summary(rows, terms)
+        print(f"{len(rows)} case(s): mean Dice whole {summary['dice_whole']['mean']:.4f}, "
+              f"HD95 {summary['hd95_whole_mm']['mean']:.2f} mm", file=sys.stderr)
+    return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+# --------------------------------------------------------------------------- train / infer (bundle doors)
+def _overrides(pairs) -> dict:
+    import json
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_train(args) -> int:
+    from hipposeg.bundle import run_workflow
+
+    overrides = {"dataset": args.dataset, "fold": None if args.fold < 0 else args.fold, **_overrides(args.set)}
+    for key in ("epochs", "data_root", "output_dir", "ckpt_dir", "resume_from", "max_minutes"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    run_workflow(["train.json"], args.bundle, overrides)
+    return EXIT_OK
+
+
+def cmd_infer(args) -> int:
+    from hipposeg.bundle import run_workflow
+
+    overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
+                 "overwrite": args.overwrite, **_overrides(args.set)}
+    if args.model:
+        overrides["ckpt_path"] = args.model
+    run_workflow(["inference.json"], args.bundle, overrides)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hipposeg", description="Hippocampus segmentation in brain MRI.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="one line per image: shape, voxel size, orientation, dtype, range")
+    p.add_argument("paths", nargs="+", help="NIfTI files or DICOM series folders")
+    p.add_argument("--series-uid", help="the DICOM series to read when a folder holds several")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("data", help="datasets of data_manifest.json")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    v = dsub.add_parser("verify", help="check every listed file exists and matches its sha256")
+    v.add_argument("--dataset", help="one dataset (default: every dataset with checksums in the manifest)")
+    v.set_defaults(func=cmd_data_verify)
+    ls = dsub.add_parser("list", help="list the cases of a split")
+    ls.add_argument("--dataset", default="msd_hippocampus")
+    ls.add_argument("--split", default="val", choices=["train", "val", "all", "test"])
+    ls.add_argument("--fold", type=int, default=0, help="validation fold (-1: none)")
+    ls.set_defaults(func=cmd_data_list)
+    for q in (v, ls):
+        q.add_argument("--data-root", help="folder holding the datasets (else $HIPPOSEG_DATA, ../shared/data, cache)")
+        q.add_argument("--manifest", help="another data_manifest.json")
+        q.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("import-mrihs", help="import the Kaggle mrihs JPEG slices as NIfTI volumes")
+    p.add_argument("kaggle_root")
+    p.add_argument("-o", "--out-dir", required=True)
+    p.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("X", "Y", "Z"))
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_import_mrihs)
+
+    p = sub.add_parser("segment", help="masks, volumes and QC pictures for NIfTI files, folders or DICOM series")
+    p.add_argument("inputs", nargs="*", help="NIfTI files, folders of NIfTI files, DICOM series folders "
+                                              "(none: the default demo data)")
+    p.add_argument("-o", "--output", default="hipposeg_out", help="output folder (default: hipposeg_out)")
+    p.add_argument("--model", help="another bundle folder or checkpoint (.pt)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch-size", type=int, help="slices per forward pass")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (left-right)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--series-uid", help="the DICOM series to read when a folder holds several")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full-head", action="store_true", help="treat every input as a whole-head scan")
+    mode.add_argument("--crop", action="store_true", help="treat every input as a hippocampus crop")
+    p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
+    p.add_argument("--data-root", help="where the default data lives")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate", help="per-case Dice, HD95 and volumes of predictions against ground truth")
+    p.add_argument("pred_dir")
+    p.add_argument("gt_dir")
+    p.add_argument("-o", "--output", help="report CSV (a .summary.json is written beside it); default: stdout")
+    p.add_argument("--dataset", default="msd_hippocampus", help="label names come from this manifest entry")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="run the bundle's training workflow (configs/train.json)")
+    p.add_argument("--dataset", default="msd_hippocampus")
+    p.add_argument("--fold", type=int, default=0, help="validation fold; -1 trains on every case")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-minutes", dest="max_minutes", type=float)
+    p.add_argument("--data-root")
+    p.add_argument("--output-dir", dest="output_dir")
+    p.add_argument("--ckpt-dir", dest="ckpt_dir", help="where the best model.pt goes (default: the bundle's models/)")
+    p.add_argument("--resume-from", dest="resume_from")
+    p.add_argument("--bundle", help="bundle folder (default: the one shipped with hipposeg)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (JSON value)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("infer", help="run the bundle's inference workflow (configs/inference.json) on a folder")
+    p.add_argument("input", help="folder of NIfTI volumes (or one file)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--model", help="checkpoint (.pt)")
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--bundle")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_infer)
+    return parser
+
+
+def main(argv=None) -> int:
+    from hipposeg.errors import HippoSegError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HippoSegError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

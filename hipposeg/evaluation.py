@@ -1,0 +1,139 @@
+"""Volumetric evaluation: one row per case (Dice whole/anterior/posterior, HD95, volumes) and a summary.
+
+Two doors share it: the bundle's ``evaluate.json`` (a handler on the evaluator) and
+``hipposeg evaluate PRED_DIR GT_DIR`` (files on disk).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from hipposeg.data.readers import case_name, is_nifti, read_image
+from hipposeg.data.writers import write_text
+from hipposeg.errors import InputError
+from hipposeg.metrics import case_metrics, notebook_slice_dice, summarise
+
+NOTEBOOK_SLICE_DICE = "notebook_slice_dice"
+NOTEBOOK_NOTE = ("mean over batches of 32 consecutive non-empty axial slices of the whole-hippocampus Dice, the "
+                 "reference notebook's metric; only for comparison with its published 0.839, not a volumetric Dice")
+
+
+def rows_to_csv(rows: Sequence[dict]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def build_summary(rows: Sequence[dict], slice_terms: Sequence[float] = ()) -> dict:
+    summary = summarise(list(rows))
+    if slice_terms:
+        summary[NOTEBOOK_SLICE_DICE] = {"mean": float(np.mean(slice_terms)), "n_batches": len(slice_terms),
+                                        "note": NOTEBOOK_NOTE}
+    return summary
+
+
+def write_report(rows: Sequence[dict], csv_path: str | Path, summary_path: str | Path | None = None,
+                 slice_terms: Sequence[float] = (), overwrite: bool = False) -> dict:
+    """Write the per-case CSV (and the summary JSON beside it); return the summary."""
+    summary = build_summary(rows, slice_terms)
+    write_text(csv_path, rows_to_csv(rows), overwrite=overwrite)
+    if summary_path:
+        write_text(summary_path, json.dumps(summary, indent=1) + "\n", overwrite=overwrite)
+    return summary
+
+
+def _label_case(path: str) -> str:
+    name = case_name(path)
+    return name[:-4] if name.endswith("_seg") else name
+
+
+class CaseMetricsWriter:
+    """Evaluator handler: per case metrics from ``pred`` (labels) and ``label``; ``metrics.csv`` and
+    ``summary.json`` in ``output_dir`` when the run completes (rank 0 only)."""
+
+    def __init__(self, output_dir: str, label_names: dict, slice_dice_axis: int = 2):
+        self.output_dir = Path(output_dir)
+        self.label_names = {int(k): v for k, v in label_names.items()}
+        self.slice_dice_axis = slice_dice_axis
+        self.rows: list[dict] = []
+        self.slice_terms: list[float] = []
+        self.summary: dict = {}
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+
+    def _reset(self, engine) -> None:
+        self.rows, self.slice_terms = [], []
+
+    def _iteration(self, engine) -> None:
+        outputs = engine.state.output
+        for item in outputs if isinstance(outputs, list) else [outputs]:
+            pred = np.asarray(item["pred"].detach().cpu())[0]
+            truth = np.asarray(item["label"].detach().cpu())
+            truth = truth[0] if truth.ndim == 4 and truth.shape[0] == 1 else np.argmax(truth, 0)
+            meta = getattr(item["label"], "meta", {})
+            spacing = np.sqrt((np.asarray(item["label"].affine)[:3, :3] ** 2).sum(0)) if hasattr(item["label"], "affine") else (1, 1, 1)
+            source = str(meta.get("filename_or_obj", f"case_{len(self.rows)}"))
+            row = {"case": _label_case(source), **case_metrics(pred, truth, tuple(float(s) for s in spacing), self.label_names)}
+            self.rows.append(row)
+            self.slice_terms += notebook_slice_dice(pred, truth, axis=self.slice_dice_axis)
+
+    def _completed(self, engine) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (self.rows, self.slice_terms))
+            self.rows = [r for rows, _ in gathered for r in rows]
+            self.slice_terms = [t for _, terms in gathered for t in terms]
+            if dist.get_rank() != 0:
+                return
+        self.rows.sort(key=lambda r: r["case"])
+        self.summary = write_report(self.rows, self.output_dir / "metrics.csv", self.output_dir / "summary.json",
+                                    self.slice_terms, overwrite=True)
+        s = self.summary
+        if "dice_whole" in s:
+            print(f"evaluated {s['n_cases']} cases: Dice whole {s['dice_whole']['mean']:.4f}, "
+                  f"HD95 {s['hd95_whole_mm']['mean']:.2f} mm -> {self.output_dir / 'metrics.csv'}")
+
+
+def pair_folders(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """Pair ``<case>_seg.nii.gz`` (or ``<case>.nii.gz``) predictions with ``<case>.nii.gz`` ground truths."""
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    for folder in (pred_dir, gt_dir):
+        if not folder.is_dir():
+            raise InputError(folder, "no such folder")
+    preds = {_label_case(str(p)): p for p in sorted(pred_dir.iterdir()) if is_nifti(p)}
+    truths = {case_name(p): p for p in sorted(gt_dir.iterdir()) if is_nifti(p)}
+    pairs = [(case, preds[case], truths[case]) for case in sorted(preds) if case in truths]
+    unpaired = [f"{preds[c]}: no ground truth named {c}.nii.gz in {gt_dir}" for c in sorted(preds) if c not in truths]
+    if not pairs:
+        raise InputError(pred_dir, f"no prediction pairs with a ground truth in {gt_dir}")
+    return pairs, unpaired
+
+
+def evaluate_pair(pred_path: Path, gt_path: Path, label_names: dict[int, str]) -> tuple[dict, list[float]]:
+    pred, truth = read_image(pred_path), read_image(gt_path)
+    if pred.shape != truth.shape:
+        raise InputError(pred_path, f"shape {pred.shape} differs from ground truth {gt_path} shape {truth.shape}")
+    if not np.allclose(pred.affine, truth.affine, atol=1e-3):
+        raise InputError(pred_path, f"geometry (affine) differs from ground truth {gt_path}")
+    p, t = np.rint(pred.array).astype(np.int16), np.rint(truth.array).astype(np.int16)
+    row = case_metrics(p, t, truth.spacing, label_names)
+    return row, notebook_slice_dice(p, t)

@@ -1,0 +1,83 @@
+import json
+import shutil
+
+import pytest
+
+from hipposeg.data.manifest import assign_folds, data_root_candidates, load_manifest, resolve_data_root, sha256_of
+from hipposeg.errors import DataNotFoundError
+
+
+def test_manifest_lists_every_msd_file_with_checksums(manifest, msd):
+    cases = manifest.cases("msd_hippocampus")
+    train = [c for c in cases if c["split"] == "train"]
+    assert len(train) == 208 and len([c for c in cases if c["split"] == "test"]) == 1
+    on_disk = sorted(p.name for p in (msd / "imagesTr").glob("*.nii.gz"))
+    assert sorted(c["image"].split("/")[-1] for c in train) == on_disk
+    assert sha256_of(msd / train[0]["label"]) == train[0]["label_sha256"]
+    entry = manifest.entry("msd_hippocampus")
+    assert entry["licence"] == "CC-BY-SA 4.0" and entry["labels"] == {"0": "background", "1": "anterior", "2": "posterior"}
+    assert entry["archive_url"].startswith("https://")
+
+
+def test_folds_are_fixed_seeded_and_balanced(manifest):
+    cases = [c for c in manifest.cases("msd_hippocampus") if c["split"] == "train"]
+    folds = {c["id"]: c["fold"] for c in cases}
+    entry = manifest.entry("msd_hippocampus")
+    assert folds == assign_folds(list(folds), entry["n_folds"], entry["fold_seed"])
+    sizes = sorted(list(folds.values()).count(f) for f in range(5))
+    assert sizes == [41, 41, 42, 42, 42]
+    val = manifest.datalist("msd_hippocampus", "val", 0)
+    train = manifest.datalist("msd_hippocampus", "train", 0)
+    assert len(val) + len(train) == 208 and not {v["case"] for v in val} & {t["case"] for t in train}
+    assert len(manifest.datalist("msd_hippocampus", "train", None)) == 208
+
+
+def test_data_root_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("HIPPOSEG_DATA", str(tmp_path / "env"))
+    assert data_root_candidates(tmp_path / "flag")[0][1] == tmp_path / "flag"
+    assert data_root_candidates()[0][1] == tmp_path / "env"
+    monkeypatch.delenv("HIPPOSEG_DATA")
+    names = [how for how, _ in data_root_candidates()]
+    assert names == ["beside the repository", "user cache"]
+
+
+def test_missing_dataset_says_where_it_looked(tmp_path, cli):
+    with pytest.raises(DataNotFoundError) as err:
+        load_manifest().dataset_dir("msd_hippocampus", tmp_path)
+    assert str(tmp_path) in str(err.value) and "Download" in str(err.value)
+    result = cli("data", "verify", "--dataset", "msd_hippocampus", "--data-root", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "looked in" in result.stderr
+
+
+def test_data_verify_passes_then_fails_on_one_changed_byte(data_root, tmp_path, cli):
+    result = cli("data", "verify", "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "msd_hippocampus: 418/418 files OK" in result.stdout
+    # a copy of the dataset with one byte of one file changed
+    copy_root = tmp_path / "root"
+    shutil.copytree(data_root / "msd_hippocampus", copy_root / "msd_hippocampus")
+    victim = copy_root / "msd_hippocampus" / "labelsTr" / "hippocampus_001.nii.gz"
+    blob = bytearray(victim.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    victim.write_bytes(bytes(blob))
+    result = cli("data", "verify", "--dataset", "msd_hippocampus", "--data-root", str(copy_root), "--quiet")
+    assert result.returncode == 1
+    bad = [line for line in result.stdout.splitlines() if line.startswith("BAD")]
+    assert len(bad) == 1 and str(victim) in bad[0] and "sha256" in bad[0]
+    victim.unlink()
+    result = cli("data", "verify", "--dataset", "msd_hippocampus", "--data-root", str(copy_root), "--quiet")
+    assert result.returncode == 1 and "missing" in result.stdout
+
+
+def test_manifest_json_is_valid_and_relative():
+    raw = json.loads(load_manifest().path.read_text())
+    for name, entry in raw["datasets"].items():
+        assert {"dir", "source", "licence", "how_to_get", "labels" if name != "dicom_hcrop" else "dir"} <= set(entry)
+        for case in entry.get("cases", []):
+            assert not case["image"].startswith("/")
+
+
+def test_resolve_data_root_prefers_existing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HIPPOSEG_DATA", str(tmp_path))
+    assert resolve_data_root() == tmp_path

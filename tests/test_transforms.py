@@ -1,0 +1,85 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Spacing
+
+from hipposeg.transforms import context_indices, cut_slices, slice_augmentations, volume_transforms
+
+
+@pytest.fixture(scope="module")
+def case(msd):
+    image = np.asanyarray(nib.load(msd / "imagesTr" / "hippocampus_003.nii.gz").dataobj).astype(np.float32)
+    label = np.asanyarray(nib.load(msd / "labelsTr" / "hippocampus_003.nii.gz").dataobj).astype(np.uint8)
+    return image, label
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_nonempty_filter_yields_exactly_the_labelled_slices(case, axis):
+    image, label = case
+    expected = [i for i in range(label.shape[axis]) if np.take(label, i, axis=axis).any()]
+    samples = cut_slices(image, label, axis, context=1)
+    assert [s["slice_index"] for s in samples] == expected
+    for s in samples:
+        assert np.array_equal(s["label"][0], np.take(label, s["slice_index"], axis=axis))
+        assert np.array_equal(s["image"][0], np.take(image, s["slice_index"], axis=axis))
+        assert s["label"][0].any()
+
+
+def test_25d_channels_are_the_neighbours_with_edges_replicated(case):
+    image, label = case
+    label = label.copy()
+    label[0, 0, :] = 1  # every axial slice non-empty, so both edges are tested
+    n = image.shape[2]
+    samples = {s["slice_index"]: s for s in cut_slices(image, label, axis=2, context=5)}
+    assert context_indices(n, 0, 5) == [0, 0, 0, 1, 2] and context_indices(n, n - 1, 5) == [n - 3, n - 2, n - 1, n - 1, n - 1]
+    for i in (0, 1, n // 2, n - 1):
+        expected = np.stack([image[:, :, j] for j in context_indices(n, i, 5)])
+        assert np.array_equal(samples[i]["image"], expected)
+    with pytest.raises(ValueError):
+        context_indices(n, 0, 4)
+
+
+def test_empty_fraction_adds_that_share_of_empty_slices(case):
+    image, label = case
+    nonempty = cut_slices(image, label, 1)
+    mixed = cut_slices(image, label, 1, empty_fraction=0.2, rng=np.random.default_rng(0))
+    n_empty = sum(1 for s in mixed if not s["label"].any())
+    assert len(mixed) - len(nonempty) == n_empty == min(round(0.2 * len(nonempty)), label.shape[1] - len(nonempty))
+
+
+def test_resampling_to_08mm_and_back_restores_shape_and_affine(msd):
+    chain = volume_transforms(keys=["image"], pixdim=(0.8, 0.8, 0.8))
+    data = chain({"image": str(msd / "imagesTr" / "hippocampus_003.nii.gz")})
+    ref = nib.load(msd / "imagesTr" / "hippocampus_003.nii.gz")
+    assert np.allclose(np.sqrt((np.asarray(data["image"].affine)[:3, :3] ** 2).sum(0)), 0.8)
+    assert data["image"].shape[1] > ref.shape[0]
+    back = Spacing(pixdim=(1.0, 1.0, 1.0), mode="bilinear")(data["image"], output_spatial_shape=ref.shape)
+    assert tuple(back.shape[1:]) == ref.shape
+    assert np.allclose(np.asarray(back.affine), ref.affine, atol=1e-4)
+    inverted = chain.inverse(data)["image"]
+    assert tuple(inverted.shape[1:]) == ref.shape and np.allclose(np.asarray(inverted.affine), ref.affine, atol=1e-4)
+
+
+def test_preprocessing_reorients_to_ras(tmp_path, msd):
+    src = nib.load(msd / "imagesTr" / "hippocampus_003.nii.gz")
+    data = np.asanyarray(src.dataobj)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = data.shape[0] - 1, data.shape[1] - 1
+    lps = nib.Nifti1Image(data[::-1, ::-1].copy(), src.affine @ flip)
+    nib.save(lps, tmp_path / "lps.nii.gz")
+    chain = volume_transforms(keys=["image"])
+    a = chain({"image": str(msd / "imagesTr" / "hippocampus_003.nii.gz")})["image"]
+    b = chain({"image": str(tmp_path / "lps.nii.gz")})["image"]
+    assert np.allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_augmentation_pads_to_multiple_of_32_and_keeps_labels(case):
+    image, label = case
+    aug = slice_augmentations(flip_prob=1, rotate_prob=1, zoom_prob=1, intensity_prob=1)
+    aug.set_random_state(0)
+    for s in cut_slices(image, label, 1, context=3)[:5]:
+        out = aug(s)
+        assert out["image"].shape[0] == 3 and all(d % 32 == 0 for d in out["image"].shape[1:])
+        assert out["label"].shape[1:] == out["image"].shape[1:] and out["label"].dtype == torch.long
+        assert set(torch.unique(out["label"]).tolist()) <= {0, 1, 2}
