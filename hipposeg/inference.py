@@ -156,7 +156,8 @@ class WriteSegmentationd:
         from hipposeg.data.writers import write_nifti
 
         prob = data[self.key]
-        source = str(prob.meta.get("filename_or_obj") or data["image"].meta["filename_or_obj"])
+        meta = getattr(prob, "meta", None) or data["image"].meta
+        source = str(meta.get("filename_or_obj") or data["image"].meta["filename_or_obj"])
         header = nib.load(source)
         labels = probabilities_to_labels(prob, self.keep_largest)
         if labels.shape != tuple(header.shape[:3]):

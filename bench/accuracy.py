@@ -1,0 +1,187 @@
+"""Accuracy benchmark: train through the bundle on the training folds, evaluate on fold 0, write a report.
+
+    python bench/accuracy.py --row default              # train + evaluate one row, then refresh the table
+    python bench/accuracy.py --row reference --minutes 15
+    python bench/accuracy.py --table                    # only rebuild the table in bench/README.md
+
+Every row is a set of ``python -m monai.bundle`` overrides (and overlay configs) of the shipped bundle, so what
+is measured is exactly what users run. Inference-only variants (slicing axis, consensus, flip TTA, largest
+component) re-evaluate an already trained row's checkpoint (``--eval-only``). Results go to
+``bench/results/<row>.json``; the Markdown table between the markers in ``bench/README.md`` is rebuilt from all
+result files, so no number is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CONFIGS = REPO / "bundles" / "hipposeg" / "configs"
+RUNS = BENCH / "runs"  # checkpoints and logs (git-ignored)
+RESULTS = BENCH / "results"
+
+# name: (description, overlay configs under bench/configs, training overrides, evaluation overrides, trained row)
+ROWS: dict[str, dict] = {
+    "reference": {"about": "reference notebook recipe (2D, axial, non-empty slices only, Adam + plateau)",
+                  "overlays": ["reference_recipe.json"], "train": {}, "eval": {}},
+    "unet3d": {"about": "plain MONAI 3D UNet, 5 levels 16-256, DiceCE, crops padded to 48x64x48",
+               "overlays": ["unet3d.json"], "train": {}, "eval": {}},
+    "default": {"about": "hipposeg default: 2.5D (3 slices), 3 axes pooled, 20% empty slices, AdamW one-cycle; "
+                         "3-axis consensus + largest component", "overlays": [], "train": {}, "eval": {}},
+    # inference-only variants of the default checkpoint
+    "default-axis0": {"about": "default model, sagittal slices only", "from": "default",
+                      "eval": {"inference_axes": [0]}},
+    "default-axis1": {"about": "default model, coronal slices only", "from": "default",
+                      "eval": {"inference_axes": [1]}},
+    "default-axis2": {"about": "default model, axial slices only", "from": "default",
+                      "eval": {"inference_axes": [2]}},
+    "default-no-lcc": {"about": "default model, consensus, no largest-component step", "from": "default",
+                       "eval": {"keep_largest": False}},
+    "default-tta": {"about": "default model, consensus + left-right flip TTA", "from": "default",
+                    "eval": {"flip_tta": True}},
+}
+
+
+def _args(overrides: dict) -> list[str]:
+    out = []
+    for key, value in overrides.items():
+        out += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    return out
+
+
+def _config_arg(names: list[str]) -> str:
+    return "[" + ",".join(f"'{p}'" for p in names) + "]" if len(names) > 1 else names[0]
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    start = time.perf_counter()
+    with open(log, "a") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+    if proc.returncode:
+        sys.exit(f"command failed ({proc.returncode}); see {log}")
+    return time.perf_counter() - start
+
+
+def train_row(name: str, minutes: float | None, epochs: int | None, extra: dict) -> dict:
+    row = ROWS[name]
+    out = RUNS / name
+    out.mkdir(parents=True, exist_ok=True)
+    files = [str(CONFIGS / "train.json")] + [str(BENCH / "configs" / o) for o in row["overlays"]]
+    overrides = {"output_dir": str(out), "ckpt_dir": str(out), "fold": 0, "seed": 0, **row["train"], **extra}
+    if minutes:
+        overrides["max_minutes"] = minutes
+    if epochs:
+        overrides["epochs"] = epochs
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
+    wall = _run(cmd, out / "train.log")
+    return {"train_command": " ".join(shlex.quote(c) for c in cmd[1:]), "train_wall_s": round(wall, 1)}
+
+
+def evaluate_row(name: str) -> dict:
+    row = ROWS[name]
+    trained = row.get("from", name)
+    base = ROWS[trained]
+    out = RUNS / name / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    files = [str(CONFIGS / "train.json")] + [str(BENCH / "configs" / o) for o in base["overlays"]]
+    files.append(str(CONFIGS / "evaluate.json"))
+    overrides = {"ckpt_path": str(RUNS / trained / "model.pt"), "output_dir": str(out), "fold": 0,
+                 **base.get("train", {}), **row.get("eval", {})}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
+    wall = _run(cmd, out / "eval.log")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"eval_command": " ".join(shlex.quote(c) for c in cmd[1:]), "eval_wall_s": round(wall, 1),
+            "summary": summary}
+
+
+def history_facts(name: str) -> dict:
+    path = RUNS / ROWS[name].get("from", name) / "history.json"
+    if not path.is_file():
+        return {}
+    epochs = json.loads(path.read_text())["epochs"]
+    reached = next((e["elapsed_s"] for e in epochs if e.get("val_whole_dice", 0) >= 0.88), None)
+    return {"epochs": len(epochs), "train_elapsed_s": epochs[-1]["elapsed_s"] if epochs else None,
+            "time_to_val_dice_0.88_s": reached,
+            "best_val_whole_dice": max((e.get("val_whole_dice", 0) for e in epochs), default=None)}
+
+
+def _fmt(summary: dict, key: str, stat: str = "mean", digits: int = 3) -> str:
+    value = summary.get(key, {}).get(stat)
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def build_table() -> str:
+    lines = ["| row | what | Dice whole mean / median | anterior mean / median | posterior mean / median | "
+             "HD95 mm mean / median | abs. volume error mm³ | train wall (min) | epochs | time to val Dice 0.88 (min) | "
+             "notebook slice Dice |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ROWS:
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
+        s = r["summary"]
+        wall = r.get("train_elapsed_s")
+        reach = r.get("time_to_val_dice_0.88_s")
+        lines.append(
+            f"| `{name}` | {ROWS[name]['about']} | {_fmt(s, 'dice_whole')} / {_fmt(s, 'dice_whole', 'median')} | "
+            f"{_fmt(s, 'dice_anterior')} / {_fmt(s, 'dice_anterior', 'median')} | "
+            f"{_fmt(s, 'dice_posterior')} / {_fmt(s, 'dice_posterior', 'median')} | "
+            f"{_fmt(s, 'hd95_whole_mm', digits=2)} / {_fmt(s, 'hd95_whole_mm', 'median', 2)} | "
+            f"{_fmt(s, 'abs_volume_error_mm3', digits=0)} | {'–' if wall is None else f'{wall / 60:.1f}'} | "
+            f"{r.get('epochs', '–')} | {'not reached' if reach is None else f'{reach / 60:.1f}'} | "
+            f"{s.get('notebook_slice_dice', {}).get('mean', float('nan')):.3f} |")
+    return "\n".join(lines)
+
+
+def write_table() -> None:
+    readme = BENCH / "README.md"
+    text = readme.read_text() if readme.is_file() else "# Benchmarks\n\n<!-- accuracy-table -->\n<!-- /accuracy-table -->\n"
+    start, end = "<!-- accuracy-table -->", "<!-- /accuracy-table -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{build_table()}\n{end}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--row", choices=list(ROWS))
+    parser.add_argument("--minutes", type=float, help="training wall-clock budget (stops after the epoch that ends past it)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="extra training override")
+    parser.add_argument("--eval-only", action="store_true", help="re-evaluate the existing checkpoint")
+    parser.add_argument("--table", action="store_true", help="only rebuild the table")
+    args = parser.parse_args()
+    if args.row:
+        RESULTS.mkdir(exist_ok=True)
+        result = {"row": args.row, "about": ROWS[args.row]["about"], "machine": f"{platform.machine()}, "
+                  f"{os.cpu_count()} CPU cores, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}",
+                  "date": time.strftime("%Y-%m-%d %H:%M"),
+                  "bench_command": "python bench/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+        if "from" not in ROWS[args.row] and not args.eval_only:
+            extra = dict(json.loads(v) if False else (k, json.loads(v)) for k, v in (s.split("=", 1) for s in args.set))
+            result.update(train_row(args.row, args.minutes, args.epochs, extra))
+        elif (RESULTS / f"{args.row}.json").is_file():
+            previous = json.loads((RESULTS / f"{args.row}.json").read_text())
+            result.update({k: v for k, v in previous.items() if k.startswith("train_")})
+        result.update(history_facts(args.row))
+        result.update(evaluate_row(args.row))
+        (RESULTS / f"{args.row}.json").write_text(json.dumps(result, indent=1) + "\n")
+        s = result["summary"]
+        print(f"{args.row}: Dice whole {_fmt(s, 'dice_whole')} anterior {_fmt(s, 'dice_anterior')} "
+              f"posterior {_fmt(s, 'dice_posterior')} HD95 {_fmt(s, 'hd95_whole_mm', digits=2)} mm")
+    write_table()
+
+
+if __name__ == "__main__":
+    main()

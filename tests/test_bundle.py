@@ -1,0 +1,177 @@
+"""The bundle, run the way a user runs it: ``python -m monai.bundle ...`` in a subprocess, from another folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import BUNDLE, run_cli
+
+CONFIGS = BUNDLE / "configs"
+SMALL = ["--max_cases", "4", "--num_threads", "2"]
+
+
+def bundle(*args, cwd, **kw):
+    return run_cli("-m", "monai.bundle", *args, cwd=cwd, **kw)
+
+
+def configs(*names):
+    return "[" + ",".join(f"'{CONFIGS / n}'" for n in names) + "]"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two short epochs on 4 training cases, validated on 4 fold-0 cases."""
+    out = tmp_path_factory.mktemp("train")
+    result = bundle("run", "--config_file", str(CONFIGS / "train.json"), "--epochs", "2", *SMALL,
+                    "--output_dir", str(out / "runs"), "--ckpt_dir", str(out / "models"), cwd=out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def test_training_saves_best_model_and_logs_validation(trained):
+    assert (trained / "models" / "model.pt").is_file()
+    assert (trained / "runs" / "checkpoint_final.pt").is_file()
+    history = json.loads((trained / "runs" / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2]
+    assert all("val_whole_dice" in e and 0 <= e["val_whole_dice"] <= 1 for e in history)
+    assert all(np.isfinite(e["loss"]) for e in history)
+    assert list((trained / "runs").glob("events.out.tfevents*")), "no TensorBoard log"
+    state = torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("encoder.") for k in state)
+
+
+def test_training_resumes_from_checkpoint(trained, tmp_path):
+    result = bundle("run", "--config_file", str(CONFIGS / "train.json"), "--epochs", "3", *SMALL,
+                    "--output_dir", str(trained / "runs"), "--ckpt_dir", str(tmp_path / "models"),
+                    "--resume_from", str(trained / "runs" / "checkpoint_final.pt"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((trained / "runs" / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2, 3]  # resumed at epoch 2, ran only the third
+
+
+def _lps_copy(src, dst):
+    """The same volume stored LPS: first two axes flipped, affine adjusted so world positions are unchanged."""
+    img = nib.load(src)
+    data = np.asanyarray(img.dataobj)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = data.shape[0] - 1, data.shape[1] - 1
+    nib.save(nib.Nifti1Image(data[::-1, ::-1].copy(), img.affine @ flip), dst)
+
+
+def test_inference_writes_masks_in_the_input_geometry(trained, msd, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for case in ("hippocampus_001", "hippocampus_003"):
+        (inputs / f"{case}.nii.gz").write_bytes((msd / "imagesTr" / f"{case}.nii.gz").read_bytes())
+    _lps_copy(msd / "imagesTr" / "hippocampus_004.nii.gz", inputs / "lps_004.nii.gz")
+    result = bundle("run", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir", str(inputs),
+                    "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(trained / "models" / "model.pt"),
+                    "--save_probabilities", "true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for src in sorted(inputs.iterdir()):
+        case = src.name[: -len(".nii.gz")]
+        seg = nib.load(tmp_path / "out" / f"{case}_seg.nii.gz")
+        ref = nib.load(src)
+        assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine, atol=1e-5)
+        assert seg.get_data_dtype() == np.uint8
+        assert set(np.unique(np.asanyarray(seg.dataobj))) <= {0, 1, 2}
+        prob = nib.load(tmp_path / "out" / f"{case}_prob.nii.gz")
+        assert prob.shape == (*ref.shape, 3)
+        assert np.allclose(np.asanyarray(prob.dataobj).sum(-1), 1, atol=1e-3)
+
+
+def test_evaluation_rows_match_numpy_dice_of_written_masks(trained, manifest, tmp_path):
+    ckpt = str(trained / "models" / "model.pt")
+    result = bundle("run", "--config_file", configs("train.json", "evaluate.json"), "--max_cases", "3",
+                    "--ckpt_path", ckpt, "--output_dir", str(tmp_path / "eval"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "metrics.csv")))
+    val = manifest.datalist("msd_hippocampus", "val", 0)[:3]
+    assert [r["case"] for r in rows] == sorted(v["case"] for v in val)
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["n_cases"] == 3 and "notebook_slice_dice" in summary
+    # the same cases through inference.json: the written masks give the Dice of the CSV
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for v in val:
+        (folder / f"{v['case']}.nii.gz").symlink_to(v["image"])
+    result = bundle("run", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir", str(folder),
+                    "--output_dir", str(tmp_path / "masks"), "--ckpt_path", ckpt, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row, v in zip(rows, sorted(val, key=lambda v: v["case"])):
+        pred = np.asanyarray(nib.load(tmp_path / "masks" / f"{v['case']}_seg.nii.gz").dataobj)
+        truth = np.asanyarray(nib.load(v["label"]).dataobj)
+        for key, p, t in [("dice_whole", pred > 0, truth > 0), ("dice_anterior", pred == 1, truth == 1),
+                          ("dice_posterior", pred == 2, truth == 2)]:
+            denom = p.sum() + t.sum()
+            expected = 1.0 if denom == 0 else 2 * (p & t).sum() / denom
+            assert float(row[key]) == pytest.approx(expected, abs=1e-5)
+        assert float(row["volume_true_mm3"]) == (truth > 0).sum()
+
+
+def test_two_process_gloo_training_writes_only_on_rank_0(tmp_path):
+    result = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
+                     "run", "--config_file", configs("train.json", "multi_gpu_train.json"), "--epochs", "1",
+                     "--max_cases", "4", "--num_threads", "1", "--output_dir", str(tmp_path / "runs"),
+                     "--ckpt_dir", str(tmp_path / "models"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "models" / "model.pt").is_file()
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state), "DDP wrapper leaked into the checkpoint"
+    # one TensorBoard writer for training and one for validation: rank 1 wrote none
+    assert len(list((tmp_path / "runs").glob("events.out.tfevents*"))) == 2
+    history = json.loads((tmp_path / "runs" / "history.json").read_text())["epochs"]
+    assert len(history) == 1 and "val_whole_dice" in history[0]
+
+
+def test_metadata_network_checks_and_torchscript_export(trained, tmp_path):
+    schema = BUNDLE.parents[1].parent / "shared" / "schemas" / "meta_schema_20240725.json"
+    assert schema.is_file(), schema
+    meta, infer = str(CONFIGS / "metadata.json"), str(CONFIGS / "inference.json")
+    result = bundle("verify_metadata", "--meta_file", meta, "--filepath", str(schema), cwd=tmp_path)
+    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr
+    result = bundle("verify_net_in_out", "network_def", "--meta_file", meta, "--config_file", infer, cwd=tmp_path)
+    assert result.returncode == 0 and "verified with no error" in result.stdout + result.stderr
+    ckpt = trained / "models" / "model.pt"
+    result = bundle("ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--ckpt_file", str(ckpt),
+                    "--meta_file", meta, "--config_file", infer, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from hipposeg.model import build_network, load_weights
+
+    net = load_weights(build_network(3, 3), ckpt).eval()
+    scripted = torch.jit.load(str(tmp_path / "model.ts"), map_location="cpu").eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.allclose(net(x), scripted(x), atol=1e-5)
+
+
+def test_mrihs_trains_and_infers_by_override_only(tmp_path):
+    from mrihs_fixture import make_mrihs_fixture
+
+    from hipposeg.data.mrihs import import_mrihs
+
+    info = make_mrihs_fixture(tmp_path / "kaggle", n_train=4, n_test=1, n_slices=10, rows=70, cols=60)
+    report = import_mrihs(info["root"], tmp_path / "mrihs", progress=False)
+    assert len(report.imported) == 4
+    cases = json.loads((tmp_path / "mrihs" / "manifest.json").read_text())["cases"]
+    fold = next(c["fold"] for c in cases if c["split"] == "train")
+    common = ["--dataset", "mrihs", "--dataset_dir", str(tmp_path / "mrihs"), "--slice_axes", "[2]",
+              "--inference_axes", "[2]"]
+    result = bundle("run", "--config_file", str(CONFIGS / "train.json"), *common, "--fold", str(fold),
+                    "--epochs", "1", "--output_dir", str(tmp_path / "runs"), "--ckpt_dir", str(tmp_path / "models"),
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = bundle("run", "--config_file", str(CONFIGS / "inference.json"), *common[:2],
+                    "--dataset_dir", str(tmp_path / "mrihs" / "imagesTs"), "--inference_axes", "[2]",
+                    "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(tmp_path / "models" / "model.pt"),
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    src = next((tmp_path / "mrihs" / "imagesTs").iterdir())
+    seg = nib.load(tmp_path / "out" / src.name.replace(".nii.gz", "_seg.nii.gz"))
+    assert seg.shape == nib.load(src).shape == (60, 70, 10)
