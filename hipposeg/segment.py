@@ -86,7 +86,7 @@ def _outputs(out_dir: Path, case: str) -> dict[str, Path]:
 
 def segment_case(image: Image, segmenter, mode: str = "auto") -> tuple[np.ndarray, dict, dict]:
     """(labels in the input grid, label names, extra QC) for one checked image."""
-    from hipposeg.fullhead import is_full_head, segment_full_head
+    from hipposeg.fullhead.pipeline import is_full_head, segment_full_head
 
     full = mode == "full-head" or (mode == "auto" and is_full_head(image))
     if not full:

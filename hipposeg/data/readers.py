@@ -78,6 +78,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _nibabel_reason(path: Path) -> str:
+    """What nibabel itself says about a file MONAI's loader refused (MONAI only says 'no suitable reader')."""
+    try:
+        np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as exc:
+        return _first_line(exc)
+    return ""
+
+
 def read_nifti(path: str | Path) -> Image:
     """Read a ``.nii``/``.nii.gz`` file through MONAI's ``LoadImage`` (nibabel backend)."""
     from monai.transforms import LoadImage
@@ -92,7 +101,7 @@ def read_nifti(path: str | Path) -> Image:
         array = np.asarray(loaded.array)
         affine = np.asarray(loaded.affine, dtype=np.float64)
     except Exception as exc:  # nibabel/gzip/zlib raise many kinds; all mean "cannot read this file"
-        raise InputError(path, f"cannot read as NIfTI ({_first_line(exc)})") from None
+        raise InputError(path, f"cannot read as NIfTI ({_nibabel_reason(path) or _first_line(exc)})") from None
     return Image(array=array, affine=affine, path=str(path), source="nifti")
 
 

@@ -39,8 +39,8 @@ from hipposeg.fullhead.template import load_template
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (an involution)
 N_THREADS = 2
+VERBOSE = False
 LEVELS_MM = (2, 4, 8)
-RADIUS_MM = 100.0  # distance of the farthest brain voxels from the brain centre
 
 
 @dataclass
@@ -48,8 +48,8 @@ class RegistrationSettings:
     mask_erode_mm: float = 4.0
     search_steps: int = 1  # rotation search over (2n+1)^3 Euler angle combinations
     search_step_deg: float = 15.0
-    rigid_levels: tuple = ((8, 1.0, 60), (4, 0.3, 60))  # (mm, sampling fraction, iterations)
-    affine_levels: tuple = ((4, 0.3, 60), (2, 0.05, 60))
+    rigid_levels: tuple = ((8, 1.0, 100), (4, 0.3, 100))  # (mm, sampling fraction, most iterations)
+    affine_levels: tuple = ((4, 0.3, 100), (2, 0.05, 100))
     rigid_step_mm: float = 2.0
     affine_step_mm: float = 1.0
     bins: int = 32
@@ -190,21 +190,22 @@ def _optimise(sitk, fixed_pyr, moving_pyr, transform, levels, step_mm, cfg) -> f
     for mm, sampling, iterations in levels:
         fixed, mask = fixed_pyr[mm]
         reg = _method(sitk, mask, cfg.bins, sampling, cfg.seed)
-        reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=step_mm,
-            minStep=1e-3,
+        reg.SetOptimizerAsGradientDescent(
+            learningRate=1.0,
             numberOfIterations=iterations,
-            relaxationFactor=0.6,
-            gradientMagnitudeTolerance=1e-6,
+            convergenceMinimumValue=1e-6,
+            convergenceWindowSize=10,
+            estimateLearningRate=reg.Once,
+            maximumStepSizeInPhysicalUnits=step_mm,
         )
-        # parameter scales by hand, as ITK's physical-shift estimator would set them (squared shift of the
-        # farthest brain points per unit change) but without its cost, and without the bad estimate it
-        # returned from some rigid fits, which threw the affine stage off by a whole brain.
-        n_linear = 3 if transform.GetName() == "Euler3DTransform" else 9
-        reg.SetOptimizerScales([RADIUS_MM**2] * n_linear + [1.0] * 3)
+        # Parameter scales make a unit step of any parameter move the brain by about the same distance;
+        # the step length is then bounded in millimetres.
+        reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(transform, inPlace=True)
         reg.Execute(fixed, moving_pyr[mm])
         metric = float(reg.GetMetricValue())
+        if VERBOSE:
+            print(f"  {transform.GetName()} {mm} mm: {reg.GetOptimizerIteration()} it, metric {metric:.3f}; {reg.GetOptimizerStopConditionDescription()[:90]}")
         step_mm = step_mm / 2.0
     return metric
 

@@ -1,0 +1,180 @@
+"""``hipposeg segment`` / ``evaluate`` with the shipped model: outputs, volumes, DICOM, TTA, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import BUNDLE
+
+MODEL = BUNDLE / "models" / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    from hipposeg.segmenter import load_segmenter
+
+    assert MODEL.is_file(), "the shipped model bundles/hipposeg/models/model.pt is missing"
+    return load_segmenter()
+
+
+def _snapshot(folder):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_segment_writes_masks_qc_and_volume_table(msd, tmp_path, cli):
+    inputs = [msd / "imagesTr" / f"hippocampus_{c}.nii.gz" for c in ("001", "003")]
+    result = cli("segment", *map(str, inputs), "-o", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "segmented 2 case(s), 0 failed" in result.stdout
+    rows = list(csv.DictReader(open(tmp_path / "out" / "volumes.csv")))
+    assert [r["case"] for r in rows] == ["hippocampus_001", "hippocampus_003"]
+    assert json.loads((tmp_path / "out" / "volumes.json").read_text())[0]["case"] == "hippocampus_001"
+    for src, row in zip(inputs, rows):
+        seg = nib.load(tmp_path / "out" / f"{row['case']}_seg.nii.gz")
+        ref = nib.load(src)
+        assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine) and seg.get_data_dtype() == np.uint8
+        labels = np.asanyarray(seg.dataobj)
+        voxel = abs(np.linalg.det(seg.affine[:3, :3]))
+        assert float(row["volume_anterior_mm3"]) == pytest.approx((labels == 1).sum() * voxel)
+        assert float(row["volume_posterior_mm3"]) == pytest.approx((labels == 2).sum() * voxel)
+        assert float(row["volume_total_mm3"]) == pytest.approx((labels > 0).sum() * voxel)
+        assert (tmp_path / "out" / f"{row['case']}_qc.png").stat().st_size > 10_000
+        truth = np.asanyarray(nib.load(str(src).replace("imagesTr", "labelsTr")).dataobj)
+        assert 2 * ((labels > 0) & (truth > 0)).sum() / ((labels > 0).sum() + (truth > 0).sum()) > 0.8
+
+
+def test_segment_a_dicom_series_in_its_own_geometry(data_root, tmp_path, cli):
+    from hipposeg.data.readers import read_dicom_series
+
+    folder = data_root / "dicom_hcrop" / "study2_hcrop"
+    result = cli("segment", str(folder), "-o", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    seg = nib.load(tmp_path / "out" / "study2_hcrop_seg.nii.gz")
+    image = read_dicom_series(folder)
+    assert seg.shape == image.shape and np.allclose(seg.affine, image.affine, atol=1e-4)
+    labels = np.asanyarray(seg.dataobj)
+    assert 1500 < (labels > 0).sum() < 7000 and set(np.unique(labels)) == {0, 1, 2}
+
+
+def test_lps_copy_gives_the_same_mask_as_ras(msd, tmp_path, segmenter):
+    from hipposeg.data.readers import read_image
+
+    src = msd / "imagesTr" / "hippocampus_004.nii.gz"
+    ras = read_image(src)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[0, 3], flip[1, 3] = ras.shape[0] - 1, ras.shape[1] - 1
+    lps_path = tmp_path / "lps.nii.gz"
+    nib.save(nib.Nifti1Image(ras.array[::-1, ::-1].copy(), ras.affine @ flip), lps_path)
+    lps = read_image(lps_path)
+    assert lps.orientation == "LPS"
+    a = segmenter.segment(ras).labels
+    b = segmenter.segment(lps).labels[::-1, ::-1]  # back onto the RAS original's grid (same world positions)
+    dice = 2 * ((a > 0) & (b > 0)).sum() / ((a > 0).sum() + (b > 0).sum())
+    assert dice >= 0.99
+
+
+def test_tta_changes_only_voxels_where_the_flipped_prediction_disagrees(msd, tmp_path, cli, segmenter):
+    import torch
+
+    from hipposeg.data.readers import read_image
+
+    src = msd / "imagesTr" / "hippocampus_010.nii.gz"
+    plain = cli("segment", str(src), "-o", str(tmp_path / "plain"), "--quiet", "--no-qc")
+    tta = cli("segment", str(src), "-o", str(tmp_path / "tta"), "--quiet", "--no-qc", "--tta")
+    assert plain.returncode == 0 and tta.returncode == 0
+    a = np.asanyarray(nib.load(tmp_path / "plain" / "hippocampus_010_seg.nii.gz").dataobj)
+    b = np.asanyarray(nib.load(tmp_path / "tta" / "hippocampus_010_seg.nii.gz").dataobj)
+    # the mirrored pass alone, as TTA computes it
+    image = read_image(src)
+    data = segmenter.preprocessing({"image": torch.as_tensor(image.array[None].astype(np.float32))})
+    with torch.inference_mode():
+        vol = data["image"][None].as_tensor()
+        mirrored = segmenter.inferer._predict_volume(vol[0, 0].flip(0), segmenter.network).flip(1)
+        direct = segmenter.inferer._predict_volume(vol[0, 0], segmenter.network)
+    agree = (mirrored.argmax(0) == direct.argmax(0)).numpy()
+    assert np.array_equal(a[agree], b[agree]) or ((a != b) & agree).sum() <= 0.002 * a.size
+    assert (a != b).sum() <= (~agree).sum() + 0.002 * a.size
+
+
+def test_bad_inputs_fail_alone_with_one_line_each(msd, tmp_path, cli):
+    good = msd / "imagesTr" / "hippocampus_001.nii.gz"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "truncated.nii.gz").write_bytes(good.read_bytes()[:400])
+    (bad / "notimage.nii.gz").write_text("hello")
+    ref = nib.load(good)
+    nib.save(nib.Nifti1Image(np.zeros((20, 20), np.float32), np.eye(4)), bad / "flat2d.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.float32), np.eye(4)), bad / "four_d.nii.gz")
+    nan = np.asanyarray(ref.dataobj).astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(nan, ref.affine), bad / "nonfinite.nii.gz")
+    nib.save(nib.Nifti1Image(np.full(ref.shape, 7, np.float32), ref.affine), bad / "constant.nii.gz")
+    empty_dicom = tmp_path / "empty_dicom"
+    empty_dicom.mkdir()
+    (empty_dicom / "readme.txt").write_text("no dicom here")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("pre-existing")
+    before = _snapshot(out)
+    result = cli("segment", str(good), str(bad), str(tmp_path / "missing.nii.gz"), str(empty_dicom),
+                 "-o", str(out), "--quiet", "--no-qc")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    names = ["truncated", "notimage", "flat2d", "four_d", "nonfinite", "constant", "missing.nii.gz", "empty_dicom"]
+    assert len(errors) == len(names)
+    for name in names:
+        assert sum(name in line for line in errors) == 1, (name, errors)
+    assert "segmented 1 case(s), 8 failed" in result.stdout
+    assert (out / "hippocampus_001_seg.nii.gz").is_file()
+    assert _snapshot(out)["keep.txt"] == before["keep.txt"]
+    assert not [p for p in out.iterdir() if ".part" in p.name], "temporary files left behind"
+
+
+def test_existing_outputs_are_kept_without_overwrite(msd, tmp_path, cli):
+    good = msd / "imagesTr" / "hippocampus_001.nii.gz"
+    out = tmp_path / "out"
+    assert cli("segment", str(good), "-o", str(out), "--quiet", "--no-qc").returncode == 0
+    before = _snapshot(out)
+    again = cli("segment", str(good), "-o", str(out), "--quiet", "--no-qc")
+    assert again.returncode == 2 and "volumes.csv" in again.stderr and "--overwrite" in again.stderr
+    assert _snapshot(out) == before
+    os.remove(out / "volumes.csv")
+    os.remove(out / "volumes.json")
+    skipped = cli("segment", str(good), "-o", str(out), "--quiet", "--no-qc")
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout
+    assert _snapshot(out)["hippocampus_001_seg.nii.gz"] == before["hippocampus_001_seg.nii.gz"]
+    forced = cli("segment", str(good), "-o", str(out), "--quiet", "--no-qc", "--overwrite")
+    assert forced.returncode == 0 and "segmented 1 case(s)" in forced.stdout
+
+
+def test_evaluate_pairs_cases_and_rejects_shape_mismatch(msd, tmp_path, cli):
+    preds, gts = tmp_path / "pred", tmp_path / "gt"
+    preds.mkdir()
+    gts.mkdir()
+    for case in ("hippocampus_001", "hippocampus_003"):
+        label = msd / "labelsTr" / f"{case}.nii.gz"
+        (gts / f"{case}.nii.gz").write_bytes(label.read_bytes())
+        img = nib.load(label)
+        data = np.asanyarray(img.dataobj).copy()
+        data[data.shape[0] // 2:] = 0  # a known, imperfect prediction
+        nib.save(nib.Nifti1Image(data, img.affine), preds / f"{case}_seg.nii.gz")
+    result = cli("evaluate", str(preds), str(gts), "-o", str(tmp_path / "report.csv"))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "report.csv")))
+    for row in rows:
+        truth = np.asanyarray(nib.load(gts / f"{row['case']}.nii.gz").dataobj)
+        pred = np.asanyarray(nib.load(preds / f"{row['case']}_seg.nii.gz").dataobj)
+        expected = 2 * ((pred > 0) & (truth > 0)).sum() / ((pred > 0).sum() + (truth > 0).sum())
+        assert float(row["dice_whole"]) == pytest.approx(expected, abs=1e-5)
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), np.eye(4)), preds / "hippocampus_003_seg.nii.gz")
+    result = cli("evaluate", str(preds), str(gts), "-o", str(tmp_path / "report2.csv"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert len(line) == 1 and "hippocampus_003_seg.nii.gz" in line[0] and "shape" in line[0]
