@@ -1,0 +1,485 @@
+#!/usr/bin/env python3
+"""GPU ablation: which training / inference choices of the hipposeg bundle buy what, in one timed run.
+
+Trains several variants of the shipped bundle (``bundles/hipposeg/configs/train.json`` plus small overlay
+configs, run through ``python -m monai.bundle run`` exactly as users run it) for the same number of epochs,
+evaluates each on fold 0 with ``evaluate.json`` (per-volume Dice whole / anterior / posterior, HD95; read from
+the ``summary.json`` and ``metrics.csv`` the evaluator writes), and re-evaluates the ``default`` checkpoint with
+inference-only variants (one slicing axis, three-axis consensus, flip TTA, no largest-component step).
+
+Training variants (everything else = bundle defaults):
+
+* ``default``             context 3, axes [0,1,2], empty_fraction 0.2, AdamW + one-cycle (per iteration)
+* ``2d``                  context 1
+* ``context5``            context 5
+* ``no-empty``            empty_fraction 0
+* ``empty30``             empty_fraction 0.3
+* ``axis2-only``          slice_axes [2], inference_axes [2]
+* ``plateau``             only the optimizer / scheduler keys of ``bench/configs/reference_recipe.json``
+                          (Adam without weight decay, ReduceLROnPlateau on the validation Dice, epoch-level)
+* ``reference``           the whole reference overlay (2D axial, non-empty slices, Adam + plateau, no LCC)
+* ``default-half-epochs`` default with half the epochs
+
+Several runs share the one GPU as parallel processes (``--parallel``); their wall times therefore depend on
+what ran beside them and compare only roughly. A global time budget keeps the whole run inside a device lease:
+jobs not started in time are skipped, training gets the bundle's ``max_minutes`` as a safety stop (it ends
+after the first epoch past it), anything still running at the end is killed, and the results of what finished
+are written after every job (``gpu_ablation.json`` and ``gpu_ablation.md`` in ``--out-dir``).
+
+TensorBoard handlers are left out of the runs (overlay replacing ``train#handlers`` / ``validate#handlers`` by
+the same lists without ``TensorBoardStatsHandler``), since the GPU machine may lack TensorBoard.
+
+    python bench/gpu_ablation.py --epochs 8 --parallel 9 --num-workers 2          # GPU machine
+    python bench/gpu_ablation.py --epochs 1 --max-cases 4 --device cpu \\
+        --parallel 1 --variants default reference --budget 300                    # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CONFIGS = REPO / "bundles" / "hipposeg" / "configs"
+REFERENCE = BENCH / "configs" / "reference_recipe.json"
+
+# keys of the reference overlay that make up its optimisation recipe (the "plateau" variant)
+PLATEAU_KEYS = ("optimizer#_target_", "weight_decay", "lr_scheduler", "lr_schedule_per_iteration",
+                "train#handlers#0#step_transform")
+
+TRAIN_VARIANTS: dict[str, dict] = {
+    "default": {"about": "context 3, axes [0,1,2], 20% empty slices, AdamW one-cycle", "set": {}},
+    "2d": {"about": "context 1 (plain 2D)", "set": {"context": 1}},
+    "context5": {"about": "context 5", "set": {"context": 5}},
+    "no-empty": {"about": "empty_fraction 0", "set": {"empty_fraction": 0.0}},
+    "empty30": {"about": "empty_fraction 0.3", "set": {"empty_fraction": 0.3}},
+    "axis2-only": {"about": "train and infer on axial slices only", "set": {"slice_axes": [2], "inference_axes": [2]}},
+    "plateau": {"about": "reference optimiser recipe only: Adam (no weight decay) + ReduceLROnPlateau on val Dice",
+                "plateau": True, "set": {}},
+    "reference": {"about": "full reference overlay (2D, axial, non-empty slices, Adam + plateau, no LCC)",
+                  "overlays": [REFERENCE], "set": {}},
+    "default-half-epochs": {"about": "default, half the epochs", "half": True, "set": {}},
+}
+
+# inference-only variants of the default checkpoint (name: evaluation overrides)
+INFERENCE_VARIANTS: dict[str, dict] = {
+    "default@axis0": {"about": "default model, sagittal slices only", "set": {"inference_axes": [0]}},
+    "default@axis1": {"about": "default model, coronal slices only", "set": {"inference_axes": [1]}},
+    "default@axis2": {"about": "default model, axial slices only", "set": {"inference_axes": [2]}},
+    "default@consensus": {"about": "default model, 3-axis consensus (= default evaluation)",
+                          "set": {"inference_axes": [0, 1, 2]}},
+    "default@flip-tta": {"about": "default model, consensus + left-right flip TTA", "set": {"flip_tta": True}},
+    "default@no-lcc": {"about": "default model, consensus, no largest-component step", "set": {"keep_largest": False}},
+}
+
+METRICS = ("dice_whole", "dice_anterior", "dice_posterior", "hd95_whole_mm")
+
+
+# ----------------------------------------------------------------------------------------------- configs
+def _without_tensorboard(handlers: list) -> list:
+    return [h for h in handlers if "TensorBoard" not in str(h.get("_target_", ""))]
+
+
+def no_tensorboard_overlay() -> dict:
+    train = json.loads((CONFIGS / "train.json").read_text())
+    return {"train#handlers": _without_tensorboard(train["train"]["handlers"]),
+            "validate#handlers": _without_tensorboard(train["validate"]["handlers"])}
+
+
+def plateau_overlay() -> dict:
+    ref = json.loads(REFERENCE.read_text())
+    return {k: ref[k] for k in PLATEAU_KEYS if k in ref}
+
+
+def common_overrides(args) -> dict:
+    out = {"fold": 0, "seed": 0, "num_workers": args.num_workers, "num_threads": args.num_threads}
+    if args.data_root:
+        out["data_root"] = str(Path(args.data_root).resolve())
+    if args.device:
+        out["device"] = f"$torch.device('{args.device}')"
+    if args.max_cases:
+        out["max_cases"] = args.max_cases
+    return out
+
+
+def variant_train_overrides(name: str, args) -> dict:
+    v = TRAIN_VARIANTS[name]
+    out = {"epochs": max(1, args.epochs // 2) if v.get("half") else args.epochs}
+    if v.get("plateau"):
+        out.update(plateau_overlay())
+    out.update(v["set"])
+    return out
+
+
+def _config_arg(files: list[Path]) -> str:
+    return "[" + ",".join(f"'{p}'" for p in files) + "]"
+
+
+def _write_json(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- jobs
+class Job:
+    def __init__(self, name: str, kind: str, files: list[Path], workdir: Path, log: Path, row: dict):
+        self.name, self.kind, self.files, self.workdir, self.log, self.row = name, kind, files, workdir, log, row
+        self.proc: subprocess.Popen | None = None
+        self.start = self.end = None
+        self.killed = False
+        self._fh = None
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(self.files)]
+
+    def launch(self, env: dict) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.log, "w")
+        self.start = time.perf_counter()
+        self.proc = subprocess.Popen(self.command, stdout=self._fh, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+
+    def poll(self):
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is not None and self.end is None:
+            self.end = time.perf_counter()
+            self._fh.close()
+        return rc
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.killed = True
+            self.proc.kill()
+            self.proc.wait()
+            self.poll()
+
+    def log_tail(self, n: int = 1500) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def make_train_job(name: str, args, runs: Path, notb: Path | None, max_minutes: float | None) -> Job:
+    run = runs / name
+    run.mkdir(parents=True, exist_ok=True)
+    overrides = {**common_overrides(args), **variant_train_overrides(name, args),
+                 "output_dir": str(run), "ckpt_dir": str(run)}
+    if max_minutes is not None:
+        overrides["max_minutes"] = round(max(max_minutes, 0.05), 3)
+    files = [CONFIGS / "train.json"] + ([notb] if notb else []) + list(TRAIN_VARIANTS[name].get("overlays", []))
+    files.append(_write_json(run / "variant_train.json", overrides))
+    row = {"variant": name, "kind": "train", "about": TRAIN_VARIANTS[name]["about"],
+           "overrides": variant_train_overrides(name, args),
+           "overlays": [str(p.relative_to(REPO)) for p in TRAIN_VARIANTS[name].get("overlays", [])],
+           "epochs_planned": overrides["epochs"], "max_minutes_safety": overrides.get("max_minutes")}
+    return Job(name, "train", files, run, run / "train.log", row)
+
+
+def make_eval_job(name: str, trained: str, eval_set: dict, about: str, args, runs: Path, notb: Path | None) -> Job:
+    out = runs / trained / ("eval" if name == trained else f"eval_{name.split('@', 1)[-1]}")
+    overrides = {**common_overrides(args), **variant_train_overrides(trained, args), **eval_set,
+                 "ckpt_path": str(runs / trained / "model.pt"), "output_dir": str(out)}
+    files = [CONFIGS / "train.json"] + ([notb] if notb else []) + list(TRAIN_VARIANTS[trained].get("overlays", []))
+    files += [CONFIGS / "evaluate.json", _write_json(out / "variant_eval.json", overrides)]
+    row = {"variant": name, "kind": "train" if name == trained else "inference", "about": about,
+           "trained": trained, "eval_overrides": eval_set}
+    return Job(name, "eval", files, out, out / "eval.log", row)
+
+
+# ----------------------------------------------------------------------------------------------- results
+def read_history(run: Path) -> dict:
+    path = run / "history.json"
+    if not path.is_file():
+        return {}
+    epochs = json.loads(path.read_text()).get("epochs", [])
+    if not epochs:
+        return {}
+    return {"epochs_done": len(epochs), "train_elapsed_s": epochs[-1]["elapsed_s"],
+            "best_val_whole_dice": max((e.get("val_whole_dice", 0.0) for e in epochs), default=None),
+            "best_epoch": max(epochs, key=lambda e: e.get("val_whole_dice", 0.0))["epoch"],
+            "final_loss": epochs[-1].get("loss"), "final_lr": epochs[-1].get("lr"),
+            "val_whole_dice_per_epoch": [round(e.get("val_whole_dice", float("nan")), 4) for e in epochs]}
+
+
+def read_cases(out: Path) -> dict[str, dict]:
+    path = out / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {r["case"]: {k: float(r[k]) for k in METRICS if r.get(k) not in (None, "")} for r in csv.DictReader(f)}
+
+
+def paired_delta(cases: dict, base: dict, key: str = "dice_whole") -> dict | None:
+    common = [c for c in cases if c in base and key in cases[c] and key in base[c]
+              and math.isfinite(cases[c][key]) and math.isfinite(base[c][key])]
+    if len(common) < 2 or cases is base:
+        return None
+    d = [cases[c][key] - base[c][key] for c in common]
+    mean = sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+    return {"mean": mean, "se": sd / math.sqrt(len(d)), "n": len(d),
+            "better": sum(x > 0 for x in d), "worse": sum(x < 0 for x in d)}
+
+
+def _fmt(v, digits=3):
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    lines = [f"# GPU ablation ({meta['device_name']}, {meta['date']})", "",
+             f"{meta['epochs']} epochs per training variant (half-epochs variant: {max(1, meta['epochs'] // 2)}), "
+             f"fold 0 validation ({meta.get('n_val_cases', '?')} volumes), up to {meta['parallel']} runs in parallel "
+             f"on the one GPU (train seconds depend on what ran beside them), num_workers {meta['num_workers']}. "
+             "Δ = paired per-volume mean difference of whole-hippocampus Dice against `default` ± its standard error "
+             "(case-sampling noise only; seed-to-seed training noise is not measured).", "",
+             f"Command: `{meta['command']}`", "",
+             "| variant | kind | what | epochs | train s | Dice whole | anterior | posterior | HD95 mm | "
+             "Δ Dice whole vs default | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        s = r.get("summary", {})
+        get = lambda k: s.get(k, {}).get("mean")  # noqa: E731
+        d = r.get("delta_dice_whole_vs_default")
+        delta = "–" if d is None else f"{d['mean']:+.4f} ± {d['se']:.4f}"
+        epochs = r.get("epochs_done")
+        ep = "–" if epochs is None else (f"{epochs}" if epochs == r.get("epochs_planned", epochs) else
+                                         f"{epochs}/{r.get('epochs_planned')}")
+        secs = r.get("train_elapsed_s")
+        lines.append(f"| `{r['variant']}` | {r['kind']} | {r['about']} | {ep} | {_fmt(secs, 0)} | "
+                     f"{_fmt(get('dice_whole'), 4)} | {_fmt(get('dice_anterior'), 4)} | {_fmt(get('dice_posterior'), 4)} | "
+                     f"{_fmt(get('hd95_whole_mm'), 2)} | {delta} | {r.get('status', '?')} |")
+    if result.get("notes"):
+        lines += [""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def device_name(device: str | None) -> str:
+    if device and not device.startswith("cuda"):
+        return f"{device} ({platform.machine()}, {os.cpu_count()} cores)"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0]
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--variants", nargs="+", default=list(TRAIN_VARIANTS), choices=list(TRAIN_VARIANTS))
+    p.add_argument("--no-inference-variants", action="store_true", help="skip the default model's re-evaluations")
+    p.add_argument("--parallel", type=int, default=9, help="training runs at a time on the GPU")
+    p.add_argument("--eval-parallel", type=int, default=6, help="evaluation runs at a time")
+    p.add_argument("--num-workers", type=int, default=2, help="bundle num_workers per run")
+    p.add_argument("--num-threads", type=int, default=2, help="bundle num_threads (torch CPU threads) per run")
+    p.add_argument("--device", default=None, help="e.g. cpu or cuda:0 (default: the bundle's choice)")
+    p.add_argument("--max-cases", type=int, default=None, help="first N cases of train and val (smoke tests)")
+    p.add_argument("--data-root", default=None, help="data root holding msd_hippocampus/ (bundle key data_root)")
+    p.add_argument("--budget", type=float, default=440.0, help="seconds for the whole script; see --help")
+    p.add_argument("--train-start-by", type=float, default=None,
+                   help="training jobs not started by then (s) are skipped (default: budget - 150)")
+    p.add_argument("--eval-start-by", type=float, default=None,
+                   help="evaluation jobs not started by then (s) are skipped (default: budget - 40)")
+    p.add_argument("--train-stop-by", type=float, default=None,
+                   help="training's safety stop: max_minutes ends it after the epoch that crosses this "
+                        "(default: budget - 110); killed at budget - 70, its best checkpoint still evaluated")
+    p.add_argument("--keep-tensorboard", action="store_true", help="keep the TensorBoard handlers")
+    p.add_argument("--runs-dir", type=Path, default=BENCH / "runs" / "gpu_ablation")
+    p.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    budget = args.budget
+    train_start_by = args.train_start_by if args.train_start_by is not None else budget - 150
+    eval_start_by = args.eval_start_by if args.eval_start_by is not None else budget - 40
+    train_stop_by = args.train_stop_by if args.train_stop_by is not None else budget - 110
+    train_kill_at = max(train_stop_by + 40, budget - 70)
+    runs = args.runs_dir.resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    notb = None if args.keep_tensorboard else _write_json(runs / "no_tensorboard.json", no_tensorboard_overlay())
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(args.num_threads or 1),
+               MKL_NUM_THREADS=str(args.num_threads or 1))
+    elapsed = lambda: time.perf_counter() - t0  # noqa: E731
+
+    command = "python bench/gpu_ablation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    result = {"meta": {"device_name": device_name(args.device), "date": time.strftime("%Y-%m-%d %H:%M"),
+                       "epochs": args.epochs, "parallel": args.parallel, "eval_parallel": args.eval_parallel,
+                       "num_workers": args.num_workers, "num_threads": args.num_threads, "max_cases": args.max_cases,
+                       "budget_s": budget, "command": command, "python": platform.python_version(),
+                       "tensorboard_handlers": bool(args.keep_tensorboard)},
+              "rows": [], "notes": []}
+    rows: dict[str, dict] = {}
+    order: list[str] = []
+
+    def add_row(name: str, row: dict) -> dict:
+        if name not in rows:
+            order.append(name)
+            rows[name] = {}
+        rows[name].update(row)
+        return rows[name]
+
+    def flush() -> None:
+        base = rows.get("default", {}).get("_cases") or {}
+        for name in order:
+            r = rows[name]
+            if r.get("_cases") and base:
+                r["delta_dice_whole_vs_default"] = paired_delta(r["_cases"], base)
+        n_val = next((rows[n]["summary"].get("n_cases") for n in order if rows[n].get("summary")), None)
+        result["meta"]["n_val_cases"] = n_val
+        result["meta"]["elapsed_s"] = round(elapsed(), 1)
+        result["rows"] = [{k: v for k, v in rows[n].items() if not k.startswith("_")} | 
+                          {"per_case_dice_whole": {c: round(m["dice_whole"], 5) for c, m in rows[n].get("_cases", {}).items()
+                                                   if "dice_whole" in m}} for n in order]
+        _write_json(args.out_dir / "gpu_ablation.json", result)
+        (args.out_dir / "gpu_ablation.md").write_text(markdown(result))
+
+    train_queue = list(args.variants)
+    if "default" in train_queue:  # the inference variants wait on it: start it first
+        train_queue.remove("default")
+        train_queue.insert(0, "default")
+    for name in train_queue:
+        add_row(name, {"variant": name, "kind": "train", "about": TRAIN_VARIANTS[name]["about"], "status": "queued"})
+    if "default" in train_queue and not args.no_inference_variants:
+        for name, v in INFERENCE_VARIANTS.items():
+            add_row(name, {"variant": name, "kind": "inference", "about": v["about"], "trained": "default",
+                           "status": "waiting for default"})
+    flush()
+
+    eval_queue: list[Job] = []
+    running_train: list[Job] = []
+    running_eval: list[Job] = []
+
+    def finish_train(job: Job) -> None:
+        rc = job.poll()
+        hist = read_history(job.workdir)
+        status = "ok" if rc == 0 else ("killed at deadline" if job.killed else f"failed (rc {rc})")
+        if rc == 0 and hist.get("epochs_done", 0) < job.row["epochs_planned"]:
+            status = "stopped early by time budget"
+        row = add_row(job.name, {**job.row, **hist, "train_wall_s": round(job.end - job.start, 1),
+                                 "train_command": " ".join(shlex.quote(c) for c in job.command[1:]),
+                                 "status": status})
+        if rc != 0 and not job.killed:
+            row["log_tail"] = job.log_tail()
+        print(f"[{elapsed():6.1f}s] train {job.name}: {status}, {hist.get('epochs_done', 0)} epochs, "
+              f"{row['train_wall_s']} s wall, best val Dice {hist.get('best_val_whole_dice')}", flush=True)
+        if rc != 0 and not job.killed:
+            print(row["log_tail"], flush=True)
+        if (job.workdir / "model.pt").is_file():
+            evals = [(job.name, {}, TRAIN_VARIANTS[job.name]["about"])]
+            if job.name == "default" and not args.no_inference_variants:
+                evals += [(n, v["set"], v["about"]) for n, v in INFERENCE_VARIANTS.items()]
+            for name, eval_set, about in evals:
+                eval_queue.append(make_eval_job(name, job.name, eval_set, about, args, runs, notb))
+                rows[name]["status"] = "queued for evaluation" if rows[name]["status"] in (
+                    "waiting for default",) else rows[name]["status"]
+        else:
+            for name in [job.name] + (list(INFERENCE_VARIANTS) if job.name == "default" else []):
+                if name in rows and name != job.name:
+                    rows[name]["status"] = "no checkpoint"
+        flush()
+
+    def finish_eval(job: Job) -> None:
+        rc = job.poll()
+        summary_path = job.workdir / "summary.json"
+        row = add_row(job.name, {**job.row, "eval_wall_s": round(job.end - job.start, 1),
+                                 "eval_command": " ".join(shlex.quote(c) for c in job.command[1:])})
+        if rc == 0 and summary_path.is_file():
+            row["summary"] = json.loads(summary_path.read_text())
+            row["_cases"] = read_cases(job.workdir)
+            if row["kind"] == "inference":
+                for k in ("epochs_planned", "epochs_done", "train_elapsed_s"):
+                    if k in rows.get("default", {}):
+                        row[k] = rows["default"][k]
+                row["status"] = "ok"
+            elif row.get("status") in (None, "queued", "queued for evaluation"):
+                row["status"] = "ok"
+        else:
+            row["status"] = "eval killed at deadline" if job.killed else f"eval failed (rc {rc})"
+            if not job.killed:
+                row["eval_log_tail"] = job.log_tail()
+                print(row["eval_log_tail"], flush=True)
+        s = row.get("summary", {})
+        print(f"[{elapsed():6.1f}s] eval {job.name}: {row['status']}, Dice whole "
+              f"{_fmt(s.get('dice_whole', {}).get('mean'), 4)}, HD95 {_fmt(s.get('hd95_whole_mm', {}).get('mean'), 2)}",
+              flush=True)
+        flush()
+
+    while train_queue or eval_queue or running_train or running_eval:
+        now = elapsed()
+        # start training jobs
+        while train_queue and len(running_train) < args.parallel:
+            name = train_queue.pop(0)
+            if now > train_start_by:
+                rows[name]["status"] = "skipped (time budget)"
+                for n in (INFERENCE_VARIANTS if name == "default" else {}):
+                    rows.get(n, {})["status"] = "skipped (time budget)"
+                print(f"[{now:6.1f}s] skip {name}: not started by {train_start_by:.0f} s", flush=True)
+                flush()
+                continue
+            job = make_train_job(name, args, runs, notb, max_minutes=(train_stop_by - now) / 60)
+            rows[name]["status"] = "training"
+            job.launch(env)
+            running_train.append(job)
+            print(f"[{now:6.1f}s] start train {name}", flush=True)
+        # start evaluation jobs
+        while eval_queue and len(running_eval) < args.eval_parallel:
+            job = eval_queue.pop(0)
+            if now > eval_start_by:
+                rows[job.name]["status"] = "evaluation skipped (time budget)"
+                print(f"[{now:6.1f}s] skip eval {job.name}", flush=True)
+                flush()
+                continue
+            job.launch(env)
+            running_eval.append(job)
+            print(f"[{now:6.1f}s] start eval {job.name}", flush=True)
+        # reap / kill
+        for job in list(running_train):
+            if job.poll() is None and now > train_kill_at:
+                print(f"[{now:6.1f}s] kill train {job.name} (deadline)", flush=True)
+                job.kill()
+            if job.poll() is not None:
+                running_train.remove(job)
+                finish_train(job)
+        for job in list(running_eval):
+            if job.poll() is None and now > budget:
+                print(f"[{now:6.1f}s] kill eval {job.name} (deadline)", flush=True)
+                job.kill()
+            if job.poll() is not None:
+                running_eval.remove(job)
+                finish_eval(job)
+        if now > budget + 30:  # nothing should be left; never hang
+            break
+        time.sleep(0.5)
+
+    result["notes"].append(f"total {elapsed():.0f} s; training parallel {args.parallel}, evaluation parallel "
+                           f"{args.eval_parallel}; 'train s' is the trainer's own clock (history.json: training + "
+                           "per-epoch validation), not counting process start and slice cutting")
+    flush()
+    print((args.out_dir / "gpu_ablation.md").read_text(), flush=True)
+    return 0 if all(r.get("status") == "ok" for r in rows.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
