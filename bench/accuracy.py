@@ -153,6 +153,37 @@ def write_table() -> None:
     readme.write_text(f"{head}{start}\n{build_table()}\n{end}{tail}")
 
 
+def write_bundle_results(row: str = "shipped") -> None:
+    """Copy the shipped model's validation numbers (and how they were made) into the bundle's docs/README.md."""
+    path = RESULTS / f"{row}.json"
+    docs = REPO / "bundles" / "hipposeg" / "docs" / "README.md"
+    if not path.is_file() or not docs.is_file():
+        return
+    r = json.loads(path.read_text())
+    s = r["summary"]
+    lines = [
+        f"Validation fold 0 (42 volumes, scored per volume in 3D), from `{r['bench_command']}`:",
+        "",
+        "| metric | mean | median |",
+        "|---|---|---|",
+    ]
+    for key, label, digits in [("dice_whole", "Dice, whole hippocampus", 3), ("dice_anterior", "Dice, anterior", 3),
+                               ("dice_posterior", "Dice, posterior", 3), ("hd95_whole_mm", "HD95 (mm)", 2),
+                               ("abs_volume_error_mm3", "absolute volume error (mm³)", 0)]:
+        lines.append(f"| {label} | {_fmt(s, key, digits=digits)} | {_fmt(s, key, 'median', digits)} |")
+    nb = s.get("notebook_slice_dice", {}).get("mean")
+    if nb is not None:
+        lines += ["", f"The reference notebook's slice Dice (mean over batches of 32 non-empty axial slices, not a "
+                      f"volumetric Dice) is {nb:.3f} here, against the notebook's published 0.839 on its own test set."]
+    lines += ["", f"Training: `{r.get('train_command', '')}` — {r.get('epochs', '?')} epochs in "
+                  f"{(r.get('train_elapsed_s') or 0) / 60:.0f} min on {r.get('machine', '')}.",
+              "", "![training curve](training_curve.png)"]
+    text = docs.read_text()
+    head, rest = text.split("<!-- results -->", 1)
+    _, tail = rest.split("<!-- /results -->", 1)
+    docs.write_text(f"{head}<!-- results -->\n" + "\n".join(lines) + f"\n<!-- /results -->{tail}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", choices=list(ROWS))

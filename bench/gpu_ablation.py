@@ -43,6 +43,7 @@ import math
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -76,10 +77,11 @@ INFERENCE_VARIANTS: dict[str, dict] = {
     "default@axis0": {"about": "default model, sagittal slices only", "set": {"inference_axes": [0]}},
     "default@axis1": {"about": "default model, coronal slices only", "set": {"inference_axes": [1]}},
     "default@axis2": {"about": "default model, axial slices only", "set": {"inference_axes": [2]}},
-    "default@consensus": {"about": "default model, 3-axis consensus (= default evaluation)",
-                          "set": {"inference_axes": [0, 1, 2]}},
     "default@flip-tta": {"about": "default model, consensus + left-right flip TTA", "set": {"flip_tta": True}},
     "default@no-lcc": {"about": "default model, consensus, no largest-component step", "set": {"keep_largest": False}},
+    # the same configuration as the default row's own evaluation: a repeat that shows evaluation is deterministic
+    "default@consensus": {"about": "default model, 3-axis consensus (= default evaluation, repeated)",
+                          "set": {"inference_axes": [0, 1, 2]}},
 }
 
 METRICS = ("dice_whole", "dice_anterior", "dice_posterior", "hd95_whole_mm")
@@ -125,6 +127,12 @@ def _config_arg(files: list[Path]) -> str:
     return "[" + ",".join(f"'{p}'" for p in files) + "]"
 
 
+def _shown(cmd: list[str]) -> str:
+    """The command as recorded: ``python -m ...`` with paths inside the repository made relative."""
+    text = " ".join(shlex.quote(c) for c in ["python"] + cmd[1:])
+    return text.replace(str(REPO) + "/", "")
+
+
 def _write_json(path: Path, data) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
@@ -148,7 +156,9 @@ class Job:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.log, "w")
         self.start = time.perf_counter()
-        self.proc = subprocess.Popen(self.command, stdout=self._fh, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        # own process group, so that a kill also ends the run's DataLoader workers
+        self.proc = subprocess.Popen(self.command, stdout=self._fh, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+                                     start_new_session=True)
 
     def poll(self):
         if self.proc is None:
@@ -162,7 +172,10 @@ class Job:
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.killed = True
-            self.proc.kill()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                self.proc.kill()
             self.proc.wait()
             self.poll()
 
@@ -378,7 +391,7 @@ def main(argv=None) -> int:
         if rc == 0 and hist.get("epochs_done", 0) < job.row["epochs_planned"]:
             status = "stopped early by time budget"
         row = add_row(job.name, {**job.row, **hist, "train_wall_s": round(job.end - job.start, 1),
-                                 "train_command": " ".join(shlex.quote(c) for c in job.command[1:]),
+                                 "train_command": _shown(job.command),
                                  "status": status})
         if rc != 0 and not job.killed:
             row["log_tail"] = job.log_tail()
@@ -404,7 +417,7 @@ def main(argv=None) -> int:
         rc = job.poll()
         summary_path = job.workdir / "summary.json"
         row = add_row(job.name, {**job.row, "eval_wall_s": round(job.end - job.start, 1),
-                                 "eval_command": " ".join(shlex.quote(c) for c in job.command[1:])})
+                                 "eval_command": _shown(job.command)})
         if rc == 0 and summary_path.is_file():
             row["summary"] = json.loads(summary_path.read_text())
             row["_cases"] = read_cases(job.workdir)
@@ -425,6 +438,18 @@ def main(argv=None) -> int:
               f"{_fmt(s.get('dice_whole', {}).get('mean'), 4)}, HD95 {_fmt(s.get('hd95_whole_mm', {}).get('mean'), 2)}",
               flush=True)
         flush()
+
+    def on_signal(signum, frame):  # the lease's timeout: end our runs (own sessions), keep what finished
+        print(f"[{elapsed():6.1f}s] signal {signum}: killing running jobs", flush=True)
+        for job in running_train + running_eval:
+            job.kill()
+            rows[job.name]["status"] = f"killed by signal {signum}"
+        result["notes"].append(f"interrupted by signal {signum} after {elapsed():.0f} s")
+        flush()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
     while train_queue or eval_queue or running_train or running_eval:
         now = elapsed()

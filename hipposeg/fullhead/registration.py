@@ -16,8 +16,14 @@ runs on its own small images with no smoothing inside the registration. Intensit
    field of view does not pull it down) onto the centre of the template brain;
 2. rotation search: Euler angles of 0 and +-15 degrees about each axis (27 poses) at 8 mm, keep the best
    (heads tilted by 20 degrees otherwise fall into wrong minima);
-3. rigid (Euler, 6 parameters) at 8 then 4 mm;
-4. affine (12 parameters) at 4 then 2 mm.
+3. rigid (Euler, 6 parameters) at 8 mm;
+4. affine (12 parameters) at 8, 4 then 2 mm (starting the affine stage at 8 mm matters: from 4 mm it
+   stopped in a worse optimum on the child's scan, 4 mm away from where moved copies of it ended).
+
+Optimiser: plain gradient descent with ITK's physical-shift parameter scales and a learning rate
+estimated once so that the first step moves the brain by at most 2 (rigid) or 1 mm (affine), halved at
+each finer level. (Regular-step gradient descent normalises the step in raw parameter units, so near a
+translation optimum it threw the affine matrix off by tens of percent in one step.)
 
 Random sampling uses a fixed seed, so a result is reproducible. Coarse levels sample every voxel of the
 mask (a few thousand), finer ones a fraction (about 10k points), enough for a 32-bin histogram.
@@ -48,8 +54,8 @@ class RegistrationSettings:
     mask_erode_mm: float = 4.0
     search_steps: int = 1  # rotation search over (2n+1)^3 Euler angle combinations
     search_step_deg: float = 15.0
-    rigid_levels: tuple = ((8, 1.0, 100), (4, 0.3, 100))  # (mm, sampling fraction, most iterations)
-    affine_levels: tuple = ((4, 0.3, 100), (2, 0.05, 100))
+    rigid_levels: tuple = ((8, 1.0, 100),)  # (mm, sampling fraction, most iterations)
+    affine_levels: tuple = ((8, 1.0, 100), (4, 0.3, 100), (2, 0.05, 100))
     rigid_step_mm: float = 2.0
     affine_step_mm: float = 1.0
     bins: int = 32

@@ -113,8 +113,10 @@ def region_axes(side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def in_region(points_mni: np.ndarray, side: str) -> np.ndarray:
-    """Boolean per point (N, 3) in MNI mm: inside the template hippocampus region of ``side``."""
+def in_region(points_mni: np.ndarray, side: str, margin_mm: float = 0.0) -> np.ndarray:
+    """Boolean per point (N, 3) in MNI mm: inside the template hippocampus region of ``side``
+    (grown by ``margin_mm`` along each ellipsoid axis)."""
     centre, axes, semi = region_axes(side)
+    semi = semi + margin_mm
     local = (np.asarray(points_mni, dtype=np.float64) - centre) @ axes  # coordinates along the ellipsoid axes
     return ((local / semi) ** 2).sum(axis=-1) <= 1.0
