@@ -29,9 +29,15 @@ are written after every job (``gpu_ablation.json`` and ``gpu_ablation.md`` in ``
 TensorBoard handlers are left out of the runs (overlay replacing ``train#handlers`` / ``validate#handlers`` by
 the same lists without ``TensorBoardStatsHandler``), since the GPU machine may lack TensorBoard.
 
-    python bench/gpu_ablation.py --epochs 8 --parallel 9 --num-workers 2          # GPU machine
+    python bench/gpu_ablation.py --epochs 4 --parallel 9 --num-workers 2 --budget 425   # GPU machine
     python bench/gpu_ablation.py --epochs 1 --max-cases 4 --device cpu \\
         --parallel 1 --variants default reference --budget 300                    # CPU smoke test
+    python bench/gpu_ablation.py --render bench/results/gpu_ablation.json           # rebuild the table only
+
+Sizing (one H100, 2026-11-26): 9 runs in parallel with num_workers 2 trained about 60 iterations (batch 32) per
+second all together, i.e. ~75 s per default-size epoch (~550 iterations) per run. All nine variants at E epochs
+are about 3,850 * E iterations, so --epochs 8 (~30,000) does NOT fit a 425 s budget (that run stopped the big
+variants at epoch 4 of 8); --epochs 4 (~15,000, ~260 s) should, by that estimate.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import signal
 import subprocess
@@ -215,17 +222,27 @@ def make_eval_job(name: str, trained: str, eval_set: dict, about: str, args, run
 
 # ----------------------------------------------------------------------------------------------- results
 def read_history(run: Path) -> dict:
+    """Epochs, trainer clock, loss and learning rate from ``history.json``; validation Dice per epoch from the
+    training log's ``Epoch[N] Metrics -- ... val_whole_dice: X`` lines (``history.json`` holds only the first
+    validation: ``TrainingHistory`` compares the evaluator's iteration count, which is the same every run)."""
     path = run / "history.json"
     if not path.is_file():
         return {}
     epochs = json.loads(path.read_text()).get("epochs", [])
     if not epochs:
         return {}
-    return {"epochs_done": len(epochs), "train_elapsed_s": epochs[-1]["elapsed_s"],
-            "best_val_whole_dice": max((e.get("val_whole_dice", 0.0) for e in epochs), default=None),
-            "best_epoch": max(epochs, key=lambda e: e.get("val_whole_dice", 0.0))["epoch"],
-            "final_loss": epochs[-1].get("loss"), "final_lr": epochs[-1].get("lr"),
-            "val_whole_dice_per_epoch": [round(e.get("val_whole_dice", float("nan")), 4) for e in epochs]}
+    out = {"epochs_done": len(epochs), "train_elapsed_s": epochs[-1]["elapsed_s"],
+           "final_loss": epochs[-1].get("loss"), "final_lr": epochs[-1].get("lr")}
+    val = {}
+    log = run / "train.log"
+    if log.is_file():
+        for m in re.finditer(r"Epoch\[(\d+)\] Metrics -- .*?val_whole_dice: ([0-9.eE+-]+)", log.read_text(errors="replace")):
+            val[int(m.group(1))] = float(m.group(2))
+    if val:
+        best = max(val, key=val.get)
+        out.update({"val_whole_dice_per_epoch": [val.get(e) for e in range(1, max(val) + 1)],
+                    "best_val_whole_dice": val[best], "best_epoch": best})
+    return out
 
 
 def read_cases(out: Path) -> dict[str, dict]:
@@ -246,6 +263,20 @@ def paired_delta(cases: dict, base: dict, key: str = "dice_whole") -> dict | Non
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
     return {"mean": mean, "se": sd / math.sqrt(len(d)), "n": len(d),
             "better": sum(x > 0 for x in d), "worse": sum(x < 0 for x in d)}
+
+
+def status_text(r: dict) -> str:
+    """One line for a row: training status (training variants) and evaluation status."""
+    train = r.get("train_status", r.get("status") if r.get("kind") == "train" else None)
+    evaluation = r.get("eval_status") or ("ok" if r.get("summary") else None)
+    parts = []
+    if r.get("kind") == "train" and train:
+        done, planned = r.get("epochs_done"), r.get("epochs_planned")
+        note = f" at {done}/{planned} epochs" if train != "ok" and done is not None and planned else ""
+        parts.append(f"train {train}{note}")
+    if evaluation:
+        parts.append(f"eval {evaluation}")
+    return "; ".join(parts) or str(r.get("status", "?"))
 
 
 def _fmt(v, digits=3):
@@ -275,7 +306,7 @@ def markdown(result: dict) -> str:
         secs = r.get("train_elapsed_s")
         lines.append(f"| `{r['variant']}` | {r['kind']} | {r['about']} | {ep} | {_fmt(secs, 0)} | "
                      f"{_fmt(get('dice_whole'), 4)} | {_fmt(get('dice_anterior'), 4)} | {_fmt(get('dice_posterior'), 4)} | "
-                     f"{_fmt(get('hd95_whole_mm'), 2)} | {delta} | {r.get('status', '?')} |")
+                     f"{_fmt(get('hd95_whole_mm'), 2)} | {delta} | {status_text(r)} |")
     if result.get("notes"):
         lines += [""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
@@ -295,7 +326,7 @@ def device_name(device: str | None) -> str:
 # ----------------------------------------------------------------------------------------------- main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--variants", nargs="+", default=list(TRAIN_VARIANTS), choices=list(TRAIN_VARIANTS))
     p.add_argument("--no-inference-variants", action="store_true", help="skip the default model's re-evaluations")
     p.add_argument("--parallel", type=int, default=9, help="training runs at a time on the GPU")
@@ -316,11 +347,24 @@ def parse_args(argv=None):
     p.add_argument("--keep-tensorboard", action="store_true", help="keep the TensorBoard handlers")
     p.add_argument("--runs-dir", type=Path, default=BENCH / "runs" / "gpu_ablation")
     p.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    p.add_argument("--render", type=Path, metavar="JSON", help="only rebuild the Markdown table beside a results JSON")
     return p.parse_args(argv)
+
+
+def render(path: Path) -> None:
+    """Rebuild ``gpu_ablation.md`` beside a results JSON (no number changes)."""
+    result = json.loads(path.read_text())
+    for r in result["rows"]:
+        r["status"] = status_text(r)
+    path.with_suffix(".md").write_text(markdown(result))
+    print(path.with_suffix(".md").read_text())
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render:
+        render(args.render)
+        return 0
     t0 = time.perf_counter()
     budget = args.budget
     train_start_by = args.train_start_by if args.train_start_by is not None else budget - 150
@@ -357,14 +401,16 @@ def main(argv=None) -> int:
         base = rows.get("default", {}).get("_cases") or {}
         for name in order:
             r = rows[name]
+            r["status"] = status_text(r)
             if r.get("_cases") and base:
                 r["delta_dice_whole_vs_default"] = paired_delta(r["_cases"], base)
         n_val = next((rows[n]["summary"].get("n_cases") for n in order if rows[n].get("summary")), None)
         result["meta"]["n_val_cases"] = n_val
         result["meta"]["elapsed_s"] = round(elapsed(), 1)
-        result["rows"] = [{k: v for k, v in rows[n].items() if not k.startswith("_")} | 
-                          {"per_case_dice_whole": {c: round(m["dice_whole"], 5) for c, m in rows[n].get("_cases", {}).items()
-                                                   if "dice_whole" in m}} for n in order]
+        result["rows"] = [{k: v for k, v in rows[n].items() if not k.startswith("_")}
+                          | {"per_case_dice_whole": {c: round(m["dice_whole"], 5)
+                                                     for c, m in rows[n].get("_cases", {}).items() if "dice_whole" in m}}
+                          for n in order]
         _write_json(args.out_dir / "gpu_ablation.json", result)
         (args.out_dir / "gpu_ablation.md").write_text(markdown(result))
 
@@ -373,16 +419,20 @@ def main(argv=None) -> int:
         train_queue.remove("default")
         train_queue.insert(0, "default")
     for name in train_queue:
-        add_row(name, {"variant": name, "kind": "train", "about": TRAIN_VARIANTS[name]["about"], "status": "queued"})
+        add_row(name, {"variant": name, "kind": "train", "about": TRAIN_VARIANTS[name]["about"],
+                       "train_status": "queued", "eval_status": "waiting for training"})
     if "default" in train_queue and not args.no_inference_variants:
         for name, v in INFERENCE_VARIANTS.items():
             add_row(name, {"variant": name, "kind": "inference", "about": v["about"], "trained": "default",
-                           "status": "waiting for default"})
+                           "eval_status": "waiting for default"})
     flush()
 
     eval_queue: list[Job] = []
     running_train: list[Job] = []
     running_eval: list[Job] = []
+
+    def dependants(name: str) -> list[str]:
+        return [name] + ([n for n in INFERENCE_VARIANTS if n in rows] if name == "default" else [])
 
     def finish_train(job: Job) -> None:
         rc = job.poll()
@@ -391,26 +441,23 @@ def main(argv=None) -> int:
         if rc == 0 and hist.get("epochs_done", 0) < job.row["epochs_planned"]:
             status = "stopped early by time budget"
         row = add_row(job.name, {**job.row, **hist, "train_wall_s": round(job.end - job.start, 1),
-                                 "train_command": _shown(job.command),
-                                 "status": status})
+                                 "train_command": _shown(job.command), "train_status": status})
         if rc != 0 and not job.killed:
             row["log_tail"] = job.log_tail()
         print(f"[{elapsed():6.1f}s] train {job.name}: {status}, {hist.get('epochs_done', 0)} epochs, "
               f"{row['train_wall_s']} s wall, best val Dice {hist.get('best_val_whole_dice')}", flush=True)
         if rc != 0 and not job.killed:
             print(row["log_tail"], flush=True)
-        if (job.workdir / "model.pt").is_file():
+        if (job.workdir / "model.pt").is_file():  # the best checkpoint so far: evaluated even after a kill
             evals = [(job.name, {}, TRAIN_VARIANTS[job.name]["about"])]
             if job.name == "default" and not args.no_inference_variants:
                 evals += [(n, v["set"], v["about"]) for n, v in INFERENCE_VARIANTS.items()]
             for name, eval_set, about in evals:
                 eval_queue.append(make_eval_job(name, job.name, eval_set, about, args, runs, notb))
-                rows[name]["status"] = "queued for evaluation" if rows[name]["status"] in (
-                    "waiting for default",) else rows[name]["status"]
+                rows[name]["eval_status"] = "queued"
         else:
-            for name in [job.name] + (list(INFERENCE_VARIANTS) if job.name == "default" else []):
-                if name in rows and name != job.name:
-                    rows[name]["status"] = "no checkpoint"
+            for name in dependants(job.name):
+                rows[name]["eval_status"] = "no checkpoint"
         flush()
 
     def finish_eval(job: Job) -> None:
@@ -421,20 +468,18 @@ def main(argv=None) -> int:
         if rc == 0 and summary_path.is_file():
             row["summary"] = json.loads(summary_path.read_text())
             row["_cases"] = read_cases(job.workdir)
+            row["eval_status"] = "ok"
             if row["kind"] == "inference":
                 for k in ("epochs_planned", "epochs_done", "train_elapsed_s"):
                     if k in rows.get("default", {}):
                         row[k] = rows["default"][k]
-                row["status"] = "ok"
-            elif row.get("status") in (None, "queued", "queued for evaluation"):
-                row["status"] = "ok"
         else:
-            row["status"] = "eval killed at deadline" if job.killed else f"eval failed (rc {rc})"
+            row["eval_status"] = "killed at deadline" if job.killed else f"failed (rc {rc})"
             if not job.killed:
                 row["eval_log_tail"] = job.log_tail()
                 print(row["eval_log_tail"], flush=True)
         s = row.get("summary", {})
-        print(f"[{elapsed():6.1f}s] eval {job.name}: {row['status']}, Dice whole "
+        print(f"[{elapsed():6.1f}s] eval {job.name}: {row['eval_status']}, Dice whole "
               f"{_fmt(s.get('dice_whole', {}).get('mean'), 4)}, HD95 {_fmt(s.get('hd95_whole_mm', {}).get('mean'), 2)}",
               flush=True)
         flush()
@@ -443,7 +488,7 @@ def main(argv=None) -> int:
         print(f"[{elapsed():6.1f}s] signal {signum}: killing running jobs", flush=True)
         for job in running_train + running_eval:
             job.kill()
-            rows[job.name]["status"] = f"killed by signal {signum}"
+            rows[job.name]["train_status" if job.kind == "train" else "eval_status"] = f"killed by signal {signum}"
         result["notes"].append(f"interrupted by signal {signum} after {elapsed():.0f} s")
         flush()
         sys.exit(128 + signum)
@@ -457,14 +502,14 @@ def main(argv=None) -> int:
         while train_queue and len(running_train) < args.parallel:
             name = train_queue.pop(0)
             if now > train_start_by:
-                rows[name]["status"] = "skipped (time budget)"
-                for n in (INFERENCE_VARIANTS if name == "default" else {}):
-                    rows.get(n, {})["status"] = "skipped (time budget)"
+                rows[name]["train_status"] = "skipped (time budget)"
+                for n in dependants(name):
+                    rows[n]["eval_status"] = "skipped (no training)"
                 print(f"[{now:6.1f}s] skip {name}: not started by {train_start_by:.0f} s", flush=True)
                 flush()
                 continue
             job = make_train_job(name, args, runs, notb, max_minutes=(train_stop_by - now) / 60)
-            rows[name]["status"] = "training"
+            rows[name]["train_status"] = "running"
             job.launch(env)
             running_train.append(job)
             print(f"[{now:6.1f}s] start train {name}", flush=True)
@@ -472,10 +517,11 @@ def main(argv=None) -> int:
         while eval_queue and len(running_eval) < args.eval_parallel:
             job = eval_queue.pop(0)
             if now > eval_start_by:
-                rows[job.name]["status"] = "evaluation skipped (time budget)"
+                rows[job.name]["eval_status"] = "skipped (time budget)"
                 print(f"[{now:6.1f}s] skip eval {job.name}", flush=True)
                 flush()
                 continue
+            rows[job.name]["eval_status"] = "running"
             job.launch(env)
             running_eval.append(job)
             print(f"[{now:6.1f}s] start eval {job.name}", flush=True)
@@ -503,7 +549,8 @@ def main(argv=None) -> int:
                            "per-epoch validation), not counting process start and slice cutting")
     flush()
     print((args.out_dir / "gpu_ablation.md").read_text(), flush=True)
-    return 0 if all(r.get("status") == "ok" for r in rows.values()) else 1
+    done = all(r.get("eval_status") == "ok" and r.get("train_status", "ok") == "ok" for r in rows.values())
+    return 0 if done else 1
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ SIDE_OFFSET = {"left": 0, "right": 2}
 MIRRORED = {"left": False, "right": True}
 
 # QC thresholds
-METRIC_FLAG_ABOVE = -0.15  # Mattes MI at 2 mm after the affine stage: good fits -0.29..-0.40, failed ones about -0.05..-0.1
+# Mattes MI at 2 mm after the affine stage: good fits -0.29..-0.40, failed ones about -0.05..-0.1
+METRIC_FLAG_ABOVE = -0.15
 REGION_DICE_FLAG_BELOW = 0.15  # the ellipsoid alone reaches Dice 0.3-0.45 with true hippocampi
 REGION_MARGIN_MM = 5.0
 NEAR_REGION_FLAG_BELOW = 0.6  # fraction of the prediction within REGION_MARGIN_MM of the region
@@ -310,7 +311,8 @@ def quality_control(image: Image, labels: np.ndarray, reg: RegistrationResult, s
                 f"{side}: only {near:.0%} of the hippocampus within {REGION_MARGIN_MM:.0f} mm of the template region"
             )
         if not VOLUME_RANGE_MM3[0] <= volume <= VOLUME_RANGE_MM3[1]:
-            flags.append(f"{side}: volume {volume:.0f} mm3 outside {VOLUME_RANGE_MM3[0]:.0f}-{VOLUME_RANGE_MM3[1]:.0f}")
+            lo, hi = VOLUME_RANGE_MM3
+            flags.append(f"{side}: volume {volume:.0f} mm3 outside {lo:.0f}-{hi:.0f}")
     if volumes["left"] > 0 and volumes["right"] > 0:
         ratio = volumes["left"] / volumes["right"]
         qc["left_right_volume_ratio"] = ratio

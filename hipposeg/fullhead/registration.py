@@ -34,6 +34,7 @@ is the same map as a 4x4 matrix from MNI mm to the scan's RAS world mm.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -44,8 +45,8 @@ from hipposeg.data.readers import Image
 from hipposeg.fullhead.template import load_template
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (an involution)
-N_THREADS = 2
-VERBOSE = False
+N_THREADS = int(os.environ.get("HIPPOSEG_ITK_THREADS", "2"))  # the budget: 2 cores
+VERBOSE = False  # print each level's iterations and stop reason
 LEVELS_MM = (2, 4, 8)
 
 
@@ -211,7 +212,8 @@ def _optimise(sitk, fixed_pyr, moving_pyr, transform, levels, step_mm, cfg) -> f
         reg.Execute(fixed, moving_pyr[mm])
         metric = float(reg.GetMetricValue())
         if VERBOSE:
-            print(f"  {transform.GetName()} {mm} mm: {reg.GetOptimizerIteration()} it, metric {metric:.3f}; {reg.GetOptimizerStopConditionDescription()[:90]}")
+            stop = reg.GetOptimizerStopConditionDescription()[:90]
+            print(f"  {transform.GetName()} {mm} mm: {reg.GetOptimizerIteration()} it, metric {metric:.3f}; {stop}")
         step_mm = step_mm / 2.0
     return metric
 
