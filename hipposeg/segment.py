@@ -61,6 +61,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[CaseInput], list[s
             found = [path]  # a DICOM series folder (checked when it is read)
         for item in found:
             name = case_name(item)
+            if name in seen and seen[name] != item:  # e.g. sub-01/t1.nii.gz and sub-02/t1.nii.gz
+                name = f"{item.parent.name}_{name}"
             if name in seen and seen[name] != item:
                 problems.append(f"{item}: case name {name!r} already used by {seen[name]}; outputs would collide")
                 continue

@@ -63,11 +63,13 @@ class TrainingHistory:
         self.epochs: list[dict] = []
         self._losses: list[float] = []
         self._start = None
-        self._last_eval_iter = -1
+        self._pending: dict = {}
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
+        if self.evaluator is not None:  # collect each validation's metrics when it completes
+            self.evaluator.add_event_handler(Events.COMPLETED, self._validated)
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
@@ -83,6 +85,10 @@ class TrainingHistory:
             except (ValueError, KeyError):
                 pass
 
+    def _validated(self, evaluator) -> None:
+        self._pending = {k if k.startswith("val") else f"val_{k}": float(v)
+                         for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
+
     def _iteration(self, engine) -> None:
         out = engine.state.output
         items = out if isinstance(out, list) else [out]
@@ -96,11 +102,8 @@ class TrainingHistory:
         self._losses = []
         if self.optimizer is not None:
             record["lr"] = self.optimizer.param_groups[0]["lr"]
-        ev = self.evaluator
-        if ev is not None and ev.state.iteration != self._last_eval_iter and ev.state.metrics:
-            self._last_eval_iter = ev.state.iteration
-            record.update({f"val_{k}" if not k.startswith("val") else k: float(v)
-                           for k, v in ev.state.metrics.items() if isinstance(v, (int, float))})
+        record.update(self._pending)
+        self._pending = {}
         self.epochs.append(record)
         if _rank() == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)

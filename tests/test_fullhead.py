@@ -306,3 +306,26 @@ def test_end_to_end_speed(fullhead_root, tmp_path):
         times.append(time.perf_counter() - t0)
         assert result.timings["registration_s"] < 6.0
     assert max(times) < SECONDS_PER_SCAN - 2.0, times  # leaves >= 2 s for the crop model on two crops
+
+
+def test_bundle_fullhead_config_runs_the_same_path(fullhead_root, tmp_path):
+    """``inference.json`` + ``inference_fullhead.json`` through ``python -m monai.bundle``: labels 1-4, input grid."""
+    import json
+
+    import nibabel as nib
+
+    from conftest import BUNDLE, run_cli
+
+    configs = "[" + ",".join(f"'{BUNDLE / 'configs' / n}'" for n in ("inference.json", "inference_fullhead.json")) + "]"
+    src = fullhead_root / "bert" / "t1.nii.gz"
+    result = run_cli("-m", "monai.bundle", "run", "--config_file", configs, "--dataset_dir", str(src),
+                     "--output_dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    seg = nib.load(tmp_path / "out" / "t1_seg.nii.gz")
+    ref = nib.load(src)
+    assert seg.shape == ref.shape and np.allclose(seg.affine, ref.affine, atol=1e-4)
+    assert set(np.unique(np.asanyarray(seg.dataobj))) == {0, 1, 2, 3, 4}
+    names = json.loads((tmp_path / "out" / "t1_seg.json").read_text())
+    assert names["1"] == "left_anterior" and names["4"] == "right_posterior"
+    row = json.loads((tmp_path / "out" / "volumes.json").read_text())[0]
+    assert 2000 < row["volume_left_mm3"] < 6000 and 2000 < row["volume_right_mm3"] < 6000
