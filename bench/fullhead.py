@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--predictor", choices=("oracle", "model", "template"), default="oracle")
     parser.add_argument("--moved", type=int, default=2, help="moved + regridded copies per subject")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-root", default=os.environ.get("HIPPOSEG_DATA", "/work/shared/data"))
+    parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fullhead.json"))
     args = parser.parse_args(argv)
 
@@ -58,6 +58,9 @@ def main(argv=None) -> dict:
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(N_THREADS)
     t = time.perf_counter()
+    from hipposeg.data.manifest import resolve_data_root
+
+    args.data_root = str(resolve_data_root(args.data_root))
     read_image(Path(args.data_root) / "fullhead" / SUBJECTS[0] / "hippocampus_lr.nii.gz")  # MONAI import
     template_pyramid()
     warmup_s = time.perf_counter() - t

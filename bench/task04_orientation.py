@@ -1,6 +1,6 @@
 """Which way do the Task04 hippocampus crops face, and must right hippocampi be mirrored to look like them?
 
-Run: ``python bench/task04_orientation.py [--data-root /work/shared/data]``; writes
+Run: ``python bench/task04_orientation.py [--data-root DIR]``; writes
 ``bench/results/task04_orientation.json``. Reads only labels. Evidence used by ``hipposeg.fullhead``:
 
 1. Axes of the crops (from the Task04 labels alone): the centroid of label 2 ("posterior") minus that
@@ -70,10 +70,12 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", default=os.environ.get("HIPPOSEG_DATA", "/work/shared/data"))
+    parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "task04_orientation.json"))
     args = parser.parse_args(argv)
-    root = Path(args.data_root)
+    from hipposeg.data.manifest import resolve_data_root
+
+    root = Path(resolve_data_root(args.data_root))
 
     # full-head references, world RAS
     references = {}

@@ -37,15 +37,24 @@ def cmd_data_verify(args) -> int:
 
     manifest = load_manifest(args.manifest)
     names = [args.dataset] if args.dataset else [n for n, e in manifest.datasets.items() if "cases_file" not in e]
-    bad = 0
+    from hipposeg.errors import DataNotFoundError
+
+    bad, missing = 0, 0
     for name in names:
-        problems = manifest.verify(name, args.data_root, progress=not args.quiet)
+        try:
+            problems = manifest.verify(name, args.data_root, progress=not args.quiet)
+        except DataNotFoundError as exc:
+            if len(names) == 1:
+                raise
+            _err(str(exc))
+            missing += 1
+            continue
         n_files = len(manifest.files(name, args.data_root))
         for line in problems:
             print(f"BAD {line}")
         print(f"{name}: {n_files - len(problems)}/{n_files} files OK ({manifest.dataset_dir(name, args.data_root)})")
         bad += len(problems)
-    return EXIT_CHECK_FAILED if bad else EXIT_OK
+    return EXIT_CHECK_FAILED if bad else EXIT_BAD_INPUT if missing else EXIT_OK
 
 
 def cmd_data_list(args) -> int:
@@ -88,7 +97,8 @@ def cmd_segment(args) -> int:
                          mode=mode, qc_png=not args.no_qc, progress=not args.quiet)
     print(run.summary())
     if run.done:
-        print(f"outputs: {Path(args.output).resolve()} (<case>_seg.nii.gz, <case>_qc.png, volumes.csv, volumes.json)")
+        print(f"outputs: {Path(args.output).resolve()} (<case>_seg.nii.gz, <case>_seg.json label names, "
+              f"<case>_qc.png, volumes.csv, volumes.json)")
     if run.failed:
         print("failed:\n  " + "\n  ".join(run.failed), file=sys.stderr)
     if run.skipped:
@@ -102,7 +112,12 @@ def cmd_evaluate(args) -> int:
     from hipposeg.errors import HippoSegError
     from hipposeg.evaluation import evaluate_pair, pair_folders, rows_to_csv, write_report
 
-    labels = load_manifest().label_names(args.dataset)
+    from hipposeg.errors import InputError
+
+    manifest = load_manifest()
+    if not manifest.entry(args.dataset).get("labels"):
+        raise InputError(manifest.path, f"dataset {args.dataset!r} has no label names to evaluate against")
+    labels = manifest.label_names(args.dataset)
     pairs, unpaired = pair_folders(args.pred_dir, args.gt_dir)
     rows, terms, failed = [], [], list(unpaired)
     for case, pred, truth in pairs:
@@ -137,7 +152,9 @@ def _overrides(pairs) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"error: --set expects KEY=VALUE, got {pair!r}")
+            from hipposeg.errors import InputError
+
+            raise InputError(None, f"--set expects KEY=VALUE, got {pair!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -148,7 +165,7 @@ def _overrides(pairs) -> dict:
 def cmd_train(args) -> int:
     from hipposeg.bundle import run_workflow
 
-    overrides = {"dataset": args.dataset, "fold": None if args.fold < 0 else args.fold, **_overrides(args.set)}
+    overrides = {"dataset": args.dataset, "fold": args.fold, **_overrides(args.set)}
     for key in ("epochs", "data_root", "output_dir", "ckpt_dir", "resume_from", "max_minutes"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
@@ -228,12 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="run the bundle's training workflow (configs/train.json)")
     p.add_argument("--dataset", default="msd_hippocampus")
-    p.add_argument("--fold", type=int, default=0, help="validation fold; -1 trains on every case")
+    p.add_argument("--fold", type=int, default=0, help="validation fold (the others train)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-minutes", dest="max_minutes", type=float)
     p.add_argument("--data-root")
     p.add_argument("--output-dir", dest="output_dir")
-    p.add_argument("--ckpt-dir", dest="ckpt_dir", help="where the best model.pt goes (default: the bundle's models/)")
+    p.add_argument("--ckpt-dir", dest="ckpt_dir", help="where the best model.pt goes (default: OUTPUT_DIR/models)")
     p.add_argument("--resume-from", dest="resume_from")
     p.add_argument("--bundle", help="bundle folder (default: the one shipped with hipposeg)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (JSON value)")
@@ -251,14 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def _known_cause(exc: BaseException | None):
+    """The HippoSegError behind ``exc`` (itself, or somewhere in its cause/context chain), else None."""
     from hipposeg.errors import HippoSegError
 
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, HippoSegError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except HippoSegError as exc:
-        _err(str(exc))
+    except Exception as exc:
+        known = _known_cause(exc)  # MONAI wraps errors raised inside a config in RuntimeError
+        if known is None:
+            raise
+        _err(str(known))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _err("interrupted")

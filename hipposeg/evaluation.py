@@ -119,10 +119,19 @@ def pair_folders(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[s
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise InputError(folder, "no such folder")
-    preds = {_label_case(str(p)): p for p in sorted(pred_dir.iterdir()) if is_nifti(p)}
+    preds, unpaired = {}, []
+    for p in sorted(pred_dir.iterdir()):
+        if not is_nifti(p) or case_name(p).endswith("_prob"):  # probability maps are not label maps
+            continue
+        case = _label_case(str(p))
+        if case in preds:
+            unpaired.append(f"{p}: case {case} also predicted by {preds[case]}")
+            continue
+        preds[case] = p
     truths = {case_name(p): p for p in sorted(gt_dir.iterdir()) if is_nifti(p)}
     pairs = [(case, preds[case], truths[case]) for case in sorted(preds) if case in truths]
-    unpaired = [f"{preds[c]}: no ground truth named {c}.nii.gz in {gt_dir}" for c in sorted(preds) if c not in truths]
+    unpaired += [f"{preds[c]}: no ground truth named {c}.nii.gz in {gt_dir}" for c in sorted(preds) if c not in truths]
+    unpaired += [f"{truths[c]}: no prediction for this case in {pred_dir}" for c in sorted(truths) if c not in preds]
     if not pairs:
         raise InputError(pred_dir, f"no prediction pairs with a ground truth in {gt_dir}")
     return pairs, unpaired

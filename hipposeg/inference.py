@@ -162,11 +162,16 @@ class WriteSegmentationd:
         labels = probabilities_to_labels(prob, self.keep_largest)
         if labels.shape != tuple(header.shape[:3]):
             raise RuntimeError(f"{source}: inverted prediction shape {labels.shape} != input {header.shape}")
+        from hipposeg.data.writers import check_writable
+
         out = Path(self.output_dir) / f"{case_name(source)}_seg.nii.gz"
+        prob_out = out.with_name(f"{case_name(source)}_prob.nii.gz")
+        for path in [out] + ([prob_out] if self.save_probabilities else []):  # refuse before writing anything
+            check_writable(path, self.overwrite)
         write_nifti(out, labels, header.affine, overwrite=self.overwrite)
         if self.save_probabilities:
             p = np.moveaxis(np.asarray(prob.detach().cpu(), dtype=np.float32), 0, -1)
-            write_nifti(out.with_name(f"{case_name(source)}_prob.nii.gz"), p, header.affine, overwrite=self.overwrite)
+            write_nifti(prob_out, p, header.affine, overwrite=self.overwrite)
         d = dict(data)
         d["seg_path"] = str(out)
         return d

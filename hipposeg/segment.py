@@ -39,6 +39,12 @@ class SegmentRun:
     seconds_per_case: list[float] = field(default_factory=list)
     tables: tuple = ()
 
+    def raise_if_failed(self) -> "SegmentRun":
+        """For the bundle door: a run with failed cases ends in an error listing them."""
+        if self.failed:
+            raise InputError(None, f"{len(self.failed)} case(s) failed: " + "; ".join(self.failed))
+        return self
+
     def summary(self) -> str:
         per_case = f", {np.median(self.seconds_per_case):.2f} s per case (median)" if self.seconds_per_case else ""
         text = f"segmented {len(self.done)} case(s), {len(self.failed)} failed, {len(self.skipped)} skipped{per_case}"
@@ -92,7 +98,7 @@ def segment_case(image: Image, segmenter, mode: str = "auto") -> tuple[np.ndarra
 
     full = mode == "full-head" or (mode == "auto" and is_full_head(image))
     if not full:
-        return segmenter.segment(image).labels, CROP_LABELS, {}
+        return segmenter.segment(image).labels, getattr(segmenter, "label_names", CROP_LABELS), {}
     result = segment_full_head(image, segmenter.predict_probabilities)
     return result.labels, {0: "background", **result.label_names}, result.qc
 
@@ -121,6 +127,9 @@ def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=
     ranges = reference_volume_ranges()
     for item in tqdm(cases, desc="segment", unit="case", disable=not progress):
         outputs = _outputs(out_dir, item.case)
+        if not qc_png:
+            outputs.pop("qc")
+        written: list = []
         try:
             t0 = time.perf_counter()
             for path in outputs.values():
@@ -130,15 +139,16 @@ def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=
             flags = list(qc.get("flags", []))
             row = volume_row(item.case, str(item.path), labels, image.affine, names, ranges, extra_flags=flags)
             row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
-            write_nifti(outputs["seg"], labels.astype(np.uint8), image.affine, overwrite=overwrite)
-            write_text(outputs["labels"], json.dumps({str(k): v for k, v in names.items()}, indent=1) + "\n",
-                       overwrite=overwrite)
+            written.append(write_nifti(outputs["seg"], labels.astype(np.uint8), image.affine, overwrite=overwrite))
+            written.append(write_text(outputs["labels"], json.dumps({str(k): v for k, v in names.items()}, indent=1)
+                                      + "\n", overwrite=overwrite))
             if qc_png:
-                save_qc_png(image.array, labels, image.affine, outputs["qc"], names, title=item.case,
-                            overwrite=overwrite)
+                written.append(save_qc_png(image.array, labels, image.affine, outputs["qc"], names,
+                                           title=item.case, overwrite=overwrite))
             run.rows.append(row)
             run.done.append(item.case)
             run.seconds_per_case.append(time.perf_counter() - t0)
+            written = []
         except OutputExistsError as exc:
             run.skipped.append(str(exc))
             log(f"skipped: {exc}")
@@ -149,6 +159,9 @@ def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=
             line = f"{item.path}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             run.failed.append(line)
             log(f"error: {line}")
+        finally:
+            for path in written:  # a case that failed half-way leaves nothing behind
+                Path(path).unlink(missing_ok=True)
     if run.rows:
         run.tables = write_volume_tables(run.rows, out_dir, overwrite=overwrite)
     return run

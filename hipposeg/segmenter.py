@@ -85,7 +85,7 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
     if checkpoint is not None and Path(checkpoint).is_dir():  # --model given a bundle folder
         bundle_dir, checkpoint = checkpoint, None
     bundle_dir = Path(bundle_dir or BUNDLE_DIR)
-    values = {"device": f"$torch.device('{device}')", "preprocessing#load": False, **(overrides or {})}
+    values = {"device": f"$torch.device({str(device)!r})", "preprocessing#load": False, **(overrides or {})}
     if flip_tta is not None:
         values["flip_tta"] = bool(flip_tta)
     if batch_size:
@@ -93,9 +93,12 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
     parser = parse_bundle(["inference.json"], bundle_dir, values)
     network = parser.get_parsed_content("network_def")
     load_weights(network, checkpoint or parser.get_parsed_content("ckpt_path"))
+    from hipposeg.data.manifest import load_manifest
+
+    labels = load_manifest(parser.get_parsed_content("manifest_file")).label_names(parser.get_parsed_content("dataset"))
     return Segmenter(network=network, preprocessing=parser.get_parsed_content("preprocessing"),
                      inferer=parser.get_parsed_content("inferer"), device=device,
-                     keep_largest=bool(parser.get_parsed_content("keep_largest")))
+                     keep_largest=bool(parser.get_parsed_content("keep_largest")), label_names=labels)
 
 
 def load_crop_predictor(**kwargs) -> Callable[[Image], np.ndarray]:

@@ -62,7 +62,8 @@ class TrainingHistory:
         self.evaluator, self.optimizer = evaluator, optimizer
         self.epochs: list[dict] = []
         self._losses: list[float] = []
-        self._start = None
+        self._start = 0.0
+        self._offset: float | None = None
         self._pending: dict = {}
 
     def attach(self, engine) -> None:
@@ -75,15 +76,15 @@ class TrainingHistory:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
 
     def _started(self, engine) -> None:
-        self._start = time.perf_counter() - (self.epochs[-1]["elapsed_s"] if self.epochs else 0.0)
-        if self.path.is_file() and not self.epochs:  # resumed run: keep the earlier epochs
+        # A resumed run: keep the earlier epochs; those at or after the resumed epoch are trimmed in _epoch,
+        # because CheckpointLoader restores engine.state.epoch only after this STARTED handler has run.
+        if self.path.is_file() and not self.epochs:
             try:
-                previous = json.loads(self.path.read_text())["epochs"]
-                self.epochs = [e for e in previous if e["epoch"] <= engine.state.epoch]
-                if self.epochs:
-                    self._start -= self.epochs[-1]["elapsed_s"]
+                self.epochs = json.loads(self.path.read_text())["epochs"]
             except (ValueError, KeyError):
-                pass
+                self.epochs = []
+        self._start = time.perf_counter()
+        self._offset = None
 
     def _validated(self, evaluator) -> None:
         self._pending = {k if k.startswith("val") else f"val_{k}": float(v)
@@ -97,7 +98,11 @@ class TrainingHistory:
                 self._losses.append(float(item["loss"]))
 
     def _epoch(self, engine) -> None:
-        record = {"epoch": engine.state.epoch, "elapsed_s": round(time.perf_counter() - self._start, 2),
+        if self._offset is None:  # first epoch of this run: drop records a resumed run replaces
+            self.epochs = [e for e in self.epochs if e["epoch"] < engine.state.epoch]
+            self._offset = self.epochs[-1]["elapsed_s"] if self.epochs else 0.0
+        elapsed = self._offset + time.perf_counter() - self._start
+        record = {"epoch": engine.state.epoch, "elapsed_s": round(elapsed, 2),
                   "loss": sum(self._losses) / max(len(self._losses), 1)}
         self._losses = []
         if self.optimizer is not None:
@@ -128,7 +133,13 @@ class TimeLimit:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._check)
 
     def _check(self, engine) -> None:
-        if time.perf_counter() - self._start >= self.seconds:
+        stop = torch.tensor(float(time.perf_counter() - self._start >= self.seconds))
+        if torch.distributed.is_initialized():  # every rank stops after the same epoch, or DDP deadlocks
+            backend = torch.distributed.get_backend()
+            flag = stop.to("cuda") if backend == "nccl" else stop
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = flag.cpu()
+        if stop.item() > 0:
             engine.terminate()
 
 

@@ -46,13 +46,19 @@ def test_training_saves_best_model_and_logs_validation(trained):
     assert any(k.startswith("encoder.") for k in state)
 
 
-def test_training_resumes_from_checkpoint(trained, tmp_path):
-    result = bundle("run", "--config_file", str(CONFIGS / "train.json"), "--epochs", "3", *SMALL,
-                    "--output_dir", str(trained / "runs"), "--ckpt_dir", str(tmp_path / "models"),
-                    "--resume_from", str(trained / "runs" / "checkpoint_final.pt"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    history = json.loads((trained / "runs" / "history.json").read_text())["epochs"]
-    assert [e["epoch"] for e in history] == [1, 2, 3]  # resumed at epoch 2, ran only the third
+def test_training_resumes_an_interrupted_run(tmp_path):
+    """A run stopped after epoch 1 (time limit) resumes from its checkpoint and trains only epoch 2."""
+    common = ["--config_file", str(CONFIGS / "train.json"), "--epochs", "2", "--max_cases", "2",
+              "--output_dir", str(tmp_path / "runs"), "--ckpt_dir", str(tmp_path / "models")]
+    first = bundle("run", *common, "--max_minutes", "0.0001", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    history = json.loads((tmp_path / "runs" / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1]
+    second = bundle("run", *common, "--resume_from", str(tmp_path / "runs" / "checkpoint_final.pt"), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    history = json.loads((tmp_path / "runs" / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2]
+    assert history[1]["elapsed_s"] >= history[0]["elapsed_s"] and "val_whole_dice" in history[1]
 
 
 def _lps_copy(src, dst):

@@ -91,15 +91,21 @@ def test_tta_changes_only_voxels_where_the_flipped_prediction_disagrees(msd, tmp
     a = np.asanyarray(nib.load(tmp_path / "plain" / "hippocampus_010_seg.nii.gz").dataobj)
     b = np.asanyarray(nib.load(tmp_path / "tta" / "hippocampus_010_seg.nii.gz").dataobj)
     # the mirrored pass alone, as TTA computes it
-    image = read_image(src)
-    data = segmenter.preprocessing({"image": torch.as_tensor(image.array[None].astype(np.float32))})
+    from monai.data import MetaTensor
+
+    image = read_image(src)  # a RAS 1 mm crop: preprocessing keeps its grid, so voxels line up with the files
+    tensor = MetaTensor(torch.as_tensor(image.array.astype(np.float32)), affine=torch.as_tensor(image.affine))
+    data = segmenter.preprocessing({"image": tensor})
+    assert tuple(data["image"].shape[1:]) == image.shape
     with torch.inference_mode():
-        vol = data["image"][None].as_tensor()
-        mirrored = segmenter.inferer._predict_volume(vol[0, 0].flip(0), segmenter.network).flip(1)
-        direct = segmenter.inferer._predict_volume(vol[0, 0], segmenter.network)
+        vol = data["image"].as_tensor()[0]
+        mirrored = segmenter.inferer._predict_volume(vol.flip(0), segmenter.network).flip(1)
+        direct = segmenter.inferer._predict_volume(vol, segmenter.network)
     agree = (mirrored.argmax(0) == direct.argmax(0)).numpy()
-    assert np.array_equal(a[agree], b[agree]) or ((a != b) & agree).sum() <= 0.002 * a.size
-    assert (a != b).sum() <= (~agree).sum() + 0.002 * a.size
+    # where plain and mirrored passes agree, TTA (their average) must agree too; the largest-component step
+    # may only remove islands, which the tolerance of a few voxels covers
+    assert ((a != b) & agree).sum() <= 5
+    assert (a != b).any() <= (~agree).any()
 
 
 def test_bad_inputs_fail_alone_with_one_line_each(msd, tmp_path, cli):

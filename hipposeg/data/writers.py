@@ -12,6 +12,9 @@ import numpy as np
 
 from hipposeg.errors import OutputExistsError
 
+_UMASK = os.umask(0)  # read once, at import: changing it later races with other threads' file creation
+os.umask(_UMASK)
+
 
 def check_writable(path: str | Path, overwrite: bool) -> None:
     if Path(path).exists() and not overwrite:
@@ -27,9 +30,7 @@ def atomic_path(path: str | Path, overwrite: bool = False):
     suffix = "".join(path.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode a plain open() would
     try:
         yield Path(tmp)
         if path.exists() and not overwrite:  # appeared while we were writing
