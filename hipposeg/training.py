@@ -164,7 +164,8 @@ def distributed_device() -> torch.device:
 def wrap_ddp(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     network = network.to(device)
     ids = [device] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
+    # smp's EfficientNet encoder keeps layers its U-Net never uses (the classification head): DDP must know
+    return torch.nn.parallel.DistributedDataParallel(network, device_ids=ids, find_unused_parameters=True)
 
 
 def set_threads(num_threads: int | None) -> None:
@@ -200,3 +201,18 @@ class TrainingCheckpoint:
             CheckpointSaver(save_dir=self.save_dir, save_dict=objects, file_prefix="checkpoint",
                             save_interval=self.interval, save_final=True, final_filename="checkpoint_final.pt",
                             n_saved=1).attach(engine)
+
+
+class _NoOpHandler:
+    def attach(self, engine) -> None:
+        pass
+
+
+def tensorboard_handler(**kwargs):
+    """MONAI's ``TensorBoardStatsHandler`` on rank 0 (or without DDP); a handler that does nothing elsewhere,
+    so other ranks never open an event file."""
+    if _rank() != 0:
+        return _NoOpHandler()
+    from monai.handlers import TensorBoardStatsHandler
+
+    return TensorBoardStatsHandler(**kwargs)
