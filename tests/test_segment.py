@@ -84,12 +84,12 @@ def test_tta_changes_only_voxels_where_the_flipped_prediction_disagrees(msd, tmp
 
     from hipposeg.data.readers import read_image
 
-    src = msd / "imagesTr" / "hippocampus_010.nii.gz"
+    src = msd / "imagesTr" / "hippocampus_007.nii.gz"
     plain = cli("segment", str(src), "-o", str(tmp_path / "plain"), "--quiet", "--no-qc")
     tta = cli("segment", str(src), "-o", str(tmp_path / "tta"), "--quiet", "--no-qc", "--tta")
     assert plain.returncode == 0 and tta.returncode == 0
-    a = np.asanyarray(nib.load(tmp_path / "plain" / "hippocampus_010_seg.nii.gz").dataobj)
-    b = np.asanyarray(nib.load(tmp_path / "tta" / "hippocampus_010_seg.nii.gz").dataobj)
+    a = np.asanyarray(nib.load(tmp_path / "plain" / "hippocampus_007_seg.nii.gz").dataobj)
+    b = np.asanyarray(nib.load(tmp_path / "tta" / "hippocampus_007_seg.nii.gz").dataobj)
     # the mirrored pass alone, as TTA computes it
     from monai.data import MetaTensor
 

@@ -55,6 +55,7 @@ import numpy as np
 from scipy import ndimage
 
 from hipposeg.data.readers import Image
+from hipposeg.fullhead.intensity import harmonise
 from hipposeg.fullhead.registration import RegistrationResult, register_to_template
 from hipposeg.fullhead.template import BOX_CENTRE_MM, BOX_SIZE_MM, SIDES, in_region
 
@@ -241,7 +242,9 @@ def segment_full_head(
 
     probs = {}
     for side, crop in crops.items():
-        p = np.asarray(crop_predictor(crop), dtype=np.float32)
+        # the model sees the crop with Task04-like intensities; geometry (affine, meta) unchanged
+        seen = Image(harmonise(crop.array), crop.affine, path=crop.path, source=crop.source, meta=crop.meta)
+        p = np.asarray(crop_predictor(seen), dtype=np.float32)
         if p.shape != (3,) + crop.shape:
             raise ValueError(f"crop predictor returned shape {p.shape}, expected {(3,) + crop.shape}")
         probs[side] = p
