@@ -48,6 +48,9 @@ ROWS: dict[str, dict] = {
                        "eval": {"keep_largest": False}},
     "default-tta": {"about": "default model, consensus + left-right flip TTA", "from": "default",
                     "eval": {"flip_tta": True}},
+    "shipped": {"about": "the shipped bundles/hipposeg/models/model.pt (default checkpoint in half precision), "
+                         "default inference", "from": "default", "eval": {},
+                "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt")},
 }
 
 
@@ -95,7 +98,7 @@ def evaluate_row(name: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = [str(CONFIGS / "train.json")] + [str(BENCH / "configs" / o) for o in base["overlays"]]
     files.append(str(CONFIGS / "evaluate.json"))
-    overrides = {"ckpt_path": str(RUNS / trained / "model.pt"), "output_dir": str(out), "fold": 0,
+    overrides = {"ckpt_path": row.get("ckpt", str(RUNS / trained / "model.pt")), "output_dir": str(out), "fold": 0,
                  **base.get("train", {}), **row.get("eval", {})}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "eval.log")
@@ -185,6 +188,9 @@ def write_bundle_results(row: str = "shipped") -> None:
     if not path.is_file() or not docs.is_file():
         return
     r = json.loads(path.read_text())
+    trained = RESULTS / f"{ROWS[row].get('from', row)}.json"
+    if trained.is_file():  # training facts of the checkpoint this row evaluates
+        r = {**{k: v for k, v in json.loads(trained.read_text()).items() if k.startswith("train_")}, **r}
     s = r["summary"]
     lines = [
         f"Validation fold 0 (42 volumes, scored per volume in 3D), from `{r['bench_command']}`:",
@@ -237,6 +243,7 @@ def main() -> None:
         print(f"{args.row}: Dice whole {_fmt(s, 'dice_whole')} anterior {_fmt(s, 'dice_anterior')} "
               f"posterior {_fmt(s, 'dice_posterior')} HD95 {_fmt(s, 'hd95_whole_mm', digits=2)} mm")
     write_table()
+    write_bundle_results()
 
 
 if __name__ == "__main__":
