@@ -30,8 +30,10 @@ def bare_forward_seconds(segmenter, image) -> float:
     from hipposeg.inference import _pad_to_multiple
 
     inferer = segmenter.inferer
-    data = segmenter.preprocessing({"image": torch.as_tensor(image.array[None].astype(np.float32))})
-    volume = data["image"].as_tensor()[0]
+    from monai.data import MetaTensor
+
+    tensor = MetaTensor(torch.as_tensor(image.array.astype(np.float32)), affine=torch.as_tensor(image.affine))
+    volume = segmenter.preprocessing({"image": tensor})["image"].as_tensor()[0]
     batches = []
     volumes = [volume, volume.flip(0)] if inferer.flip_tta else [volume]
     for vol in volumes:

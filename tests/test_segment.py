@@ -184,3 +184,16 @@ def test_evaluate_pairs_cases_and_rejects_shape_mismatch(msd, tmp_path, cli):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     line = [l for l in result.stderr.splitlines() if l.startswith("error:")]
     assert len(line) == 1 and "hippocampus_003_seg.nii.gz" in line[0] and "shape" in line[0]
+
+
+def test_infer_wrapper_runs_the_bundle_and_reports_bad_input_in_one_line(msd, tmp_path, cli):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "hippocampus_001.nii.gz").write_bytes((msd / "imagesTr" / "hippocampus_001.nii.gz").read_bytes())
+    result = cli("infer", str(folder), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    seg = nib.load(tmp_path / "out" / "hippocampus_001_seg.nii.gz")
+    assert seg.shape == nib.load(folder / "hippocampus_001.nii.gz").shape
+    missing = cli("infer", str(tmp_path / "nope"), "-o", str(tmp_path / "out2"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith("error: ") and "nope" in missing.stderr
