@@ -96,8 +96,9 @@ def evaluate_row(name: str) -> dict:
     base = ROWS[trained]
     out = RUNS / name / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    files = [str(CONFIGS / "train.json")] + [str(BENCH / "configs" / o) for o in base["overlays"]]
-    files.append(str(CONFIGS / "evaluate.json"))
+    # evaluate.json before the row's overlays, so an overlay that replaces the inferer replaces it whole
+    files = [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]
+    files += [str(BENCH / "configs" / o) for o in base["overlays"]]
     overrides = {"ckpt_path": row.get("ckpt", str(RUNS / trained / "model.pt")), "output_dir": str(out), "fold": 0,
                  **base.get("train", {}), **row.get("eval", {})}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
