@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from hipposeg.data.readers import Image
+from hipposeg.data.readers import Image, image_to_sitk
 from hipposeg.fullhead.template import in_region
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -146,13 +146,7 @@ def move_and_regrid(
     new_affine[:3, 3] = axes @ lo
 
     def to_sitk(array, affine):
-        img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-        a = _FLIP @ affine
-        sp = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
-        img.SetSpacing([float(v) for v in sp])
-        img.SetDirection([float(v) for v in (a[:3, :3] / sp).ravel()])
-        img.SetOrigin([float(v) for v in a[:3, 3]])
-        return img
+        return image_to_sitk(Image(array, affine))
 
     reference = to_sitk(np.zeros(tuple(int(v) for v in shape), dtype=np.uint8), new_affine)
     back = _FLIP @ np.linalg.inv(move) @ _FLIP  # new LPS -> old LPS

@@ -55,6 +55,7 @@ import numpy as np
 from scipy import ndimage
 
 from hipposeg.data.readers import Image
+from hipposeg.metrics import dice as dice_score
 from hipposeg.fullhead.intensity import harmonise
 from hipposeg.fullhead.registration import RegistrationResult, register_to_template
 from hipposeg.fullhead.template import BOX_CENTRE_MM, BOX_SIZE_MM, SIDES, in_region
@@ -222,11 +223,6 @@ def template_region_in_scan(image: Image, side: str, matrix_ras: np.ndarray, reg
     return in_region(mni, side, margin_mm).reshape(shape)
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / s if s else 1.0
-
-
 def segment_full_head(
     image: Image,
     crop_predictor: CropPredictor,
@@ -292,7 +288,7 @@ def quality_control(image: Image, labels: np.ndarray, reg: RegistrationResult, s
         pred = (labels[region] > SIDE_OFFSET[side]) & (labels[region] <= SIDE_OFFSET[side] + 2)
         tmpl = template_region_in_scan(image, side, reg.matrix_ras, region)
         near_tmpl = template_region_in_scan(image, side, reg.matrix_ras, region, REGION_MARGIN_MM)
-        dice = _dice(pred, tmpl)
+        dice = dice_score(pred, tmpl)
         volume = float(pred.sum()) * voxel_mm3
         inside = float((pred & tmpl).sum()) / max(1, int(pred.sum()))
         near = float((pred & near_tmpl).sum()) / max(1, int(pred.sum()))

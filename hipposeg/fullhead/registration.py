@@ -87,14 +87,10 @@ def _sitk():
 
 def _array_to_sitk(array: np.ndarray, affine_ras: np.ndarray):
     """(i, j, k) array + voxel->RAS affine -> SimpleITK image (LPS physical space)."""
-    sitk = _sitk()
-    out = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    affine_lps = _FLIP @ affine_ras
-    spacing = np.sqrt((affine_lps[:3, :3] ** 2).sum(axis=0))
-    out.SetSpacing([float(s) for s in spacing])
-    out.SetDirection([float(v) for v in (affine_lps[:3, :3] / spacing).ravel()])
-    out.SetOrigin([float(v) for v in affine_lps[:3, 3]])
-    return out
+    from hipposeg.data.readers import image_to_sitk
+
+    _sitk()  # sets the thread count
+    return image_to_sitk(Image(array, affine_ras))
 
 
 def _shrink_to(img, target_mm: float):
