@@ -37,6 +37,11 @@ ROWS: dict[str, dict] = {
                "overlays": ["unet3d.json"], "train": {}, "eval": {}},
     "default": {"about": "hipposeg default: 2.5D (3 slices), 3 axes pooled, 20% empty slices, AdamW one-cycle; "
                          "3-axis consensus + largest component", "overlays": [], "train": {}, "eval": {}},
+    "robust-aug": {"about": "default + scanner-robustness augmentation (gamma, histogram shift, in-plane blur, noise)",
+                   "overlays": [], "eval": {},
+                   "train": {"train#augmentation#gamma_prob": 0.3, "train#augmentation#histogram_prob": 0.2,
+                             "train#augmentation#blur_prob": 0.25, "train#augmentation#blur_sigma": [0.25, 1.0],
+                             "train#augmentation#noise_prob": 0.2, "train#augmentation#noise_std": 0.1}},
     # inference-only variants of the default checkpoint
     "default-axis0": {"about": "default model, sagittal slices only", "from": "default",
                       "eval": {"inference_axes": [0]}},

@@ -3,8 +3,9 @@
 * :func:`volume_transforms` — load, channel-first, orientation to RAS, resample to a target spacing
   (linear for images, nearest for labels), intensity normalisation. Deterministic: run once and cached.
 * :func:`cut_slices` — the non-empty-slice filter: a 3D case becomes 2D (or 2.5D) training samples.
-* :func:`slice_augmentations` — flip, rotation, pad/crop scaling, intensity jitter, each a switch with a
-  probability; then padding to a multiple of 32 for the encoder.
+* :func:`slice_augmentations` — flip, rotation, pad/crop scaling, intensity jitter, and the scanner-robustness
+  group (gamma, histogram shift, blur, noise), each a switch with a probability; then padding to a multiple of 32
+  for the encoder.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
+    RandAdjustContrastd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandHistogramShiftd,
     RandRotated,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -144,11 +148,21 @@ def slice_augmentations(
     intensity_prob: float = 0.3,
     noise_prob: float = 0.0,
     divisor: int = ENCODER_DIVISOR,
+    *,
+    noise_std: float = 0.05,
+    gamma_prob: float = 0.0,
+    gamma_range: Sequence[float] = (0.7, 1.5),
+    histogram_prob: float = 0.0,
+    blur_prob: float = 0.0,
+    blur_sigma: Sequence[float] = (0.0, 1.0),
 ) -> Compose:
     """Random 2D augmentation of slice samples, then padding to a multiple of ``divisor``.
 
     Set a probability to 0 to switch an augmentation off. Zoom keeps the slice size (pad or crop), as in the
-    reference notebook's scaling.
+    reference notebook's scaling. The scanner-robustness group imitates other scanners and protocols than the
+    training crops': ``gamma_prob`` a gamma curve (mean and std kept), ``histogram_prob`` a random monotone
+    remapping of intensities, ``blur_prob`` a Gaussian blur with a separate sigma (in voxels) per in-plane axis
+    (thick or resampled slices), ``noise_prob`` Gaussian noise of a random std up to ``noise_std``.
     """
     keys = [IMAGE, LABEL]
     chain: list = [EnsureTyped(keys=keys, track_meta=False)]
@@ -161,11 +175,18 @@ def slice_augmentations(
     if zoom_prob > 0:
         chain.append(RandZoomd(keys=keys, min_zoom=zoom_range[0], max_zoom=zoom_range[1], prob=zoom_prob,
                                keep_size=True, mode=["bilinear", "nearest"], padding_mode="edge"))
+    if blur_prob > 0:
+        sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
+        chain.append(RandGaussianSmoothd(keys=IMAGE, sigma_x=sigma, sigma_y=sigma, prob=blur_prob))
+    if gamma_prob > 0:
+        chain.append(RandAdjustContrastd(keys=IMAGE, gamma=tuple(gamma_range), retain_stats=True, prob=gamma_prob))
+    if histogram_prob > 0:
+        chain.append(RandHistogramShiftd(keys=IMAGE, num_control_points=(5, 10), prob=histogram_prob))
     if intensity_prob > 0:
         chain.append(RandScaleIntensityd(keys=IMAGE, factors=0.1, prob=intensity_prob))
         chain.append(RandShiftIntensityd(keys=IMAGE, offsets=0.1, prob=intensity_prob))
     if noise_prob > 0:
-        chain.append(RandGaussianNoised(keys=IMAGE, std=0.05, prob=noise_prob))
+        chain.append(RandGaussianNoised(keys=IMAGE, std=noise_std, prob=noise_prob))
     chain.append(DivisiblePadd(keys=keys, k=divisor, mode="edge"))
     chain.append(EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False))
     chain.append(EnsureTyped(keys=[LABEL], dtype=torch.long, track_meta=False))
@@ -174,4 +195,4 @@ def slice_augmentations(
 
 def slice_padding(divisor: int = ENCODER_DIVISOR) -> Compose:
     """No augmentation, only the padding (for evaluation on slices)."""
-    return slice_augmentations(0, 0, 0, 0, (1, 1), 0, 0, divisor)
+    return slice_augmentations(0, 0, 0, 0, (1, 1), 0, 0, divisor)  # every switch off
