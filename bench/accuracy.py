@@ -42,6 +42,12 @@ ROWS: dict[str, dict] = {
                    "train": {"train#augmentation#gamma_prob": 0.3, "train#augmentation#histogram_prob": 0.2,
                              "train#augmentation#blur_prob": 0.25, "train#augmentation#blur_sigma": [0.25, 1.0],
                              "train#augmentation#noise_prob": 0.2, "train#augmentation#noise_std": 0.1}},
+    "robust-aug-fullres": {"about": "robust-aug + a skip connection at full resolution (network option full_res_skip)",
+                           "overlays": [], "eval": {},
+                           "train": {"train#augmentation#gamma_prob": 0.3, "train#augmentation#histogram_prob": 0.2,
+                                     "train#augmentation#blur_prob": 0.25, "train#augmentation#blur_sigma": [0.25, 1.0],
+                                     "train#augmentation#noise_prob": 0.2, "train#augmentation#noise_std": 0.1,
+                                     "full_res_skip": True}},
     # inference-only variants of the default checkpoint
     "default-axis0": {"about": "default model, sagittal slices only", "from": "default",
                       "eval": {"inference_axes": [0]}},
@@ -237,7 +243,7 @@ def main() -> None:
                   "date": time.strftime("%Y-%m-%d %H:%M"),
                   "bench_command": "python bench/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
         if "from" not in ROWS[args.row] and not args.eval_only:
-            extra = dict(json.loads(v) if False else (k, json.loads(v)) for k, v in (s.split("=", 1) for s in args.set))
+            extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
             result.update(train_row(args.row, args.minutes, args.epochs, extra))
         elif (RESULTS / f"{args.row}.json").is_file():
             previous = json.loads((RESULTS / f"{args.row}.json").read_text())

@@ -1,0 +1,46 @@
+"""The network builder: plain smp U-Net and the full-resolution-skip variant."""
+
+import pytest
+import torch
+
+from hipposeg.errors import InputError
+from hipposeg.model import FullResolutionUnet, build_network, load_weights
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_output_shape_matches_input_slices(skip):
+    net = build_network(in_channels=3, num_classes=3, full_res_skip=skip).eval()
+    assert isinstance(net, FullResolutionUnet) is skip
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 96))
+    assert out.shape == (2, 3, 64, 96)
+
+
+def test_full_resolution_branch_reaches_the_output():
+    torch.manual_seed(0)
+    net = build_network(in_channels=3, num_classes=3, full_res_skip=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+        net.stem[0][0].weight.mul_(2.0)
+        after = net(x)
+    assert not torch.allclose(before, after)
+
+
+def test_checkpoint_round_trip_and_torchscript(tmp_path):
+    torch.manual_seed(0)
+    net = build_network(in_channels=3, num_classes=3, full_res_skip=True).eval()
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    again = load_weights(build_network(in_channels=3, num_classes=3, full_res_skip=True), ckpt).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net(x), again(x))
+        assert torch.allclose(torch.jit.script(again)(x), net(x), atol=1e-5)
+
+
+def test_a_plain_checkpoint_does_not_fit_the_skip_network(tmp_path):
+    ckpt = tmp_path / "plain.pt"
+    torch.save(build_network(in_channels=3, num_classes=3).state_dict(), ckpt)
+    with pytest.raises(InputError, match="does not fit the network"):
+        load_weights(build_network(in_channels=3, num_classes=3, full_res_skip=True), ckpt)
