@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 from hipposeg.transforms import ENCODER_DIVISOR
@@ -78,7 +79,13 @@ class MultiAxisSliceInferer(Inferer):
                 mirrored = self._predict_volume(volume.flip(0), network).flip(1)
                 prob = (prob + mirrored) / 2
             outs.append(prob)
-        return torch.stack(outs, 0)
+        out = torch.stack(outs, 0)
+        if isinstance(inputs, MetaTensor):
+            # carry the input's meta data and transform trace, as MONAI's own inferers do: Invertd needs them to
+            # undo the orientation and spacing of the preprocessing (without them a non-RAS input came back mirrored)
+            out = MetaTensor(out)
+            out.copy_meta_from(inputs)
+        return out
 
 
 def probabilities_to_labels(prob, keep_largest: bool = True) -> "np.ndarray":

@@ -73,7 +73,7 @@ def _lps_copy(src, dst):
 def test_inference_writes_masks_in_the_input_geometry(trained, msd, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for case in ("hippocampus_001", "hippocampus_003"):
+    for case in ("hippocampus_001", "hippocampus_004"):
         (inputs / f"{case}.nii.gz").write_bytes((msd / "imagesTr" / f"{case}.nii.gz").read_bytes())
     _lps_copy(msd / "imagesTr" / "hippocampus_004.nii.gz", inputs / "lps_004.nii.gz")
     result = bundle("run", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir", str(inputs),
@@ -90,6 +90,10 @@ def test_inference_writes_masks_in_the_input_geometry(trained, msd, tmp_path):
         prob = nib.load(tmp_path / "out" / f"{case}_prob.nii.gz")
         assert prob.shape == (*ref.shape, 3)
         assert np.allclose(np.asanyarray(prob.dataobj).sum(-1), 1, atol=1e-3)
+    # the LPS copy holds the same voxels in another order: its mask is the RAS mask in that order
+    ras = np.asanyarray(nib.load(tmp_path / "out" / "hippocampus_004_seg.nii.gz").dataobj)
+    lps = np.asanyarray(nib.load(tmp_path / "out" / "lps_004_seg.nii.gz").dataobj)
+    assert ras.any() and np.array_equal(lps[::-1, ::-1], ras)
 
 
 def test_evaluation_rows_match_numpy_dice_of_written_masks(trained, manifest, tmp_path):

@@ -197,3 +197,25 @@ def test_infer_wrapper_runs_the_bundle_and_reports_bad_input_in_one_line(msd, tm
     missing = cli("infer", str(tmp_path / "nope"), "-o", str(tmp_path / "out2"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().splitlines()[-1].startswith("error: ") and "nope" in missing.stderr
+
+
+def test_bundle_inference_and_segment_write_identical_masks(msd, tmp_path, cli):
+    """The two doors (``python -m monai.bundle run ... inference.json`` and ``hipposeg segment``) share one
+    implementation: with the shipped model they write the same masks, voxel for voxel, also for an LPS file."""
+    from conftest import run_cli
+    from test_bundle import _lps_copy
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "hippocampus_001.nii.gz").write_bytes((msd / "imagesTr" / "hippocampus_001.nii.gz").read_bytes())
+    _lps_copy(msd / "imagesTr" / "hippocampus_004.nii.gz", inputs / "lps_004.nii.gz")
+    result = run_cli("-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
+                     "--dataset_dir", str(inputs), "--output_dir", str(tmp_path / "bundle"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = cli("segment", str(inputs), "-o", str(tmp_path / "cli"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    for case in ("hippocampus_001", "lps_004"):
+        a = nib.load(tmp_path / "bundle" / f"{case}_seg.nii.gz")
+        b = nib.load(tmp_path / "cli" / f"{case}_seg.nii.gz")
+        assert np.allclose(a.affine, b.affine)
+        assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj)), case
