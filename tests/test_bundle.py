@@ -90,10 +90,12 @@ def test_inference_writes_masks_in_the_input_geometry(trained, msd, tmp_path):
         prob = nib.load(tmp_path / "out" / f"{case}_prob.nii.gz")
         assert prob.shape == (*ref.shape, 3)
         assert np.allclose(np.asanyarray(prob.dataobj).sum(-1), 1, atol=1e-3)
-    # the LPS copy holds the same voxels in another order: its mask is the RAS mask in that order
-    ras = np.asanyarray(nib.load(tmp_path / "out" / "hippocampus_004_seg.nii.gz").dataobj)
-    lps = np.asanyarray(nib.load(tmp_path / "out" / "lps_004_seg.nii.gz").dataobj)
-    assert ras.any() and np.array_equal(lps[::-1, ::-1], ras)
+    # the LPS copy holds the same voxels in another order: its outputs are the RAS copy's in that order
+    for kind in ("seg", "prob"):
+        ras = np.asanyarray(nib.load(tmp_path / "out" / f"hippocampus_004_{kind}.nii.gz").dataobj)
+        lps = np.asanyarray(nib.load(tmp_path / "out" / f"lps_004_{kind}.nii.gz").dataobj)
+        assert np.allclose(lps[::-1, ::-1], ras, atol=1e-4), kind
+    assert np.ptp(ras) > 0.01  # probabilities vary over the volume, so the comparison has teeth
 
 
 def test_evaluation_rows_match_numpy_dice_of_written_masks(trained, manifest, tmp_path):
