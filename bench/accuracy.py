@@ -76,6 +76,12 @@ def _config_arg(names: list[str]) -> str:
     return "[" + ",".join(f"'{p}'" for p in names) + "]" if len(names) > 1 else names[0]
 
 
+def _shown(cmd: list[str]) -> str:
+    """The command as a user types it from the repository root (``python``, paths relative to the repo)."""
+    root = str(REPO) + "/"
+    return "python " + " ".join(shlex.quote(c.replace(root, "")) for c in cmd[1:])
+
+
 def _run(cmd: list[str], log: Path) -> float:
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     start = time.perf_counter()
@@ -98,7 +104,7 @@ def train_row(name: str, minutes: float | None, epochs: int | None, extra: dict)
         overrides["epochs"] = epochs
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "train.log")
-    return {"train_command": " ".join(shlex.quote(c) for c in cmd[1:]), "train_wall_s": round(wall, 1)}
+    return {"train_command": _shown(cmd), "train_wall_s": round(wall, 1)}
 
 
 def evaluate_row(name: str) -> dict:
@@ -115,7 +121,7 @@ def evaluate_row(name: str) -> dict:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "eval.log")
     summary = json.loads((out / "summary.json").read_text())
-    return {"eval_command": " ".join(shlex.quote(c) for c in cmd[1:]), "eval_wall_s": round(wall, 1),
+    return {"eval_command": _shown(cmd), "eval_wall_s": round(wall, 1),
             "summary": summary}
 
 
@@ -250,6 +256,9 @@ def main() -> None:
             result.update({k: v for k, v in previous.items() if k.startswith("train_")})
         result.update(history_facts(args.row))
         result.update(evaluate_row(args.row))
+        for key in ("train_command", "eval_command"):  # results of older runs held absolute paths
+            if key in result and not result[key].startswith("python "):
+                result[key] = "python " + result[key].replace(str(REPO) + "/", "")
         (RESULTS / f"{args.row}.json").write_text(json.dumps(result, indent=1) + "\n")
         s = result["summary"]
         print(f"{args.row}: Dice whole {_fmt(s, 'dice_whole')} anterior {_fmt(s, 'dice_anterior')} "
