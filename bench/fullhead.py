@@ -38,6 +38,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--predictor", choices=("oracle", "model", "template"), default="oracle")
     parser.add_argument("--moved", type=int, default=2, help="moved + regridded copies per subject")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", default=None, help="model predictor: this .pt instead of the shipped model")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fullhead.json"))
     args = parser.parse_args(argv)
@@ -68,7 +69,7 @@ def main(argv=None) -> dict:
     if args.predictor == "model":
         from hipposeg.segmenter import load_crop_predictor
 
-        model = load_crop_predictor()
+        model = load_crop_predictor(checkpoint=args.checkpoint)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,6 +139,8 @@ def main(argv=None) -> dict:
         by_subject.setdefault(r["subject"], []).append(round(diff, 4))
     result = {
         "predictor": args.predictor,
+        "checkpoint": args.checkpoint or ("shipped bundles/hipposeg/models/model.pt" if model else None),
+        "command": "python bench/fullhead.py " + " ".join(sys.argv[1:]),
         "threads": N_THREADS,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),

@@ -80,11 +80,7 @@ class FullResolutionUnet(nn.Module):
         return self.unet.segmentation_head(self.fuse(torch.cat([decoded, self.stem(x)], dim=1)))
 
 
-def load_weights(network: nn.Module, checkpoint: str | Path, map_location="cpu") -> nn.Module:
-    """Load a bundle checkpoint (a bare state dict, or a dict holding ``network``/``state_dict``)."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(path, "model checkpoint not found")
+def _read_state(path: Path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -92,6 +88,25 @@ def load_weights(network: nn.Module, checkpoint: str | Path, map_location="cpu")
     for key in ("network", "state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
+    if not isinstance(state, dict):
+        raise InputError(path, "not a model checkpoint (no state dict inside)")
+    return state
+
+
+def has_full_res_skip(checkpoint: str | Path) -> bool:
+    """Whether a checkpoint holds a :class:`FullResolutionUnet` (``build_network(full_res_skip=True)``)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InputError(path, "model checkpoint not found")
+    return any(key.startswith("stem.") for key in _read_state(path))
+
+
+def load_weights(network: nn.Module, checkpoint: str | Path, map_location="cpu") -> nn.Module:
+    """Load a bundle checkpoint (a bare state dict, or a dict holding ``network``/``state_dict``)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InputError(path, "model checkpoint not found")
+    state = _read_state(path, map_location)
     state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
     try:
         network.load_state_dict(state)

@@ -19,7 +19,7 @@ from monai.transforms import Invertd
 
 from hipposeg.data.readers import Image
 from hipposeg.inference import probabilities_to_labels
-from hipposeg.model import load_weights
+from hipposeg.model import has_full_res_skip, load_weights
 
 
 @dataclass
@@ -90,6 +90,8 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
         values["flip_tta"] = bool(flip_tta)
     if batch_size:
         values["batch_size"] = int(batch_size)
+    if checkpoint is not None and "full_res_skip" not in values:  # the checkpoint decides the architecture
+        values["full_res_skip"] = has_full_res_skip(checkpoint)
     parser = parse_bundle(["inference.json"], bundle_dir, values)
     network = parser.get_parsed_content("network_def")
     load_weights(network, checkpoint or parser.get_parsed_content("ckpt_path"))

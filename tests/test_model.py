@@ -44,3 +44,16 @@ def test_a_plain_checkpoint_does_not_fit_the_skip_network(tmp_path):
     torch.save(build_network(in_channels=3, num_classes=3).state_dict(), ckpt)
     with pytest.raises(InputError, match="does not fit the network"):
         load_weights(build_network(in_channels=3, num_classes=3, full_res_skip=True), ckpt)
+
+
+def test_segmenter_builds_the_architecture_its_checkpoint_holds(tmp_path):
+    from hipposeg.model import has_full_res_skip
+    from hipposeg.segmenter import load_segmenter
+
+    for skip in (False, True):
+        ckpt = tmp_path / f"skip_{skip}.pt"
+        torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=skip).state_dict(), ckpt)
+        assert has_full_res_skip(ckpt) is skip
+        assert isinstance(load_segmenter(checkpoint=ckpt).network, FullResolutionUnet) is skip
+    with pytest.raises(InputError, match="not found"):
+        has_full_res_skip(tmp_path / "missing.pt")
