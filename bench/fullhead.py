@@ -31,6 +31,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SUBJECTS = ("colin27", "candi030", "bert")
+DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
+README = Path(__file__).parent / "README.md"
+MARKERS = ("<!-- fullhead-table -->", "<!-- /fullhead-table -->")
+
+
+def write_table(result: dict) -> None:
+    """Write the per-scan table between the markers of bench/README.md (the shipped model's run only)."""
+    lines = [f"`{result['command']}` ({result['checkpoint']}, {result['cpu_count']} CPU cores):", "",
+             "| scan | copy | input | Dice left | Dice right | seconds |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        grid = f"{r['input']['orientation']} {'x'.join(f'{v:.2g}' for v in r['input']['spacing'])} mm"
+        lines.append(f"| {r['subject']} | {r['variant']} | {grid} | {r['dice']['left']:.3f} | "
+                     f"{r['dice']['right']:.3f} | {r['seconds']:.2f} |")
+    text = README.read_text()
+    if MARKERS[0] not in text:
+        return
+    head, rest = text.split(MARKERS[0], 1)
+    _, tail = rest.split(MARKERS[1], 1)
+    README.write_text(f"{head}{MARKERS[0]}\n" + "\n".join(lines) + f"\n{MARKERS[1]}{tail}")
 
 
 def main(argv=None) -> dict:
@@ -40,7 +59,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="model predictor: this .pt instead of the shipped model")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fullhead.json"))
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
 
     import SimpleITK as sitk
@@ -152,6 +171,8 @@ def main(argv=None) -> dict:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if args.predictor == "model" and Path(args.out).resolve() == DEFAULT_OUT.resolve():
+        write_table(result)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     return result
 
