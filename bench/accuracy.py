@@ -200,7 +200,8 @@ def write_table() -> None:
 
 
 def write_bundle_results(row: str = "shipped") -> None:
-    """Copy the shipped model's validation numbers (and how they were made) into the bundle's docs/README.md."""
+    """Copy the shipped model's validation numbers (and how they were made) into the bundle's docs/README.md and
+    the ``eval_metrics`` of its metadata.json."""
     path = RESULTS / f"{row}.json"
     docs = REPO / "bundles" / "hipposeg" / "docs" / "README.md"
     if not path.is_file() or not docs.is_file():
@@ -227,6 +228,12 @@ def write_bundle_results(row: str = "shipped") -> None:
     lines += ["", f"Training: `{r.get('train_command', '')}` — {r.get('epochs', '?')} epochs in "
                   f"{(r.get('train_elapsed_s') or 0) / 60:.0f} min on {r.get('machine', '')}.",
               "", "![training curve](training_curve.png)"]
+    meta_path = REPO / "bundles" / "hipposeg" / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["eval_metrics"] = {f"mean_{key}": round(s[src]["mean"], 4) for key, src in
+                            [("dice_whole", "dice_whole"), ("dice_anterior", "dice_anterior"),
+                             ("dice_posterior", "dice_posterior"), ("hd95_whole_mm", "hd95_whole_mm")]}
+    meta_path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
     text = docs.read_text()
     head, rest = text.split("<!-- results -->", 1)
     _, tail = rest.split("<!-- /results -->", 1)
