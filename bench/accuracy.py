@@ -30,33 +30,29 @@ RUNS = BENCH / "runs"  # checkpoints and logs (git-ignored)
 RESULTS = BENCH / "results"
 
 # name: (description, overlay configs under bench/configs, training overrides, evaluation overrides, trained row)
+# The session-1 default, before the scanner-robustness augmentation became part of train.json.
+V1 = {"train#augmentation#gamma_prob": 0.0, "train#augmentation#histogram_prob": 0.0,
+      "train#augmentation#blur_prob": 0.0, "train#augmentation#noise_prob": 0.0}
+
 ROWS: dict[str, dict] = {
     "reference": {"about": "reference notebook recipe (2D, axial, non-empty slices only, Adam + plateau)",
                   "overlays": ["reference_recipe.json"], "train": {}, "eval": {}},
     "unet3d": {"about": "plain MONAI 3D UNet, 5 levels 16-256, DiceCE, crops padded to 48x64x48",
                "overlays": ["unet3d.json"], "train": {}, "eval": {}},
-    "default": {"about": "hipposeg default: 2.5D (3 slices), 3 axes pooled, 20% empty slices, AdamW one-cycle; "
-                         "3-axis consensus + largest component", "overlays": [], "train": {}, "eval": {}},
-    "robust-aug": {"about": "default + scanner-robustness augmentation (gamma, histogram shift, in-plane blur, noise)",
-                   "overlays": [], "eval": {},
-                   "train": {"train#augmentation#gamma_prob": 0.3, "train#augmentation#histogram_prob": 0.2,
-                             "train#augmentation#blur_prob": 0.25, "train#augmentation#blur_sigma": [0.25, 1.0],
-                             "train#augmentation#noise_prob": 0.2, "train#augmentation#noise_std": 0.1}},
-    "robust-aug-fullres": {"about": "robust-aug + a skip connection at full resolution (network option full_res_skip)",
-                           "overlays": [], "eval": {},
-                           "train": {"train#augmentation#gamma_prob": 0.3, "train#augmentation#histogram_prob": 0.2,
-                                     "train#augmentation#blur_prob": 0.25, "train#augmentation#blur_sigma": [0.25, 1.0],
-                                     "train#augmentation#noise_prob": 0.2, "train#augmentation#noise_std": 0.1,
-                                     "full_res_skip": True}},
-    # inference-only variants of the default checkpoint
-    "default-axis0": {"about": "default model, sagittal slices only", "from": "default",
-                      "eval": {"inference_axes": [0]}},
-    "default-axis1": {"about": "default model, coronal slices only", "from": "default",
-                      "eval": {"inference_axes": [1]}},
-    "default-axis2": {"about": "default model, axial slices only", "from": "default",
-                      "eval": {"inference_axes": [2]}},
-    "default-no-lcc": {"about": "default model, consensus, no largest-component step", "from": "default",
-                       "eval": {"keep_largest": False}},
+    "v1": {"about": "first default: 2.5D (3 slices), 3 axes pooled, 20% empty slices, AdamW one-cycle, flip / rotation / "
+                    "scaling / intensity jitter; 3-axis consensus + largest component", "overlays": [], "train": V1,
+           "eval": {}},
+    "default": {"about": "hipposeg default: v1 + scanner-robustness augmentation (gamma, histogram shift, in-plane "
+                         "blur, noise)", "overlays": [], "train": {}, "eval": {}},
+    "robust-aug-fullres": {"about": "default + a skip connection at full resolution (network option full_res_skip)",
+                           "overlays": [], "eval": {}, "train": {"full_res_skip": True}},
+    # inference-only variants of the v1 checkpoint
+    "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
+    "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},
+    "v1-axis2": {"about": "v1 model, axial slices only", "from": "v1", "eval": {"inference_axes": [2]}},
+    "v1-no-lcc": {"about": "v1 model, consensus, no largest-component step", "from": "v1",
+                  "eval": {"keep_largest": False}},
+    "v1-tta": {"about": "v1 model, consensus + left-right flip TTA", "from": "v1", "eval": {"flip_tta": True}},
     "default-tta": {"about": "default model, consensus + left-right flip TTA", "from": "default",
                     "eval": {"flip_tta": True}},
     "shipped": {"about": "the shipped bundles/hipposeg/models/model.pt (default checkpoint in half precision), "
