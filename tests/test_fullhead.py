@@ -34,7 +34,8 @@ from hipposeg.fullhead.registration import register_to_template
 
 SUBJECTS = ("colin27", "candi030", "bert")
 SECONDS_PER_SCAN = 10.0  # the issue's budget, reading and writing included, 2 cores
-MODEL_FLOOR = 0.45  # shipped model, whole-head Dice per side: a regression floor, below the issue's 0.75
+MODEL_FLOOR = 0.55  # shipped model 0.2.0 (lowest measured 0.57), whole-head Dice per side: a regression floor, below the issue's 0.75
+MODEL_MOVED_DIFF = 0.08  # shipped model 0.2.0: moved copies measured within 0.041 (CANDI); the issue asks 0.03
 _REGISTRATIONS: dict = {}
 _SCANS: dict = {}
 
@@ -246,15 +247,16 @@ def test_moved_copy_gives_same_dice(fullhead_root, subject, crop_predictor):
     d1 = dice_per_side(moved.labels, moved_truth.array)
     oracle = crop_predictor is oracle_predictor
     for side in ("left", "right"):
-        assert abs(d1[side] - d0[side]) <= (0.03 if oracle else 0.15), (info, d0, d1)
+        assert abs(d1[side] - d0[side]) <= (0.03 if oracle else MODEL_MOVED_DIFF), (info, d0, d1)
         assert d1[side] >= (0.75 if oracle else MODEL_FLOOR)
     assert left_is_left(moved.labels, image.affine, moved_truth)
 
 
 # Issue 6 asks, with the real model, for Dice >= 0.75 per side on each scan and moved copies within 0.03.
-# Measured with the shipped model (bench/fullhead.py --predictor model): colin27 0.78/0.75, candi030 0.58/0.56,
-# bert 0.73/0.74, moved copies within 0.013 / 0.073 / 0.036 (the test suite's own moved CANDI copy: 0.11). Not reached yet: strict xfail, so the day a model
-# reaches the bar these turn into failures and must become plain tests.
+# Measured with the shipped model 0.2.0 (bench/fullhead.py --predictor model): colin27 0.785/0.754, candi030
+# 0.645/0.600, bert 0.748/0.753, moved copies within 0.011 / 0.031 / 0.026 (the test suite's own moved copies:
+# colin27 0.771/0.748, CANDI within 0.041). Not reached yet: strict xfail, so the day a model reaches the bar
+# these turn into failures and must become plain tests.
 @pytest.mark.parametrize("subject", SUBJECTS)
 @pytest.mark.xfail(strict=True, reason="issue 6 bar not reached by the shipped crop model (see comment)")
 def test_issue_bar_with_the_shipped_model(fullhead_root, subject, msd):
