@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
     result = {
         "predictor": args.predictor,
         "checkpoint": args.checkpoint or ("shipped bundles/hipposeg/models/model.pt" if model else None),
-        "command": "python bench/fullhead.py " + " ".join(sys.argv[1:]),
+        "command": "python bench/fullhead.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "threads": N_THREADS,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -171,7 +171,7 @@ def main(argv=None) -> dict:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.predictor == "model" and Path(args.out).resolve() == DEFAULT_OUT.resolve():
+    if args.predictor == "model" and args.checkpoint is None and Path(args.out).resolve() == DEFAULT_OUT.resolve():
         write_table(result)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     return result

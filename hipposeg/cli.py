@@ -180,6 +180,10 @@ def cmd_infer(args) -> int:
                  "overwrite": args.overwrite, **_overrides(args.set)}
     if args.model:
         overrides["ckpt_path"] = args.model
+        if Path(args.model).is_file() and "full_res_skip" not in overrides:  # the checkpoint decides the network
+            from hipposeg.model import has_full_res_skip
+
+            overrides["full_res_skip"] = has_full_res_skip(args.model)
     run_workflow(["inference.json"], args.bundle, overrides)
     return EXIT_OK
 

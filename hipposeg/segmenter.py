@@ -90,8 +90,10 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
         values["flip_tta"] = bool(flip_tta)
     if batch_size:
         values["batch_size"] = int(batch_size)
-    if checkpoint is not None and "full_res_skip" not in values:  # the checkpoint decides the architecture
-        values["full_res_skip"] = has_full_res_skip(checkpoint)
+    if "full_res_skip" not in values:  # the checkpoint decides the architecture
+        ckpt = checkpoint or parse_bundle(["inference.json"], bundle_dir, values).get_parsed_content("ckpt_path")
+        if Path(ckpt).is_file():  # a missing file is reported by load_weights below
+            values["full_res_skip"] = has_full_res_skip(ckpt)
     parser = parse_bundle(["inference.json"], bundle_dir, values)
     network = parser.get_parsed_content("network_def")
     load_weights(network, checkpoint or parser.get_parsed_content("ckpt_path"))

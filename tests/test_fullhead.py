@@ -255,10 +255,11 @@ def test_moved_copy_gives_same_dice(fullhead_root, subject, crop_predictor):
 # Issue 6 asks, with the real model, for Dice >= 0.75 per side on each scan and moved copies within 0.03.
 # Measured with the shipped model 0.2.0 (bench/fullhead.py --predictor model): colin27 0.785/0.754, candi030
 # 0.645/0.600, bert 0.748/0.753, moved copies within 0.011 / 0.031 / 0.026 (the test suite's own moved copies:
-# colin27 0.771/0.748, CANDI within 0.041). Not reached yet: strict xfail, so the day a model reaches the bar
-# these turn into failures and must become plain tests.
+# colin27 0.771/0.748, CANDI within 0.041). Not reached yet. Colin27 and bert miss the bar by about 0.002, which
+# another CPU or library version can flip, so the xfail is not strict: an XPASS is reported in the test summary
+# (and is the signal to make these plain tests), not a failure.
 @pytest.mark.parametrize("subject", SUBJECTS)
-@pytest.mark.xfail(strict=True, reason="issue 6 bar not reached by the shipped crop model (see comment)")
+@pytest.mark.xfail(strict=False, reason="issue 6 bar not reached by the shipped crop model (see comment)")
 def test_issue_bar_with_the_shipped_model(fullhead_root, subject, msd):
     model = _model_predictor(msd)
     _, truth, base = _segment(fullhead_root, subject, "original", lambda t: model)

@@ -57,3 +57,14 @@ def test_segmenter_builds_the_architecture_its_checkpoint_holds(tmp_path):
         assert isinstance(load_segmenter(checkpoint=ckpt).network, FullResolutionUnet) is skip
     with pytest.raises(InputError, match="not found"):
         has_full_res_skip(tmp_path / "missing.pt")
+
+
+def test_infer_wrapper_runs_a_full_res_skip_checkpoint(msd, tmp_path, cli):
+    ckpt = tmp_path / "skip.pt"
+    torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=True).state_dict(), ckpt)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "hippocampus_001.nii.gz").symlink_to(msd / "imagesTr" / "hippocampus_001.nii.gz")
+    result = cli("infer", str(inputs), "-o", str(tmp_path / "out"), "--model", str(ckpt))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "hippocampus_001_seg.nii.gz").is_file()

@@ -210,7 +210,8 @@ def test_bundle_inference_and_segment_write_identical_masks(msd, tmp_path, cli):
     (inputs / "hippocampus_001.nii.gz").write_bytes((msd / "imagesTr" / "hippocampus_001.nii.gz").read_bytes())
     _lps_copy(msd / "imagesTr" / "hippocampus_004.nii.gz", inputs / "lps_004.nii.gz")
     result = run_cli("-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
-                     "--dataset_dir", str(inputs), "--output_dir", str(tmp_path / "bundle"), cwd=tmp_path)
+                     "--dataset_dir", str(inputs), "--output_dir", str(tmp_path / "bundle"),
+                     "--device", "$torch.device('cpu')", cwd=tmp_path)  # hipposeg segment runs on the CPU too
     assert result.returncode == 0, result.stderr[-3000:]
     result = cli("segment", str(inputs), "-o", str(tmp_path / "cli"), "--quiet")
     assert result.returncode == 0, result.stderr
