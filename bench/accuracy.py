@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from markdown_block import replace_block
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CONFIGS = REPO / "bundles" / "hipposeg" / "configs"
@@ -188,11 +190,10 @@ def build_table() -> str:
 
 def write_table() -> None:
     readme = BENCH / "README.md"
-    text = readme.read_text() if readme.is_file() else "# Benchmarks\n\n<!-- accuracy-table -->\n<!-- /accuracy-table -->\n"
-    start, end = "<!-- accuracy-table -->", "<!-- /accuracy-table -->"
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{build_table()}\n{end}{tail}")
+    if not readme.is_file():
+        readme.write_text("# Benchmarks\n\n<!-- accuracy-table -->\n<!-- /accuracy-table -->\n")
+    if not replace_block(readme, "accuracy-table", build_table()):
+        sys.exit(f"{readme}: the <!-- accuracy-table --> markers are missing")
 
 
 def write_bundle_results(row: str = "shipped") -> None:
@@ -230,10 +231,7 @@ def write_bundle_results(row: str = "shipped") -> None:
                             [("dice_whole", "dice_whole"), ("dice_anterior", "dice_anterior"),
                              ("dice_posterior", "dice_posterior"), ("hd95_whole_mm", "hd95_whole_mm")]}
     meta_path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
-    text = docs.read_text()
-    head, rest = text.split("<!-- results -->", 1)
-    _, tail = rest.split("<!-- /results -->", 1)
-    docs.write_text(f"{head}<!-- results -->\n" + "\n".join(lines) + f"\n<!-- /results -->{tail}")
+    replace_block(docs, "results", "\n".join(lines))
 
 
 def main() -> None:
@@ -259,9 +257,6 @@ def main() -> None:
             result.update({k: v for k, v in previous.items() if k.startswith("train_")})
         result.update(history_facts(args.row))
         result.update(evaluate_row(args.row))
-        for key in ("train_command", "eval_command"):  # results of older runs held absolute paths
-            if key in result and not result[key].startswith("python "):
-                result[key] = "python " + result[key].replace(str(REPO) + "/", "")
         (RESULTS / f"{args.row}.json").write_text(json.dumps(result, indent=1) + "\n")
         s = result["summary"]
         print(f"{args.row}: Dice whole {_fmt(s, 'dice_whole')} anterior {_fmt(s, 'dice_anterior')} "

@@ -30,10 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from markdown_block import replace_block  # noqa: E402  (bench/ is the script's folder)
+
 SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
 README = Path(__file__).parent / "README.md"
-MARKERS = ("<!-- fullhead-table -->", "<!-- /fullhead-table -->")
 
 
 def write_table(result: dict) -> None:
@@ -44,12 +45,7 @@ def write_table(result: dict) -> None:
         grid = f"{r['input']['orientation']} {'x'.join(f'{v:.2g}' for v in r['input']['spacing'])} mm"
         lines.append(f"| {r['subject']} | {r['variant']} | {grid} | {r['dice']['left']:.3f} | "
                      f"{r['dice']['right']:.3f} | {r['seconds']:.2f} |")
-    text = README.read_text()
-    if MARKERS[0] not in text:
-        return
-    head, rest = text.split(MARKERS[0], 1)
-    _, tail = rest.split(MARKERS[1], 1)
-    README.write_text(f"{head}{MARKERS[0]}\n" + "\n".join(lines) + f"\n{MARKERS[1]}{tail}")
+    replace_block(README, "fullhead-table", "\n".join(lines))
 
 
 def main(argv=None) -> dict:

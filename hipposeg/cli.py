@@ -179,11 +179,9 @@ def cmd_infer(args) -> int:
     overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
                  "overwrite": args.overwrite, **_overrides(args.set)}
     if args.model:
-        overrides["ckpt_path"] = args.model
-        if Path(args.model).is_file() and "full_res_skip" not in overrides:  # the checkpoint decides the network
-            from hipposeg.model import has_full_res_skip
+        from hipposeg.model import architecture_overrides
 
-            overrides["full_res_skip"] = has_full_res_skip(args.model)
+        overrides = {**architecture_overrides(args.model), **overrides, "ckpt_path": args.model}
     run_workflow(["inference.json"], args.bundle, overrides)
     return EXIT_OK
 

@@ -81,6 +81,9 @@ class FullResolutionUnet(nn.Module):
 
 
 def _read_state(path: Path, map_location="cpu") -> dict:
+    """The state dict inside a checkpoint file; a missing or unreadable file is an :class:`InputError`."""
+    if not path.is_file():
+        raise InputError(path, "model checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
@@ -95,17 +98,18 @@ def _read_state(path: Path, map_location="cpu") -> dict:
 
 def has_full_res_skip(checkpoint: str | Path) -> bool:
     """Whether a checkpoint holds a :class:`FullResolutionUnet` (``build_network(full_res_skip=True)``)."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(path, "model checkpoint not found")
-    return any(key.startswith("stem.") for key in _read_state(path))
+    return any(key.startswith("stem.") for key in _read_state(Path(checkpoint)))
+
+
+def architecture_overrides(checkpoint: str | Path) -> dict:
+    """The bundle overrides a checkpoint implies for ``network_def`` (``{"full_res_skip": ...}``); empty when the
+    file does not exist, so that loading the weights reports it."""
+    return {"full_res_skip": has_full_res_skip(checkpoint)} if Path(checkpoint).is_file() else {}
 
 
 def load_weights(network: nn.Module, checkpoint: str | Path, map_location="cpu") -> nn.Module:
     """Load a bundle checkpoint (a bare state dict, or a dict holding ``network``/``state_dict``)."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise InputError(path, "model checkpoint not found")
     state = _read_state(path, map_location)
     state = {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
     try:

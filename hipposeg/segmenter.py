@@ -19,7 +19,7 @@ from monai.transforms import Invertd
 
 from hipposeg.data.readers import Image
 from hipposeg.inference import probabilities_to_labels
-from hipposeg.model import has_full_res_skip, load_weights
+from hipposeg.model import architecture_overrides, load_weights
 
 
 @dataclass
@@ -90,13 +90,13 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
         values["flip_tta"] = bool(flip_tta)
     if batch_size:
         values["batch_size"] = int(batch_size)
-    if "full_res_skip" not in values:  # the checkpoint decides the architecture
-        ckpt = checkpoint or parse_bundle(["inference.json"], bundle_dir, values).get_parsed_content("ckpt_path")
-        if Path(ckpt).is_file():  # a missing file is reported by load_weights below
-            values["full_res_skip"] = has_full_res_skip(ckpt)
     parser = parse_bundle(["inference.json"], bundle_dir, values)
+    checkpoint = checkpoint or parser.get_parsed_content("ckpt_path")
+    for key, value in architecture_overrides(checkpoint).items():  # the checkpoint decides the architecture
+        if key not in values:
+            parser[key] = value
     network = parser.get_parsed_content("network_def")
-    load_weights(network, checkpoint or parser.get_parsed_content("ckpt_path"))
+    load_weights(network, checkpoint)
     from hipposeg.data.manifest import load_manifest
 
     labels = load_manifest(parser.get_parsed_content("manifest_file")).label_names(parser.get_parsed_content("dataset"))
