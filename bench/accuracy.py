@@ -48,6 +48,10 @@ ROWS: dict[str, dict] = {
                          "blur, noise)", "overlays": [], "train": {}, "eval": {}},
     "robust-aug-fullres": {"about": "default + a skip connection at full resolution (network option full_res_skip)",
                            "overlays": [], "eval": {}, "train": {"full_res_skip": True}},
+    "strong-spatial": {"about": "default + stronger spatial augmentation (in-plane rotation up to 15 degrees and scaling "
+                                "0.85-1.25, each with probability 0.5)", "overlays": [], "eval": {},
+                       "train": {"train#augmentation#rotate_prob": 0.5, "train#augmentation#rotate_degrees": 15.0,
+                                 "train#augmentation#zoom_prob": 0.5, "train#augmentation#zoom_range": [0.85, 1.25]}},
     # inference-only variants of the v1 checkpoint
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},

@@ -61,7 +61,12 @@ def cmd_data_list(args) -> int:
     from hipposeg.data.manifest import load_manifest
 
     manifest = load_manifest(args.manifest)
-    for item in manifest.datalist(args.dataset, args.split, None if args.fold < 0 else args.fold, args.data_root):
+    try:
+        items = manifest.datalist(args.dataset, args.split, None if args.fold < 0 else args.fold, args.data_root)
+    except ValueError as exc:
+        _err(f"data list: {exc}")
+        return EXIT_BAD_INPUT
+    for item in items:
         print(f"{item['case']}\t{item['image']}\t{item.get('label', '')}")
     return EXIT_OK
 

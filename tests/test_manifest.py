@@ -32,6 +32,14 @@ def test_folds_are_fixed_seeded_and_balanced(manifest):
     assert len(manifest.datalist("msd_hippocampus", "train", None)) == 208
 
 
+def test_unknown_split_is_refused_not_read_as_train(manifest):
+    # "validation" once fell through to the training cases: an evaluation on training data, silently
+    with pytest.raises(ValueError, match="unknown split 'validation'"):
+        manifest.datalist("msd_hippocampus", "validation", 0)
+    with pytest.raises(ValueError, match="needs a fold"):
+        manifest.datalist("msd_hippocampus", "val", None)
+
+
 def test_data_root_resolution_order(monkeypatch, tmp_path):
     monkeypatch.setenv("HIPPOSEG_DATA", str(tmp_path / "env"))
     assert data_root_candidates(tmp_path / "flag")[0][1] == tmp_path / "flag"

@@ -19,6 +19,7 @@ from hipposeg.errors import DataNotFoundError, InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MANIFEST = REPO_ROOT / "data_manifest.json"
+SPLITS = ("train", "val", "all", "test")
 DATA_ROOT_ENV = "HIPPOSEG_DATA"
 
 
@@ -114,6 +115,10 @@ class Manifest:
         Datasets with a fixed train/test split (``split`` key per case) use it for ``train``/``test``.
         ``dataset_dir`` overrides where the dataset lives; ``max_cases`` keeps the first cases (smoke tests).
         """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        if split == "val" and fold is None:
+            raise ValueError("split 'val' needs a fold (the validation cases are those of one fold)")
         folder = Path(dataset_dir) if dataset_dir else self.dataset_dir(name, data_root)
         out = []
         for case in self.cases(name, data_root, folder):
