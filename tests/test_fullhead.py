@@ -35,7 +35,7 @@ from hipposeg.fullhead.registration import register_to_template
 SUBJECTS = ("colin27", "candi030", "bert")
 SECONDS_PER_SCAN = 10.0  # the issue's budget, reading and writing included, 2 cores
 MODEL_FLOOR = 0.55  # shipped model 0.2.0 (lowest measured 0.57), whole-head Dice per side: a regression floor, below the issue's 0.75
-MODEL_MOVED_DIFF = 0.08  # shipped model 0.2.0: moved copies measured within 0.041 (CANDI); the issue asks 0.03
+MODEL_MOVED_DIFF = 0.05  # shipped model 0.2.0, cubic crop sampling: moved copies within 0.025 (CANDI); the issue asks 0.03
 _REGISTRATIONS: dict = {}
 _SCANS: dict = {}
 
@@ -128,6 +128,34 @@ def test_hippocampus_box_and_region_constants():
         inside = grid[in_region(grid, side)]
         assert 3000 < len(inside) < 5000  # mm^3, a typical hippocampus
         assert (inside.min(axis=0) > lo).all() and (inside.max(axis=0) < hi).all()
+
+
+def test_crop_intensities_are_sampled_with_interpolating_cubic_splines():
+    from hipposeg.fullhead.pipeline import _sample_cubic
+
+    rng = np.random.default_rng(0)
+    scan_array = rng.normal(size=(40, 50, 45)).astype(np.float32)
+    shift = np.eye(4)
+    shift[:3, 3] = (12, 7, 9)  # crop voxel (i, j, k) -> scan index (i + 12, j + 7, k + 9)
+    # on the grid itself the spline interpolates: exact values, not a smoothed copy
+    np.testing.assert_allclose(_sample_cubic(scan_array, shift, (20, 30, 25)),
+                               scan_array[12:32, 7:37, 9:34], atol=1e-4)
+    # a quadratic ramp is reproduced between voxels too (trilinear would be off by up to 1/8 voxel^2)
+    ii, jj, kk = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in (40, 50, 45)], indexing="ij")
+    ramp = 0.05 * (ii - 20) ** 2 + 0.3 * jj - 0.2 * kk
+    half = shift.copy()
+    half[:3, 3] += 0.5
+    want = 0.05 * (np.arange(20)[:, None, None] + 12.5 - 20) ** 2 + 0.3 * (np.arange(30)[None, :, None] + 7.5) \
+        - 0.2 * (np.arange(25)[None, None, :] + 9.5)
+    np.testing.assert_allclose(_sample_cubic(ramp, half, (20, 30, 25)), want, atol=2e-3)
+    # outside the scan: 0, like the trilinear sampler
+    far = np.eye(4)
+    far[:3, 3] = (-100, 0, 0)
+    assert not _sample_cubic(scan_array, far, (10, 10, 10)).any()
+    part = np.eye(4)
+    part[:3, 3] = (-5, 0, 0)  # the first 5 crop planes lie before the scan
+    out = _sample_cubic(scan_array, part, (10, 10, 10))
+    assert not out[:5].any() and np.allclose(out[5:], scan_array[:5, :10, :10], atol=1e-4)
 
 
 # --- field-of-view rule ---------------------------------------------------------------------------
@@ -253,11 +281,11 @@ def test_moved_copy_gives_same_dice(fullhead_root, subject, crop_predictor):
 
 
 # Issue 6 asks, with the real model, for Dice >= 0.75 per side on each scan and moved copies within 0.03.
-# Measured with the shipped model 0.2.0 (bench/fullhead.py --predictor model): colin27 0.785/0.754, candi030
-# 0.645/0.600, bert 0.748/0.753, moved copies within 0.011 / 0.031 / 0.026 (the test suite's own moved copies:
-# colin27 0.771/0.748, CANDI within 0.041). Not reached yet. Colin27 and bert miss the bar by about 0.002, which
-# another CPU or library version can flip, so the xfail is not strict: an XPASS is reported in the test summary
-# (and is the signal to make these plain tests), not a failure.
+# Measured with the shipped model 0.2.0 and cubic crop sampling (bench/fullhead.py --predictor model): colin27
+# 0.787/0.756, candi030 0.660/0.606, bert 0.754/0.760; moved copies within 0.009 / 0.027 / 0.021, but the moved
+# bert copies score 0.739-0.743 and the test suite's moved colin27 copy 0.748 on the right. Not reached: CANDI is
+# far below. Colin27 and bert sit within about 0.01 of the bar, which another CPU or library version can flip,
+# so the xfail is not strict: an XPASS is reported in the test summary (the signal to make these plain tests).
 @pytest.mark.parametrize("subject", SUBJECTS)
 @pytest.mark.xfail(strict=False, reason="issue 6 bar not reached by the shipped crop model (see comment)")
 def test_issue_bar_with_the_shipped_model(fullhead_root, subject, msd):

@@ -144,10 +144,34 @@ def _sample(array: np.ndarray, vox_to_src: np.ndarray, shape, order: int = 1, cv
     return out.reshape(shape)
 
 
+def _sample_cubic(array: np.ndarray, vox_to_src: np.ndarray, shape, margin: int = 6) -> np.ndarray:
+    """Like :func:`_sample`, but with interpolating cubic B-splines (outside the scan: 0).
+
+    Trilinear sampling smooths: a crop taken from a scan that was itself resampled loses the edges the model
+    reads (moved whole-head copies came out up to 0.04 Dice lower). The spline coefficients are computed on
+    the block of the scan around the crop only (plus ``margin`` voxels, so the block's own edges stay out of
+    reach), not on the whole head.
+    """
+    pts = _grid_points(shape)
+    src = (vox_to_src[:3, :3] @ pts + vox_to_src[:3, 3:4]).astype(np.float32)
+    dims = np.asarray(array.shape[:3])
+    lo = np.clip(np.floor(src.min(axis=1)).astype(int) - margin, 0, dims)
+    hi = np.clip(np.ceil(src.max(axis=1)).astype(int) + margin + 1, 0, dims)
+    out = np.zeros(src.shape[1], dtype=np.float32)
+    if np.any(hi - lo < 4):  # the crop lies (almost) outside the scan
+        return out.reshape(shape)
+    block = np.asarray(array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+    inside = np.all((src >= -0.5) & (src <= dims[:, None] - 0.5), axis=0)
+    local = src[:, inside] - lo[:, None].astype(np.float32)
+    out[inside] = ndimage.map_coordinates(block, local, order=3, mode="mirror", prefilter=True)
+    return out.reshape(shape)
+
+
 def extract_boxes(image: Image, transform) -> dict[str, Image]:
     """The left and right hippocampus crops of ``image``: 1 mm, Task04 orientation, right side mirrored.
 
-    ``transform`` is a :class:`RegistrationResult` (or a 4x4 MNI -> scan RAS matrix).
+    ``transform`` is a :class:`RegistrationResult` (or a 4x4 MNI -> scan RAS matrix). Intensities are
+    sampled with cubic splines (:func:`_sample_cubic`).
     """
     matrix_ras = transform.matrix_ras if isinstance(transform, RegistrationResult) else np.asarray(transform)
     array = np.asarray(image.array)
@@ -157,7 +181,7 @@ def extract_boxes(image: Image, transform) -> dict[str, Image]:
     crops = {}
     for side in SIDES:
         geo = box_geometry(side, matrix_ras)
-        data = _sample(array, to_index @ geo["scan_affine"], geo["shape"], order=1).astype(np.float32)
+        data = _sample_cubic(array, to_index @ geo["scan_affine"], geo["shape"])
         crops[side] = Image(
             array=data,
             affine=np.eye(4),
