@@ -3,7 +3,7 @@
 Flow of :func:`segment_full_head`::
 
     scan --register_to_template--> affine MNI->scan
-         --extract_boxes--> {"left": crop, "right": crop}   1 mm, Task04 orientation, right side mirrored
+         --extract_boxes--> {"left": crop, "right": crop}   1 mm (cubic splines), Task04 orientation, right mirrored
          --crop_predictor--> (3, *crop.shape) probabilities  0 background, 1 anterior, 2 posterior
          --back onto the scan grid (trilinear), argmax, largest component per side-->
     labels in the input geometry: 1 left anterior, 2 left posterior, 3 right anterior, 4 right posterior
