@@ -68,3 +68,18 @@ def test_infer_wrapper_runs_a_full_res_skip_checkpoint(msd, tmp_path, cli):
     result = cli("infer", str(inputs), "-o", str(tmp_path / "out"), "--model", str(ckpt))
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "out" / "hippocampus_001_seg.nii.gz").is_file()
+
+
+@pytest.mark.parametrize("configs", [["inference.json"], ["train.json", "evaluate.json"]])
+def test_bundle_configs_build_the_architecture_of_their_checkpoint(tmp_path, configs):
+    # python -m monai.bundle run --config_file inference.json (or evaluate.json) --ckpt_path x.pt
+    from hipposeg.bundle import parse_bundle
+
+    for skip in (False, True):
+        ckpt = tmp_path / f"skip_{skip}.pt"
+        torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=skip).state_dict(), ckpt)
+        parser = parse_bundle(configs, overrides={"ckpt_path": str(ckpt)})
+        assert isinstance(parser.get_parsed_content("network_def"), FullResolutionUnet) is skip
+    # a missing checkpoint builds the default network; loading the weights then names the file
+    parser = parse_bundle(configs, overrides={"ckpt_path": str(tmp_path / "missing.pt")})
+    assert not isinstance(parser.get_parsed_content("network_def"), FullResolutionUnet)
