@@ -14,6 +14,7 @@ result files, so no number is typed by hand.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -123,8 +124,10 @@ def evaluate_row(name: str) -> dict:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "eval.log")
     summary = json.loads((out / "summary.json").read_text())
+    with open(out / "metrics.csv", newline="") as f:  # per volume, for paired comparisons between rows
+        per_case = {r["case"]: round(float(r["dice_whole"]), 5) for r in csv.DictReader(f)}
     return {"eval_command": _shown(cmd), "eval_wall_s": round(wall, 1),
-            "summary": summary}
+            "summary": summary, "per_case_dice_whole": per_case}
 
 
 def fill_validation_from_log(run_dir: Path) -> None:
@@ -168,21 +171,34 @@ def _fmt(summary: dict, key: str, stat: str = "mean", digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def paired_difference(row: dict, base: dict) -> str:
+    """Mean per-volume difference of whole Dice, ``row`` minus ``base``, +- its standard error (the same volumes;
+    case-sampling noise only, not seed-to-seed training noise)."""
+    a, b = row.get("per_case_dice_whole"), base.get("per_case_dice_whole")
+    if not a or not b or row is base:
+        return "–"
+    diffs = [a[c] - b[c] for c in sorted(a) if c in b]
+    if len(diffs) < 2:
+        return "–"
+    mean = sum(diffs) / len(diffs)
+    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+    return f"{mean:+.4f} ± {se:.4f}"
+
+
 def build_table() -> str:
-    lines = ["| row | what | Dice whole mean / median | anterior mean / median | posterior mean / median | "
-             "HD95 mm mean / median | abs. volume error mm³ | train wall (min) | epochs | time to val Dice 0.88 (min) | "
-             "notebook slice Dice |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name in ROWS:
-        path = RESULTS / f"{name}.json"
-        if not path.is_file():
-            continue
-        r = json.loads(path.read_text())
+    lines = ["| row | what | Dice whole mean / median | Δ whole vs `default` | anterior mean / median | "
+             "posterior mean / median | HD95 mm mean / median | abs. volume error mm³ | train wall (min) | epochs | "
+             "time to val Dice 0.88 (min) | notebook slice Dice |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    results = {name: json.loads((RESULTS / f"{name}.json").read_text()) for name in ROWS
+               if (RESULTS / f"{name}.json").is_file()}
+    for name, r in results.items():
         s = r["summary"]
         wall = r.get("train_elapsed_s")
         reach = r.get("time_to_val_dice_0.88_s")
         lines.append(
             f"| `{name}` | {ROWS[name]['about']} | {_fmt(s, 'dice_whole')} / {_fmt(s, 'dice_whole', 'median')} | "
+            f"{paired_difference(r, results.get('default', {}))} | "
             f"{_fmt(s, 'dice_anterior')} / {_fmt(s, 'dice_anterior', 'median')} | "
             f"{_fmt(s, 'dice_posterior')} / {_fmt(s, 'dice_posterior', 'median')} | "
             f"{_fmt(s, 'hd95_whole_mm', digits=2)} / {_fmt(s, 'hd95_whole_mm', 'median', 2)} | "
