@@ -275,6 +275,9 @@ def main() -> None:
         elif (RESULTS / f"{args.row}.json").is_file():
             previous = json.loads((RESULTS / f"{args.row}.json").read_text())
             result.update({k: v for k, v in previous.items() if k.startswith("train_")})
+            if "from" not in ROWS[args.row] and "bench_command" in previous:  # the command that trained it
+                result["evaluated_again_with"] = result["bench_command"]
+                result["bench_command"] = previous["bench_command"]
         result.update(history_facts(args.row))
         result.update(evaluate_row(args.row))
         (RESULTS / f"{args.row}.json").write_text(json.dumps(result, indent=1) + "\n")
