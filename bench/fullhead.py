@@ -1,10 +1,11 @@
 """Whole-head path: Dice per side and seconds per scan on the three labelled full-head scans.
 
-Run: ``python bench/fullhead.py [--predictor oracle|model|template] [--moved 2] [--data-root DIR]``;
+Run: ``python bench/fullhead.py [--predictor oracle|model|template] [--moved 2] [--thick 2] [--data-root DIR]``;
 writes ``bench/results/fullhead.json`` (or ``--out``).
 
 For every subject (and ``--moved`` copies of it, each moved by a random rigid transform of up to 20
-degrees and 25 mm and resampled onto a grid of another orientation and voxel size, seeded) it times the
+degrees and 25 mm and resampled onto a grid of another orientation and voxel size, seeded; and ``--thick``
+copies: the same scan acquired with thicker slices along anterior-posterior) it times the
 whole path the CLI runs: read the NIfTI, register, crop, predict, map back, QC, write labels + QC json.
 Dice per side merges anterior and posterior and compares with ``hippocampus_lr`` (1 left, 2 right).
 "template_region_dice" is the Dice of the template hippocampus region alone (an ellipsoid in MNI mm
@@ -52,6 +53,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--predictor", choices=("oracle", "model", "template"), default="oracle")
     parser.add_argument("--moved", type=int, default=2, help="moved + regridded copies per subject")
+    parser.add_argument("--thick", type=float, nargs="*", default=[2.0],
+                        help="thick-slice copies: anterior-posterior slice thickness in mm (none: --thick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="model predictor: this .pt instead of the shipped model")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
@@ -68,6 +71,7 @@ def main(argv=None) -> dict:
         move_and_regrid,
         oracle_predictor,
         template_predictor,
+        thicken_slices,
     )
     from hipposeg.fullhead.pipeline import segment_full_head, write_result
     from hipposeg.fullhead.registration import N_THREADS, template_pyramid
@@ -101,6 +105,11 @@ def main(argv=None) -> dict:
                 write_nifti(path, moved.array, moved.affine, overwrite=True)
                 info = {key: v for key, v in info.items() if key != "move_ras"}
                 variants.append((f"moved{k}", path, moved, moved_truth, info))
+            for mm in args.thick:
+                thick, thick_truth, info = thicken_slices(image, truth, mm)
+                path = tmp / f"{subject}_thick{mm:g}.nii.gz"
+                write_nifti(path, thick.array, thick.affine, overwrite=True)
+                variants.append((f"thick{mm:g}mm", path, thick, thick_truth, info))
             for name, path, _, ref, info in variants:
                 predictor = {"oracle": oracle_predictor(ref), "template": template_predictor}.get(args.predictor, model)
                 t0 = time.perf_counter()
@@ -146,7 +155,8 @@ def main(argv=None) -> dict:
                 "max_seconds": round(max(s), 3), "mean_seconds": round(float(np.mean(s)), 3)}
 
     originals = [r for r in rows if r["variant"] == "original"]
-    moved = [r for r in rows if r["variant"] != "original"]
+    moved = [r for r in rows if r["variant"].startswith("moved")]
+    thick = [r for r in rows if r["variant"].startswith("thick")]
     by_subject = {}
     for r in moved:
         orig = next(o for o in originals if o["subject"] == r["subject"])
@@ -163,6 +173,7 @@ def main(argv=None) -> dict:
         "original": summary(originals),
         "moved": summary(moved) if moved else None,
         "moved_minus_original_max_abs_dice": by_subject,
+        "thick_slices": summary(thick) if thick else None,
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
