@@ -182,7 +182,8 @@ def paired_difference(row: dict, base: dict) -> str:
         return "–"
     mean = sum(diffs) / len(diffs)
     se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
-    return f"{mean:+.4f} ± {se:.4f}"
+    shared = "" if len(diffs) == len(a) == len(b) else f" (n={len(diffs)})"
+    return f"{mean:+.4f} ± {se:.4f}{shared}"
 
 
 def build_table() -> str:

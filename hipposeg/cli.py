@@ -183,10 +183,8 @@ def cmd_infer(args) -> int:
 
     overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
                  "overwrite": args.overwrite, **_overrides(args.set)}
-    if args.model:
-        from hipposeg.model import architecture_overrides
-
-        overrides = {**architecture_overrides(args.model), **overrides, "ckpt_path": args.model}
+    if args.model:  # inference.json builds the architecture the checkpoint holds
+        overrides = {**overrides, "ckpt_path": args.model}
     run_workflow(["inference.json"], args.bundle, overrides)
     return EXIT_OK
 

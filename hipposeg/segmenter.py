@@ -19,7 +19,7 @@ from monai.transforms import Invertd
 
 from hipposeg.data.readers import Image
 from hipposeg.inference import probabilities_to_labels
-from hipposeg.model import architecture_overrides, load_weights
+from hipposeg.model import load_weights
 
 
 @dataclass
@@ -90,12 +90,11 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
         values["flip_tta"] = bool(flip_tta)
     if batch_size:
         values["batch_size"] = int(batch_size)
+    if checkpoint is not None:
+        values["ckpt_path"] = str(checkpoint)
     parser = parse_bundle(["inference.json"], bundle_dir, values)
-    checkpoint = checkpoint or parser.get_parsed_content("ckpt_path")
-    for key, value in architecture_overrides(checkpoint).items():  # the checkpoint decides the architecture
-        if key not in values:
-            parser[key] = value
-    network = parser.get_parsed_content("network_def")
+    checkpoint = parser.get_parsed_content("ckpt_path")
+    network = parser.get_parsed_content("network_def")  # inference.json reads the architecture from the checkpoint
     load_weights(network, checkpoint)
     from hipposeg.data.manifest import load_manifest
 

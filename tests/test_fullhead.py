@@ -159,22 +159,33 @@ def test_crop_intensities_are_sampled_with_interpolating_cubic_splines():
     assert not out[:5].any() and np.allclose(out[5:], scan_array[:5, :10, :10], atol=1e-4)
 
 
-def test_thick_slice_copy_keeps_the_anatomy_in_place():
+@pytest.mark.parametrize("thickness", [2.0, 2.5])
+def test_thick_slice_copy_keeps_the_anatomy_in_place(thickness):
     # an L-I-A grid (like bert and CANDI): voxel axis 2 runs anterior, so that axis gets the thick slices
     affine = np.array([[-1.0, 0, 0, 40], [0, 0, 1, -50], [0, -1, 0, 40], [0, 0, 0, 1]])
     array = np.zeros((80, 80, 100), dtype=np.float32)
     array[30:50, 30:50, 40:70] = 100.0  # a block 30 mm long from front to back
     labels = (array > 0).astype(np.uint8)
-    thick, thick_labels, info = thicken_slices(Image(array, affine), Image(labels, affine), 2.5)
-    assert info["thick_axis"] == 2 and thick.spacing == pytest.approx((1.0, 1.0, 2.5))
-    assert thick.shape == (80, 80, 40) and thick_labels.shape == thick.shape
-    # same world position and size of the block; the image is smoothed across slices only
+    labels[30:50, 30:50, 40:55] = 2  # its front half another label
+    thick, thick_labels, info = thicken_slices(Image(array, affine), Image(labels, affine), thickness)
+    assert info["thick_axis"] == 2 and thick.spacing == pytest.approx((1.0, 1.0, thickness))
+    assert thick.shape == (80, 80, round(100 / thickness)) and thick_labels.shape == thick.shape
+
     def world_centre(a, aff):
-        return aff[:3, :3] @ np.argwhere(a > 0.5).mean(axis=0) + aff[:3, 3]
-    np.testing.assert_allclose(world_centre(thick_labels.array, thick.affine), world_centre(labels, affine), atol=0.6)
-    assert abs((thick_labels.array > 0).sum() * 2.5 - labels.sum()) <= 0.1 * labels.sum()
-    assert thick.array[40, 40, 22] == pytest.approx(100.0, abs=1.0)  # inside, away from the front/back faces
-    assert thick.array[29, 40, 22] == pytest.approx(0.0, abs=1e-3)  # in-plane edges stay sharp
+        return aff[:3, :3] @ np.argwhere(a).mean(axis=0) + aff[:3, 3]
+
+    # each label stays where it was (no half-voxel shift) and keeps its size
+    for value in (1, 2):
+        np.testing.assert_allclose(world_centre(thick_labels.array == value, thick.affine),
+                                   world_centre(labels == value, affine), atol=0.5)
+        assert abs((thick_labels.array == value).sum() * thickness - (labels == value).sum()) <= 0.15 * 15 * 400
+    # the image is smoothed across slices only, and lies where the labels are
+    centre = int(round(55 / thickness))
+    assert thick.array[40, 40, centre] == pytest.approx(100.0, abs=1.0)
+    assert thick.array[29, 40, centre] == pytest.approx(0.0, abs=1e-3)
+    np.testing.assert_allclose(world_centre(thick.array > 50, thick.affine), world_centre(array > 50, affine), atol=0.5)
+    with pytest.raises(ValueError, match="positive"):
+        thicken_slices(Image(array, affine), Image(labels, affine), 0.0)
 
 
 # --- field-of-view rule ---------------------------------------------------------------------------

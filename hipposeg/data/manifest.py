@@ -111,14 +111,13 @@ class Manifest:
 
         ``split``: ``train`` (every labelled case not in ``fold``), ``val`` (the cases of ``fold``),
         ``all`` (every labelled case), ``test`` (cases of the test split, label when there is one).
-        With ``fold=None`` the training split is every labelled case (train on all, no validation).
+        With ``fold=None`` the training split is every labelled case and ``val`` is empty (train on all, no
+        validation). Any other ``split`` is an error (it once fell through to the training cases).
         Datasets with a fixed train/test split (``split`` key per case) use it for ``train``/``test``.
         ``dataset_dir`` overrides where the dataset lives; ``max_cases`` keeps the first cases (smoke tests).
         """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-        if split == "val" and fold is None:
-            raise ValueError("split 'val' needs a fold (the validation cases are those of one fold)")
         folder = Path(dataset_dir) if dataset_dir else self.dataset_dir(name, data_root)
         out = []
         for case in self.cases(name, data_root, folder):

@@ -115,6 +115,18 @@ def _axes_from_code(code: str) -> np.ndarray:
     return np.array([unit[c] for c in code], dtype=np.float64).T
 
 
+def _resample_onto(array: np.ndarray, affine: np.ndarray, grid: tuple, linear: bool, transform=None) -> np.ndarray:
+    """``array`` (on ``affine``) resampled onto ``grid`` = (shape, affine), through a SimpleITK ``transform``
+    (output LPS point -> input LPS point; identity if None); linear or nearest-neighbour, 0 outside."""
+    import SimpleITK as sitk
+
+    shape, new_affine = grid
+    reference = image_to_sitk(Image(np.zeros(tuple(shape), dtype=np.uint8), new_affine))
+    out = sitk.Resample(image_to_sitk(Image(array, affine)), reference, transform or sitk.Transform(),
+                        sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, 0.0)
+    return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
+
+
 def move_and_regrid(
     image: Image, truth: Image, rng: np.random.Generator, max_degrees: float = 20.0, max_mm: float = 25.0
 ) -> tuple[Image, Image, dict]:
@@ -145,22 +157,15 @@ def move_and_regrid(
     new_affine[:3, :3] = axes * spacing
     new_affine[:3, 3] = axes @ lo
 
-    def to_sitk(array, affine):
-        return image_to_sitk(Image(array, affine))
-
-    reference = to_sitk(np.zeros(tuple(int(v) for v in shape), dtype=np.uint8), new_affine)
     back = _FLIP @ np.linalg.inv(move) @ _FLIP  # new LPS -> old LPS
     transform = sitk.AffineTransform(3)
     transform.SetMatrix([float(v) for v in back[:3, :3].ravel()])
     transform.SetTranslation([float(v) for v in back[:3, 3]])
-
-    def resample(array, affine, interp, dtype):
-        src = to_sitk(np.asarray(array, dtype=dtype), affine)
-        out = sitk.Resample(src, reference, transform, interp, 0.0)
-        return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
-
-    moved = resample(image.array, image.affine, sitk.sitkLinear, np.float32)
-    moved_truth = resample(truth.array, truth.affine, sitk.sitkNearestNeighbor, np.uint8)
+    grid = (tuple(int(v) for v in shape), new_affine)
+    moved = _resample_onto(np.asarray(image.array, dtype=np.float32), image.affine, grid, linear=True,
+                           transform=transform)
+    moved_truth = _resample_onto(np.asarray(truth.array, dtype=np.uint8), truth.affine, grid, linear=False,
+                                 transform=transform)
     info = {"rotation_deg": angle, "translation_mm": float(np.linalg.norm(shift)), "orientation": code,
             "spacing": [float(v) for v in spacing], "shape": [int(v) for v in shape], "move_ras": move}
     return (
@@ -173,30 +178,30 @@ def move_and_regrid(
 def thicken_slices(image: Image, truth: Image, thickness_mm: float) -> tuple[Image, Image, dict]:
     """A thick-slice acquisition of ``image``: its voxel axis closest to anterior-posterior gets ``thickness_mm``
     spacing (a Gaussian slice profile whose full width at half maximum is the thickness), the other two keep
-    theirs. ``truth`` is resampled onto the new grid by nearest neighbour."""
-    import SimpleITK as sitk
-
-    axis = int(np.argmax(np.abs(image.affine[:3, :3])[1] / np.asarray(image.spacing)))  # voxel axis along y (A-P)
+    theirs. Each label of ``truth`` gets the same slice profile and keeps the voxels it covers by half or more."""
+    if not thickness_mm > 0:
+        raise ValueError(f"slice thickness must be positive, not {thickness_mm}")
     spacing = np.asarray(image.spacing, dtype=np.float64)
+    axis = int(np.argmax(np.abs(image.affine[:3, :3])[1] / spacing))  # the voxel axis along y (A-P)
     new_spacing = spacing.copy()
     new_spacing[axis] = thickness_mm
-    shape = np.maximum(1, np.round(np.asarray(image.shape[:3]) * spacing / new_spacing)).astype(int)
+    shape = tuple(int(v) for v in np.maximum(1, np.round(np.asarray(image.shape[:3]) * spacing / new_spacing)))
     new_affine = np.asarray(image.affine, dtype=np.float64).copy()
     new_affine[:3, axis] *= thickness_mm / spacing[axis]
-    # the new voxel centres cover the same field of view: shift by half the change of voxel size
+    # the first slice starts where the scan starts: its centre moves by half the change of voxel size
     new_affine[:3, 3] += image.affine[:3, axis] / spacing[axis] * (thickness_mm - spacing[axis]) / 2
-    sigma = np.zeros(3)
-    sigma[axis] = np.sqrt(max(thickness_mm ** 2 - spacing[axis] ** 2, 0.0)) / 2.355  # FWHM -> sigma, in mm
-    src = image_to_sitk(Image(np.asarray(image.array, dtype=np.float32), image.affine))
-    smooth = sitk.SmoothingRecursiveGaussian(src, [float(max(s, 1e-3)) for s in sigma]) if sigma.any() else src
-    reference = image_to_sitk(Image(np.zeros(tuple(shape), dtype=np.uint8), new_affine))
+    sigma_voxels = np.sqrt(max(thickness_mm ** 2 - spacing[axis] ** 2, 0.0)) / 2.355 / spacing[axis]  # FWHM
 
-    def resample(img, interp):
-        out = sitk.Resample(img, reference, sitk.Transform(), interp, 0.0)
-        return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
+    def profile(volume: np.ndarray) -> np.ndarray:
+        volume = np.asarray(volume, dtype=np.float32)
+        return ndimage.gaussian_filter1d(volume, sigma_voxels, axis=axis) if sigma_voxels > 0 else volume
 
-    labels = image_to_sitk(Image(np.asarray(truth.array, dtype=np.uint8), truth.affine))
+    grid = (shape, new_affine)
+    thick = _resample_onto(profile(image.array), image.affine, grid, linear=True)
+    labels = np.zeros(shape, dtype=np.uint8)
+    for value in np.unique(truth.array)[1:]:
+        cover = _resample_onto(profile(np.asarray(truth.array) == value), truth.affine, grid, linear=True)
+        labels[cover >= 0.5] = value
     info = {"thickness_mm": float(thickness_mm), "thick_axis": axis, "spacing": [float(v) for v in new_spacing]}
-    return (Image(resample(smooth, sitk.sitkLinear), new_affine, path=f"{image.path}#thick", source=image.source),
-            Image(resample(labels, sitk.sitkNearestNeighbor), new_affine, path=f"{truth.path}#thick",
-                  source=truth.source), info)
+    return (Image(thick, new_affine, path=f"{image.path}#thick", source=image.source),
+            Image(labels, new_affine, path=f"{truth.path}#thick", source=truth.source), info)
