@@ -36,6 +36,9 @@ RESULTS = BENCH / "results"
 # The session-1 default, before the scanner-robustness augmentation became part of train.json.
 V1 = {"train#augmentation#gamma_prob": 0.0, "train#augmentation#histogram_prob": 0.0,
       "train#augmentation#blur_prob": 0.0, "train#augmentation#noise_prob": 0.0}
+# The 0.2.0 default, before the stronger spatial augmentation of 0.3.0 (the notebook's rotation and scaling).
+V2 = {"train#augmentation#rotate_prob": 0.3, "train#augmentation#rotate_degrees": 5.0,
+      "train#augmentation#zoom_prob": 0.3, "train#augmentation#zoom_range": [0.9, 1.1]}
 
 ROWS: dict[str, dict] = {
     "reference": {"about": "reference notebook recipe (2D, axial, non-empty slices only, Adam + plateau)",
@@ -43,25 +46,23 @@ ROWS: dict[str, dict] = {
     "unet3d": {"about": "plain MONAI 3D UNet, 5 levels 16-256, DiceCE, crops padded to 48x64x48",
                "overlays": ["unet3d.json"], "train": {}, "eval": {}},
     "v1": {"about": "first default: 2.5D (3 slices), 3 axes pooled, 20% empty slices, AdamW one-cycle, flip / rotation / "
-                    "scaling / intensity jitter; 3-axis consensus + largest component", "overlays": [], "train": V1,
-           "eval": {}},
-    "default": {"about": "hipposeg default: v1 + scanner-robustness augmentation (gamma, histogram shift, in-plane "
-                         "blur, noise)", "overlays": [], "train": {}, "eval": {}},
-    "robust-aug-fullres": {"about": "default + a skip connection at full resolution (network option full_res_skip)",
-                           "overlays": [], "eval": {}, "train": {"full_res_skip": True}},
-    "strong-spatial": {"about": "default + stronger spatial augmentation (in-plane rotation up to 15 degrees and scaling "
-                                "0.85-1.25, each with probability 0.5)", "overlays": [], "eval": {},
-                       "train": {"train#augmentation#rotate_prob": 0.5, "train#augmentation#rotate_degrees": 15.0,
-                                 "train#augmentation#zoom_prob": 0.5, "train#augmentation#zoom_range": [0.85, 1.25]}},
-    # inference-only variants of the v1 checkpoint
+                    "scaling / intensity jitter; 3-axis consensus + largest component", "overlays": [],
+           "train": {**V1, **V2}, "eval": {}},
+    "v2": {"about": "0.2.0 default: v1 + scanner-robustness augmentation (gamma, histogram shift, in-plane blur, noise)",
+           "overlays": [], "train": V2, "eval": {}},
+    "default": {"about": "hipposeg default (0.3.0): v2 + stronger spatial augmentation (in-plane rotation up to 15 "
+                         "degrees and scaling 0.85-1.25, each with probability 0.5)", "overlays": [], "train": {},
+                "eval": {}},
+    "robust-aug-fullres": {"about": "v2 + a skip connection at full resolution (network option full_res_skip)",
+                           "overlays": [], "eval": {}, "train": {**V2, "full_res_skip": True}},
+    # inference-only variants of trained rows
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},
     "v1-axis2": {"about": "v1 model, axial slices only", "from": "v1", "eval": {"inference_axes": [2]}},
     "v1-no-lcc": {"about": "v1 model, consensus, no largest-component step", "from": "v1",
                   "eval": {"keep_largest": False}},
     "v1-tta": {"about": "v1 model, consensus + left-right flip TTA", "from": "v1", "eval": {"flip_tta": True}},
-    "default-tta": {"about": "default model, consensus + left-right flip TTA", "from": "default",
-                    "eval": {"flip_tta": True}},
+    "v2-tta": {"about": "v2 model, consensus + left-right flip TTA", "from": "v2", "eval": {"flip_tta": True}},
     "shipped": {"about": "the shipped bundles/hipposeg/models/model.pt (default checkpoint in half precision), "
                          "default inference", "from": "default", "eval": {},
                 "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt")},
@@ -243,9 +244,14 @@ def write_bundle_results(row: str = "shipped") -> None:
     if nb is not None:
         lines += ["", f"The reference notebook's slice Dice (mean over batches of 32 non-empty axial slices, not a "
                       f"volumetric Dice) is {nb:.3f} here, against the notebook's published 0.839 on its own test set."]
-    lines += ["", f"Training: `{r.get('train_command', '')}` — {r.get('epochs', '?')} epochs in "
-                  f"{(r.get('train_elapsed_s') or 0) / 60:.0f} min on {r.get('machine', '')}.",
-              "", "![training curve](training_curve.png)"]
+    trained_row = ROWS[row].get("from", row)
+    lines += ["", f"Training: `python bench/accuracy.py --row {trained_row}`, which ran `{r.get('train_command', '')}` "
+                  f"— {r.get('epochs', '?')} epochs in {(r.get('train_elapsed_s') or 0) / 60:.0f} min on "
+                  f"{r.get('machine', '')}."]
+    note = json.loads(trained.read_text()).get("note") if trained.is_file() else None
+    if note:
+        lines += ["", f"Note on that run: {note}"]
+    lines += ["", "![training curve](training_curve.png)"]
     meta_path = REPO / "bundles" / "hipposeg" / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["eval_metrics"] = {f"mean_{key}": round(s[src]["mean"], 4) for key, src in
@@ -275,7 +281,7 @@ def main() -> None:
             result.update(train_row(args.row, args.minutes, args.epochs, extra))
         elif (RESULTS / f"{args.row}.json").is_file():
             previous = json.loads((RESULTS / f"{args.row}.json").read_text())
-            result.update({k: v for k, v in previous.items() if k.startswith("train_")})
+            result.update({k: v for k, v in previous.items() if k.startswith("train_") or k == "note"})
             if "from" not in ROWS[args.row] and "bench_command" in previous:  # the command that trained it
                 result["evaluated_again_with"] = result["bench_command"]
                 result["bench_command"] = previous["bench_command"]
