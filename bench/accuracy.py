@@ -55,6 +55,9 @@ ROWS: dict[str, dict] = {
                 "eval": {}},
     "robust-aug-fullres": {"about": "v2 + a skip connection at full resolution (network option full_res_skip)",
                            "overlays": [], "eval": {}, "train": {**V2, "full_res_skip": True}},
+    "upsampled-1.5x": {"about": "default, network run on slices upsampled 1.5x (input_scale 1.5: finest features "
+                                "at 1.3 mm instead of 2 mm)", "overlays": [], "eval": {},
+                       "train": {"input_scale": 1.5}},
     # inference-only variants of trained rows
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},

@@ -7,7 +7,8 @@ For every subject (and ``--moved`` copies of it, each moved by a random rigid tr
 degrees and 25 mm and resampled onto a grid of another orientation and voxel size, seeded; and ``--thick``
 copies: the same scan acquired with thicker slices along anterior-posterior) it times the
 whole path the CLI runs: read the NIfTI, register, crop, predict, map back, QC, write labels + QC json.
-Dice per side merges anterior and posterior and compares with ``hippocampus_lr`` (1 left, 2 right).
+Dice per side merges anterior and posterior and compares with ``hippocampus_lr`` (1 left, 2 right); precision
+and recall per side tell under-segmentation (high precision, low recall) from over-segmentation.
 "template_region_dice" is the Dice of the template hippocampus region alone (an ellipsoid in MNI mm
 mapped through the registration), a floor that any crop model must beat.
 
@@ -41,11 +42,13 @@ README = Path(__file__).parent / "README.md"
 def write_table(result: dict) -> None:
     """Write the per-scan table between the markers of bench/README.md (the shipped model's run only)."""
     lines = [f"`{result['command']}` ({result['checkpoint']}, {result['cpu_count']} CPU cores):", "",
-             "| scan | copy | input | Dice left | Dice right | seconds |", "|---|---|---|---|---|---|"]
+             "| scan | copy | input | Dice left | Dice right | precision / recall left | precision / recall right | "
+             "seconds |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         grid = f"{r['input']['orientation']} {'x'.join(f'{v:.2g}' for v in r['input']['spacing'])} mm"
+        pr = {side: f"{v['precision']:.2f} / {v['recall']:.2f}" for side, v in r["precision_recall"].items()}
         lines.append(f"| {r['subject']} | {r['variant']} | {grid} | {r['dice']['left']:.3f} | "
-                     f"{r['dice']['right']:.3f} | {r['seconds']:.2f} |")
+                     f"{r['dice']['right']:.3f} | {pr['left']} | {pr['right']} | {r['seconds']:.2f} |")
     replace_block(README, "fullhead-table", "\n".join(lines))
 
 
@@ -67,6 +70,7 @@ def main(argv=None) -> dict:
     from hipposeg.data.writers import write_nifti
     from hipposeg.fullhead.evaluation import (
         dice_per_side,
+        overlap_per_side,
         left_is_left,
         move_and_regrid,
         oracle_predictor,
@@ -128,6 +132,8 @@ def main(argv=None) -> dict:
                     "input": {"shape": list(scan.shape), "spacing": [round(s, 3) for s in scan.spacing],
                               "orientation": scan.orientation},
                     "dice": {k: round(v, 4) for k, v in dice.items()},
+                    "precision_recall": {side: {k: round(v, 4) for k, v in pr.items()}
+                                         for side, pr in overlap_per_side(result.labels, ref.array).items()},
                     "template_region_dice": {k: round(v, 4) for k, v in dice_per_side(tmpl.labels, ref.array).items()},
                     "left_on_left": left_is_left(result.labels, scan.affine, ref),
                     "seconds": round(t_write - t0, 3),
@@ -140,7 +146,10 @@ def main(argv=None) -> dict:
                 rows.append(row)
                 print(
                     f"{subject:9s} {name:8s} {scan.orientation} {'x'.join(f'{s:.2g}' for s in scan.spacing):12s} "
-                    f"dice L {dice['left']:.3f} R {dice['right']:.3f}  template L {row['template_region_dice']['left']:.3f} "
+                    f"dice L {dice['left']:.3f} R {dice['right']:.3f}  "
+                    f"precision/recall L {row['precision_recall']['left']['precision']:.2f}/"
+                    f"{row['precision_recall']['left']['recall']:.2f} R {row['precision_recall']['right']['precision']:.2f}/"
+                    f"{row['precision_recall']['right']['recall']:.2f}  template L {row['template_region_dice']['left']:.3f} "
                     f"R {row['template_region_dice']['right']:.3f}  left-on-left {row['left_on_left']}  "
                     f"{row['seconds']:.2f} s (registration {result.timings['registration_s']:.2f}, "
                     f"predict {result.timings['predict_s']:.2f})  metric {row['registration_metric']:.3f} "

@@ -32,7 +32,8 @@ BATCH = 32
 
 
 def _median_seconds(step, repeats: int) -> float:
-    step()  # warm-up
+    for _ in range(3):  # warm-up (allocator, one-off kernels)
+        step()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -59,11 +60,11 @@ def main() -> dict:
             opt.step()
 
         net.train()
-        train_s = _median_seconds(train_step, 5)
+        train_s = _median_seconds(train_step, 10)
         net.eval()
         slices = torch.randn(SLICES_PER_DIRECTION, 3, size, size)
         with torch.no_grad():
-            infer_s = _median_seconds(lambda: net(slices), 5)
+            infer_s = _median_seconds(lambda: net(slices), 10)
         rows.append({"input_scale": scale, "slice_px": size, "train_step_s": round(train_s, 3),
                      "inference_per_direction_s": round(infer_s, 3)})
         print(rows[-1], flush=True)

@@ -4,11 +4,14 @@ Nothing is ever downloaded: ``encoder_weights`` is None unless a local weights f
 
 EfficientNet's stem convolution has stride 2, so the finest skip connection of smp's U-Net decoder is at half
 the input resolution (2 mm on Task04 crops) and the last decoder block only upsamples. ``full_res_skip=True``
-adds one light skip connection at the input's own resolution (:class:`FullResolutionUnet`).
+adds one light skip connection at the input's own resolution (:class:`FullResolutionUnet`); ``input_scale > 1``
+runs the whole network on upsampled slices instead (:class:`ScaledInputNet`), so that its finest features are at
+``2 / input_scale`` mm, at a price measured by ``bench/input_scale_cost.py``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -25,6 +28,7 @@ def build_network(
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     full_res_skip: bool = False,
     full_res_channels: int = 16,
+    input_scale: float = 1.0,
 ) -> nn.Module:
     """``segmentation_models_pytorch.Unet`` with ``in_channels`` input slices and ``num_classes`` outputs.
 
@@ -50,7 +54,9 @@ def build_network(
         if len(missing) > len(first) // 2:
             raise InputError(path, f"does not match encoder {encoder_name} ({len(missing)} tensors missing)")
     if full_res_skip:
-        return FullResolutionUnet(net, in_channels, full_res_channels)
+        net = FullResolutionUnet(net, in_channels, full_res_channels)
+    if input_scale != 1.0:
+        net = ScaledInputNet(net, input_scale)
     return net
 
 
@@ -80,6 +86,30 @@ class FullResolutionUnet(nn.Module):
         return self.unet.segmentation_head(self.fuse(torch.cat([decoded, self.stem(x)], dim=1)))
 
 
+class ScaledInputNet(nn.Module):
+    """Runs ``net`` on slices upsampled by ``scale`` and returns logits at the input's own size.
+
+    The slices are resized bilinearly to ``scale`` times their size rounded up to a multiple of 32 (the U-Net's
+    constraint), the logits back with antialiasing. The scale is a buffer (``input_scale``), so a checkpoint
+    says which network it belongs to (:func:`architecture_overrides`).
+    """
+
+    def __init__(self, net: nn.Module, scale: float):
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"input_scale must be positive, got {scale}")
+        self.net = net
+        self.register_buffer("input_scale", torch.tensor(float(scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        scale = float(self.input_scale)
+        scaled = [int(math.ceil(height * scale / 32) * 32), int(math.ceil(width * scale / 32) * 32)]
+        y = self.net(nn.functional.interpolate(x, size=scaled, mode="bilinear", align_corners=False))
+        return nn.functional.interpolate(y, size=[height, width], mode="bilinear", align_corners=False,
+                                         antialias=True)
+
+
 def _read_state(path: Path, map_location="cpu") -> dict:
     """The state dict inside a checkpoint file; a missing or unreadable file is an :class:`InputError`."""
     if not path.is_file():
@@ -98,13 +128,18 @@ def _read_state(path: Path, map_location="cpu") -> dict:
 
 def has_full_res_skip(checkpoint: str | Path) -> bool:
     """Whether a checkpoint holds a :class:`FullResolutionUnet` (``build_network(full_res_skip=True)``)."""
-    return any(key.startswith("stem.") for key in _read_state(Path(checkpoint)))
+    return any(key.startswith(("stem.", "net.stem.")) for key in _read_state(Path(checkpoint)))
 
 
 def architecture_overrides(checkpoint: str | Path) -> dict:
-    """The bundle overrides a checkpoint implies for ``network_def`` (``{"full_res_skip": ...}``); empty when the
-    file does not exist, so that loading the weights reports it."""
-    return {"full_res_skip": has_full_res_skip(checkpoint)} if Path(checkpoint).is_file() else {}
+    """The bundle overrides a checkpoint implies for ``network_def`` (``{"full_res_skip": ..., "input_scale":
+    ...}``); empty when the file does not exist, so that loading the weights reports it."""
+    if not Path(checkpoint).is_file():
+        return {}
+    state = _read_state(Path(checkpoint))
+    scale = state.get("input_scale")
+    return {"full_res_skip": any(key.startswith(("stem.", "net.stem.")) for key in state),
+            "input_scale": round(float(scale), 4) if scale is not None else 1.0}
 
 
 def load_weights(network: nn.Module, checkpoint: str | Path, map_location="cpu") -> nn.Module:

@@ -21,6 +21,7 @@ from hipposeg.fullhead.evaluation import (
     left_is_left,
     move_and_regrid,
     oracle_predictor,
+    overlap_per_side,
     template_predictor,
     thicken_slices,
 )
@@ -35,8 +36,8 @@ from hipposeg.fullhead.registration import register_to_template
 
 SUBJECTS = ("colin27", "candi030", "bert")
 SECONDS_PER_SCAN = 10.0  # the issue's budget, reading and writing included, 2 cores
-MODEL_FLOOR = 0.55  # shipped model 0.2.0 (lowest measured 0.57), whole-head Dice per side: a regression floor, below the issue's 0.75
-MODEL_MOVED_DIFF = 0.05  # shipped model 0.2.0, cubic crop sampling: moved copies within 0.025 (CANDI); the issue asks 0.03
+MODEL_FLOOR = 0.55  # shipped model 0.3.0 (lowest measured 0.65), whole-head Dice per side: a regression floor, below the issue's 0.75
+MODEL_MOVED_DIFF = 0.05  # shipped model 0.3.0, cubic crop sampling: bench copies within 0.016; the issue asks 0.03
 _REGISTRATIONS: dict = {}
 _SCANS: dict = {}
 
@@ -188,6 +189,21 @@ def test_thick_slice_copy_keeps_the_anatomy_in_place(thickness):
         thicken_slices(Image(array, affine), Image(labels, affine), 0.0)
 
 
+def test_overlap_per_side_tells_under_from_over_segmentation():
+    truth = np.zeros((10, 10, 10), dtype=np.uint8)
+    truth[0:4, :5] = 1  # left: 200 voxels
+    truth[6:10, :5] = 2  # right: 200 voxels
+    labels = np.zeros_like(truth)
+    labels[0:2, :5] = 1  # left predicted inside the truth, half of it: under-segmented
+    labels[6:10, :5] = 3  # right anterior covers the true right exactly ...
+    labels[6:10, 5:] = 4  # ... and the posterior label spills out as much again: over-segmented
+    out = overlap_per_side(labels, truth)
+    assert out["left"] == pytest.approx({"precision": 1.0, "recall": 0.5})
+    assert out["right"] == pytest.approx({"precision": 0.5, "recall": 1.0})
+    d = dice_per_side(labels, truth)
+    assert d["left"] == pytest.approx(2 * 100 / 300) and d["right"] == pytest.approx(2 * 200 / 600)
+
+
 # --- field-of-view rule ---------------------------------------------------------------------------
 
 
@@ -311,10 +327,10 @@ def test_moved_copy_gives_same_dice(fullhead_root, subject, crop_predictor):
 
 
 # Issue 6 asks, with the real model, for Dice >= 0.75 per side on each scan and moved copies within 0.03.
-# Measured with the shipped model 0.2.0 and cubic crop sampling (bench/fullhead.py --predictor model): colin27
-# 0.787/0.756, candi030 0.660/0.606, bert 0.754/0.760; moved copies within 0.009 / 0.027 / 0.021, but the moved
-# bert copies score 0.739-0.743 and the test suite's moved colin27 copy 0.748 on the right. Not reached: CANDI is
-# far below. Colin27 and bert sit within about 0.01 of the bar, which another CPU or library version can flip,
+# Measured with the shipped model 0.3.0 and cubic crop sampling (bench/fullhead.py --predictor model): colin27
+# 0.773/0.744, candi030 0.691/0.676, bert 0.781/0.760; moved copies within 0.013 / 0.013 / 0.016 (colin27 right
+# 0.733-0.734, bert right 0.750-0.752). Not reached: CANDI is far below, Colin27's right side just under.
+# Colin27 and bert sit within about 0.01 of the bar, which another CPU or library version can flip,
 # so the xfail is not strict: an XPASS is reported in the test summary (the signal to make these plain tests).
 @pytest.mark.parametrize("subject", SUBJECTS)
 @pytest.mark.xfail(strict=False, reason="issue 6 bar not reached by the shipped crop model (see comment)")

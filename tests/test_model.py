@@ -80,6 +80,36 @@ def test_bundle_configs_build_the_architecture_of_their_checkpoint(tmp_path, con
         torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=skip).state_dict(), ckpt)
         parser = parse_bundle(configs, overrides={"ckpt_path": str(ckpt)})
         assert isinstance(parser.get_parsed_content("network_def"), FullResolutionUnet) is skip
+    ckpt = tmp_path / "scaled.pt"
+    torch.save(build_network(in_channels=3, num_classes=3, input_scale=1.5).state_dict(), ckpt)
+    net = parse_bundle(configs, overrides={"ckpt_path": str(ckpt)}).get_parsed_content("network_def")
+    assert float(net.input_scale) == 1.5
     # a missing checkpoint builds the default network; loading the weights then names the file
     parser = parse_bundle(configs, overrides={"ckpt_path": str(tmp_path / "missing.pt")})
     assert not isinstance(parser.get_parsed_content("network_def"), FullResolutionUnet)
+
+
+def test_scaled_input_network_runs_on_upsampled_slices(tmp_path):
+    from hipposeg.model import ScaledInputNet, architecture_overrides
+
+    torch.manual_seed(0)
+    net = build_network(in_channels=3, num_classes=3, input_scale=1.5).eval()
+    assert isinstance(net, ScaledInputNet)
+    seen = []
+    net.net.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape[-2:])))
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 96))
+    assert out.shape == (2, 3, 64, 96) and seen == [(96, 160)]  # 1.5x, rounded up to multiples of 32
+    # the scale travels with the weights: the bundle configs rebuild the same network from the checkpoint
+    ckpt = tmp_path / "scaled.pt"
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, ckpt)
+    assert architecture_overrides(ckpt) == {"full_res_skip": False, "input_scale": 1.5}
+    again = load_weights(build_network(in_channels=3, num_classes=3, input_scale=1.5), ckpt).eval()
+    assert float(again.input_scale) == 1.5
+    torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=True, input_scale=2.0).state_dict(), ckpt)
+    assert architecture_overrides(ckpt) == {"full_res_skip": True, "input_scale": 2.0}
+    with pytest.raises(ValueError, match="positive"):
+        build_network(input_scale=0.0)
+    scripted = torch.jit.script(again)  # ckpt_export scripts the network
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(torch.ones(1, 3, 64, 64)), again(torch.ones(1, 3, 64, 64)))

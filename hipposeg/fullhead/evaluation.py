@@ -5,7 +5,8 @@
   whole path (registration, boxes, mirroring, resampling back, label sides) is checked end to end: its
   Dice is 1 minus what two resamplings lose, provided the boxes hold the hippocampi.
 * :func:`template_predictor` - predicts the template hippocampus region (an ellipsoid in MNI mm).
-* :func:`dice_per_side`, :func:`left_is_left` - the issue's acceptance measures.
+* :func:`dice_per_side`, :func:`left_is_left` - the issue's acceptance measures; :func:`overlap_per_side` -
+  precision and recall per side.
 * :func:`move_and_regrid` - a random rigid motion of a scan and its labels, resampled onto a grid of
   another orientation and voxel size.
 """
@@ -67,6 +68,19 @@ def dice_per_side(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         b = truth == true_label
         s = int(a.sum()) + int(b.sum())
         out[side] = 2.0 * int((a & b).sum()) / s if s else 1.0
+    return out
+
+
+def overlap_per_side(labels: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Precision (share of the predicted side inside the true side) and recall (share of the true side predicted)
+    per side, with the same label pairing as :func:`dice_per_side`; they tell under- from over-segmentation."""
+    out = {}
+    for side, pred_labels, true_label in (("left", (1, 2), 1), ("right", (3, 4), 2)):
+        a = np.isin(labels, pred_labels)
+        b = truth == true_label
+        hit = int((a & b).sum())
+        out[side] = {"precision": hit / int(a.sum()) if a.any() else float("nan"),
+                     "recall": hit / int(b.sum()) if b.any() else float("nan")}
     return out
 
 
