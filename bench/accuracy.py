@@ -128,10 +128,43 @@ def evaluate_row(name: str) -> dict:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "eval.log")
     summary = json.loads((out / "summary.json").read_text())
-    with open(out / "metrics.csv", newline="") as f:  # per volume, for paired comparisons between rows
-        per_case = {r["case"]: round(float(r["dice_whole"]), 5) for r in csv.DictReader(f)}
-    return {"eval_command": _shown(cmd), "eval_wall_s": round(wall, 1),
-            "summary": summary, "per_case_dice_whole": per_case}
+    return {"eval_command": _shown(cmd), "eval_wall_s": round(wall, 1), "summary": summary,
+            **per_case_metrics(out / "metrics.csv")}
+
+
+PAIRED = ("dice_whole", "dice_anterior", "dice_posterior", "hd95_whole_mm", "abs_volume_error_mm3")
+
+
+def per_case_metrics(metrics_csv: Path) -> dict:
+    """``per_case_<metric>``: {case: value} of the evaluation's metrics.csv, kept in the result for paired
+    comparisons between rows (``--compare``)."""
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {f"per_case_{m}": {r["case"]: round(float(r[m]), 5) for r in rows} for m in PAIRED}
+
+
+def _paired(a: dict, b: dict) -> tuple[float, float, int] | None:
+    diffs = [a[c] - b[c] for c in sorted(a) if c in b and a[c] == a[c] and b[c] == b[c]]  # NaN-free pairs
+    if len(diffs) < 2:
+        return None
+    mean = sum(diffs) / len(diffs)
+    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
+    return mean, se, len(diffs)
+
+
+def compare_rows(row: str, base: str) -> None:
+    """Print the paired per-volume difference ``row`` minus ``base`` of every metric, and the volumes where the
+    whole Dice differs most."""
+    a, b = (json.loads((RESULTS / f"{n}.json").read_text()) for n in (row, base))
+    print(f"{row} minus {base}, paired over the same volumes (mean ± standard error, n):")
+    for m in PAIRED:
+        p = _paired(a.get(f"per_case_{m}", {}), b.get(f"per_case_{m}", {}))
+        print(f"  {m:22s} " + ("–" if p is None else f"{p[0]:+.4f} ± {p[1]:.4f} (n={p[2]})"))
+    wa, wb = a.get("per_case_dice_whole", {}), b.get("per_case_dice_whole", {})
+    worst = sorted((c for c in wa if c in wb), key=lambda c: -abs(wa[c] - wb[c]))[:3]
+    for c in worst:
+        print(f"  {c}: " + ", ".join(f"{m} {a[f'per_case_{m}'][c]:.3f} vs {b[f'per_case_{m}'][c]:.3f}"
+                                     for m in ("dice_whole", "hd95_whole_mm")))
 
 
 def fill_validation_from_log(run_dir: Path) -> None:
@@ -179,15 +212,11 @@ def paired_difference(row: dict, base: dict) -> str:
     """Mean per-volume difference of whole Dice, ``row`` minus ``base``, +- its standard error (the same volumes;
     case-sampling noise only, not seed-to-seed training noise)."""
     a, b = row.get("per_case_dice_whole"), base.get("per_case_dice_whole")
-    if not a or not b or row is base:
+    p = None if not a or not b or row is base else _paired(a, b)
+    if p is None:
         return "–"
-    diffs = [a[c] - b[c] for c in sorted(a) if c in b]
-    if len(diffs) < 2:
-        return "–"
-    mean = sum(diffs) / len(diffs)
-    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
-    shared = "" if len(diffs) == len(a) == len(b) else f" (n={len(diffs)})"
-    return f"{mean:+.4f} ± {se:.4f}{shared}"
+    shared = "" if p[2] == len(a) == len(b) else f" (n={p[2]})"
+    return f"{p[0]:+.4f} ± {p[1]:.4f}{shared}"
 
 
 def build_table() -> str:
@@ -248,7 +277,8 @@ def write_bundle_results(row: str = "shipped") -> None:
         lines += ["", f"The reference notebook's slice Dice (mean over batches of 32 non-empty axial slices, not a "
                       f"volumetric Dice) is {nb:.3f} here, against the notebook's published 0.839 on its own test set."]
     trained_row = ROWS[row].get("from", row)
-    lines += ["", f"Training: `python bench/accuracy.py --row {trained_row}`, which ran `{r.get('train_command', '')}` "
+    lines += ["", f"Training: `python bench/accuracy.py --row {trained_row}` (as run then: "
+                  f"`{r.get('train_bench_command', '')}`, which ran `{r.get('train_command', '')}`) "
                   f"— {r.get('epochs', '?')} epochs in {(r.get('train_elapsed_s') or 0) / 60:.0f} min on "
                   f"{r.get('machine', '')}."]
     note = json.loads(trained.read_text()).get("note") if trained.is_file() else None
@@ -272,7 +302,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="extra training override")
     parser.add_argument("--eval-only", action="store_true", help="re-evaluate the existing checkpoint")
     parser.add_argument("--table", action="store_true", help="only rebuild the table")
+    parser.add_argument("--compare", nargs=2, metavar=("ROW", "BASE"),
+                        help="print paired per-volume differences ROW minus BASE of every metric, and stop")
     args = parser.parse_args()
+    if args.compare:
+        compare_rows(*args.compare)
+        return
     if args.row:
         RESULTS.mkdir(exist_ok=True)
         result = {"row": args.row, "about": ROWS[args.row]["about"], "machine": f"{platform.machine()}, "
@@ -282,12 +317,10 @@ def main() -> None:
         if "from" not in ROWS[args.row] and not args.eval_only:
             extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
             result.update(train_row(args.row, args.minutes, args.epochs, extra))
-        elif (RESULTS / f"{args.row}.json").is_file():
+            result["train_bench_command"] = result["bench_command"]
+        elif (RESULTS / f"{args.row}.json").is_file():  # keep how the checkpoint was trained (train_*) and notes
             previous = json.loads((RESULTS / f"{args.row}.json").read_text())
             result.update({k: v for k, v in previous.items() if k.startswith("train_") or k == "note"})
-            if "from" not in ROWS[args.row] and "bench_command" in previous:  # the command that trained it
-                result["evaluated_again_with"] = result["bench_command"]
-                result["bench_command"] = previous["bench_command"]
         result.update(history_facts(args.row))
         result.update(evaluate_row(args.row))
         (RESULTS / f"{args.row}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -189,6 +189,14 @@ def cmd_infer(args) -> int:
     return EXIT_OK
 
 
+def cmd_export_half(args) -> int:
+    from hipposeg.model import save_half_precision
+
+    out = save_half_precision(args.checkpoint, args.output, overwrite=args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hipposeg", description="Hippocampus segmentation in brain MRI.")
@@ -270,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("export-half", help="half-precision copy of a trained checkpoint (how models/model.pt is made)")
+    p.add_argument("checkpoint", help="a model.pt written by training")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export_half)
     return parser
 
 

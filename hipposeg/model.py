@@ -11,7 +11,6 @@ runs the whole network on upsampled slices instead (:class:`ScaledInputNet`), so
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -89,9 +88,10 @@ class FullResolutionUnet(nn.Module):
 class ScaledInputNet(nn.Module):
     """Runs ``net`` on slices upsampled by ``scale`` and returns logits at the input's own size.
 
-    The slices are resized bilinearly to ``scale`` times their size rounded up to a multiple of 32 (the U-Net's
-    constraint), the logits back with antialiasing. The scale is a buffer (``input_scale``), so a checkpoint
-    says which network it belongs to (:func:`architecture_overrides`).
+    The slices are resized bilinearly by exactly ``scale`` (both sides alike), padded at the far edges (edge values
+    replicated) to a multiple of 32 for the U-Net, and the logits are cropped and resized back with antialiasing.
+    The scale is a float32 buffer (``input_scale``), so a checkpoint says which network it belongs to
+    (:func:`architecture_overrides`).
     """
 
     def __init__(self, net: nn.Module, scale: float):
@@ -104,8 +104,10 @@ class ScaledInputNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
         scale = float(self.input_scale)
-        scaled = [int(math.ceil(height * scale / 32) * 32), int(math.ceil(width * scale / 32) * 32)]
-        y = self.net(nn.functional.interpolate(x, size=scaled, mode="bilinear", align_corners=False))
+        scaled_h, scaled_w = int(round(height * scale)), int(round(width * scale))
+        y = nn.functional.interpolate(x, size=[scaled_h, scaled_w], mode="bilinear", align_corners=False)
+        y = nn.functional.pad(y, [0, (32 - scaled_w % 32) % 32, 0, (32 - scaled_h % 32) % 32], mode="replicate")
+        y = self.net(y)[..., :scaled_h, :scaled_w]
         return nn.functional.interpolate(y, size=[height, width], mode="bilinear", align_corners=False,
                                          antialias=True)
 
@@ -137,9 +139,9 @@ def architecture_overrides(checkpoint: str | Path) -> dict:
     if not Path(checkpoint).is_file():
         return {}
     state = _read_state(Path(checkpoint))
-    scale = state.get("input_scale")
+    scale = state.get("input_scale")  # a half-precision copy holds 1.3 as 1.2998: 3 decimals give it back
     return {"full_res_skip": any(key.startswith(("stem.", "net.stem.")) for key in state),
-            "input_scale": round(float(scale), 4) if scale is not None else 1.0}
+            "input_scale": round(float(scale), 3) if scale is not None else 1.0}
 
 
 def load_weights(network: nn.Module, checkpoint: str | Path, map_location="cpu") -> nn.Module:
@@ -152,3 +154,18 @@ def load_weights(network: nn.Module, checkpoint: str | Path, map_location="cpu")
     except RuntimeError as exc:
         raise InputError(path, f"checkpoint does not fit the network ({str(exc).splitlines()[0]})") from None
     return network
+
+
+def save_half_precision(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the network weights of ``checkpoint`` in half precision to ``out`` (how the shipped
+    ``models/model.pt`` is made: half the size; :func:`load_weights` turns them back into float32). The
+    ``input_scale`` buffer stays float32. Atomic, and ``out`` is replaced only with ``overwrite``."""
+    from hipposeg.data.writers import atomic_path
+
+    state = _read_state(Path(checkpoint))
+    half = {k: v.half() if torch.is_floating_point(v) and not k.endswith("input_scale") else v
+            for k, v in state.items()}
+    with atomic_path(out, overwrite) as tmp:
+        torch.save(half, tmp)
+    return Path(out)
+

@@ -36,6 +36,7 @@ def test_unknown_split_is_refused_not_read_as_train(manifest):
     # "validation" once fell through to the training cases: an evaluation on training data, silently
     with pytest.raises(ValueError, match="unknown split 'validation'"):
         manifest.datalist("msd_hippocampus", "validation", 0)
+    assert len(manifest.datalist("msd_hippocampus", "val", 0)) == 42
     assert manifest.datalist("msd_hippocampus", "val", None) == []  # train on all: no validation cases
 
 

@@ -86,7 +86,7 @@ def test_bundle_configs_build_the_architecture_of_their_checkpoint(tmp_path, con
     assert float(net.input_scale) == 1.5
     # a missing checkpoint builds the default network; loading the weights then names the file
     parser = parse_bundle(configs, overrides={"ckpt_path": str(tmp_path / "missing.pt")})
-    assert not isinstance(parser.get_parsed_content("network_def"), FullResolutionUnet)
+    assert type(parser.get_parsed_content("network_def")).__name__ == "Unet"
 
 
 def test_scaled_input_network_runs_on_upsampled_slices(tmp_path):
@@ -96,20 +96,49 @@ def test_scaled_input_network_runs_on_upsampled_slices(tmp_path):
     net = build_network(in_channels=3, num_classes=3, input_scale=1.5).eval()
     assert isinstance(net, ScaledInputNet)
     seen = []
-    net.net.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape[-2:])))
+    hook = net.net.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape[-2:])))
     with torch.no_grad():
-        out = net(torch.randn(2, 3, 64, 96))
-    assert out.shape == (2, 3, 64, 96) and seen == [(96, 160)]  # 1.5x, rounded up to multiples of 32
-    # the scale travels with the weights: the bundle configs rebuild the same network from the checkpoint
+        out = net(torch.randn(2, 3, 64, 32))
+    hook.remove()
+    # 1.5x on both sides alike (96 x 48), then padded to multiples of 32 for the U-Net; logits at the input's size
+    assert out.shape == (2, 3, 64, 32) and seen == [(96, 64)]
+    # the scale travels with the weights (also in a half-precision copy): the bundle rebuilds the same network
     ckpt = tmp_path / "scaled.pt"
     torch.save({k: v.half() for k, v in net.state_dict().items()}, ckpt)
-    assert architecture_overrides(ckpt) == {"full_res_skip": False, "input_scale": 1.5}
-    again = load_weights(build_network(in_channels=3, num_classes=3, input_scale=1.5), ckpt).eval()
-    assert float(again.input_scale) == 1.5
-    torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=True, input_scale=2.0).state_dict(), ckpt)
-    assert architecture_overrides(ckpt) == {"full_res_skip": True, "input_scale": 2.0}
+    overrides = architecture_overrides(ckpt)
+    assert overrides == {"full_res_skip": False, "input_scale": 1.5}
+    again = load_weights(build_network(in_channels=3, num_classes=3, **overrides), ckpt).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x), atol=0.05, rtol=0.05)  # weights rounded to fp16
+    # the checkpoint's buffer, not the builder's argument, sets the scale the network runs at
+    other = load_weights(build_network(in_channels=3, num_classes=3, input_scale=2.0), ckpt)
+    assert float(other.input_scale) == 1.5
+    torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=True, input_scale=1.3).half().state_dict(),
+               ckpt)
+    assert architecture_overrides(ckpt) == {"full_res_skip": True, "input_scale": 1.3}
     with pytest.raises(ValueError, match="positive"):
         build_network(input_scale=0.0)
     scripted = torch.jit.script(again)  # ckpt_export scripts the network
     with torch.no_grad():
-        torch.testing.assert_close(scripted(torch.ones(1, 3, 64, 64)), again(torch.ones(1, 3, 64, 64)))
+        torch.testing.assert_close(scripted(x), again(x))
+
+
+def test_export_half_keeps_the_scale_and_never_overwrites(tmp_path, cli):
+    src = tmp_path / "trained.pt"
+    net = build_network(in_channels=3, num_classes=3, input_scale=1.3)
+    torch.save({"network": net.state_dict(), "epoch": 3}, src)
+    out = tmp_path / "model.pt"
+    result = cli("export-half", str(src), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(out, weights_only=True)
+    assert state["input_scale"].dtype == torch.float32 and float(state["input_scale"]) == pytest.approx(1.3)
+    weights = [v for k, v in state.items() if torch.is_floating_point(v) and k != "input_scale"]
+    assert weights and all(v.dtype == torch.float16 for v in weights)
+    assert out.stat().st_size < 0.6 * src.stat().st_size
+    before = out.read_bytes()
+    again = cli("export-half", str(src), "-o", str(out))
+    assert again.returncode == 2 and str(out) in again.stderr and "Traceback" not in again.stderr
+    assert out.read_bytes() == before
+    missing = cli("export-half", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "x.pt"))
+    assert missing.returncode == 2 and "nope.pt" in missing.stderr and not (tmp_path / "x.pt").exists()
