@@ -69,6 +69,9 @@ ROWS: dict[str, dict] = {
     "shipped": {"about": "the shipped bundles/hipposeg/models/model.pt (default checkpoint in half precision), "
                          "default inference", "from": "default", "eval": {},
                 "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt")},
+    "shipped-hires": {"about": "the shipped bundles/hipposeg/models/model_hires.pt (upsampled-1.5x checkpoint in half "
+                               "precision), default inference", "from": "upsampled-1.5x", "eval": {},
+                      "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_hires.pt")},
 }
 
 
@@ -164,7 +167,8 @@ def compare_rows(row: str, base: str) -> None:
     worst = sorted((c for c in wa if c in wb), key=lambda c: -abs(wa[c] - wb[c]))[:3]
     for c in worst:
         print(f"  {c}: " + ", ".join(f"{m} {a[f'per_case_{m}'][c]:.3f} vs {b[f'per_case_{m}'][c]:.3f}"
-                                     for m in ("dice_whole", "hd95_whole_mm")))
+                                     for m in ("dice_whole", "hd95_whole_mm")
+                                     if c in a.get(f"per_case_{m}", {}) and c in b.get(f"per_case_{m}", {})))
 
 
 def fill_validation_from_log(run_dir: Path) -> None:

@@ -37,10 +37,11 @@ from markdown_block import replace_block  # noqa: E402  (bench/ is the script's 
 SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
 README = Path(__file__).parent / "README.md"
+HIRES_OUT = Path(__file__).parent / "results" / "fullhead_hires.json"
 
 
-def write_table(result: dict) -> None:
-    """Write the per-scan table between the markers of bench/README.md (the shipped model's run only)."""
+def write_table(result: dict, block: str = "fullhead-table") -> None:
+    """Write the per-scan table between the ``block`` markers of bench/README.md (runs of a shipped model only)."""
     lines = [f"`{result['command']}` ({result['checkpoint']}, {result['cpu_count']} CPU cores):", "",
              "| scan | copy | input | Dice left | Dice right | precision / recall left | precision / recall right | "
              "seconds |", "|---|---|---|---|---|---|---|---|"]
@@ -49,7 +50,7 @@ def write_table(result: dict) -> None:
         pr = {side: f"{v['precision']:.2f} / {v['recall']:.2f}" for side, v in r["precision_recall"].items()}
         lines.append(f"| {r['subject']} | {r['variant']} | {grid} | {r['dice']['left']:.3f} | "
                      f"{r['dice']['right']:.3f} | {pr['left']} | {pr['right']} | {r['seconds']:.2f} |")
-    replace_block(README, "fullhead-table", "\n".join(lines))
+    replace_block(README, block, "\n".join(lines))
 
 
 def main(argv=None) -> dict:
@@ -189,6 +190,10 @@ def main(argv=None) -> dict:
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.predictor == "model" and args.checkpoint is None and Path(args.out).resolve() == DEFAULT_OUT.resolve():
         write_table(result)
+    hires = Path(__file__).resolve().parents[1] / "bundles" / "hipposeg" / "models" / "model_hires.pt"
+    if (args.predictor == "model" and args.checkpoint and Path(args.checkpoint).resolve() == hires.resolve()
+            and Path(args.out).resolve() == HIRES_OUT.resolve()):
+        write_table(result, "fullhead-table-hires")
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     return result
 

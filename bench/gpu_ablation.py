@@ -19,6 +19,8 @@ Training variants (everything else = bundle defaults):
                           (Adam without weight decay, ReduceLROnPlateau on the validation Dice, epoch-level)
 * ``reference``           the whole reference overlay (2D axial, non-empty slices, Adam + plateau, no LCC)
 * ``default-half-epochs`` default with half the epochs
+* ``scale1.5``, ``scale2`` slices upsampled 1.5x / 2x inside the network (``input_scale``)
+* ``scale1.5-8ep``        1.5x with 8 epochs whatever ``--epochs`` says (what fits an hour on 2 CPU cores)
 
 Several runs share the one GPU as parallel processes (``--parallel``); their wall times therefore depend on
 what ran beside them and compare only roughly. A global time budget keeps the whole run inside a device lease:
@@ -77,6 +79,11 @@ TRAIN_VARIANTS: dict[str, dict] = {
     "reference": {"about": "full reference overlay (2D, axial, non-empty slices, Adam + plateau, no LCC)",
                   "overlays": [REFERENCE], "set": {}},
     "default-half-epochs": {"about": "default, half the epochs", "half": True, "set": {}},
+    # higher-resolution slices (network option input_scale; priced on CPU by bench/input_scale_cost.py)
+    "scale1.5": {"about": "default, slices upsampled 1.5x (input_scale 1.5)", "set": {"input_scale": 1.5}},
+    "scale1.5-8ep": {"about": "default, slices upsampled 1.5x, 8 epochs (fits an hour on 2 CPU cores)",
+                     "epochs": 8, "set": {"input_scale": 1.5}},
+    "scale2": {"about": "default, slices upsampled 2x (input_scale 2.0)", "set": {"input_scale": 2.0}},
 }
 
 # inference-only variants of the default checkpoint (name: evaluation overrides)
@@ -123,7 +130,7 @@ def common_overrides(args) -> dict:
 
 def variant_train_overrides(name: str, args) -> dict:
     v = TRAIN_VARIANTS[name]
-    out = {"epochs": max(1, args.epochs // 2) if v.get("half") else args.epochs}
+    out = {"epochs": v.get("epochs") or (max(1, args.epochs // 2) if v.get("half") else args.epochs)}
     if v.get("plateau"):
         out.update(plateau_overlay())
     out.update(v["set"])
@@ -291,7 +298,10 @@ def markdown(result: dict) -> str:
              f"on the one GPU (train seconds depend on what ran beside them), num_workers {meta['num_workers']}. "
              "Δ = paired per-volume mean difference of whole-hippocampus Dice against `default` ± its standard error "
              "(case-sampling noise only; seed-to-seed training noise is not measured).", "",
-             f"Command: `{meta['command']}`", "",
+             f"Command: `{meta['command']}`", ""]
+    if meta.get("delta_base"):
+        lines += [f"Δ here is against the {meta['delta_base']}.", ""]
+    lines += [
              "| variant | kind | what | epochs | train s | Dice whole | anterior | posterior | HD95 mm | "
              "Δ Dice whole vs default | status |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -347,6 +357,10 @@ def parse_args(argv=None):
     p.add_argument("--keep-tensorboard", action="store_true", help="keep the TensorBoard handlers")
     p.add_argument("--runs-dir", type=Path, default=BENCH / "runs" / "gpu_ablation")
     p.add_argument("--out-dir", type=Path, default=BENCH / "results")
+    p.add_argument("--out-name", default="gpu_ablation", help="results are written to OUT_DIR/OUT_NAME.{json,md}")
+    p.add_argument("--base-json", type=Path, default=None,
+                   help="when `default` is not among the variants: a bench/accuracy.py result JSON (its "
+                        "per_case_dice_whole) to compute the paired delta against, e.g. bench/results/default.json")
     p.add_argument("--render", type=Path, metavar="JSON", help="only rebuild the Markdown table beside a results JSON")
     return p.parse_args(argv)
 
@@ -398,7 +412,7 @@ def main(argv=None) -> int:
         return rows[name]
 
     def flush() -> None:
-        base = rows.get("default", {}).get("_cases") or {}
+        base = rows.get("default", {}).get("_cases") or external_base
         for name in order:
             r = rows[name]
             r["status"] = status_text(r)
@@ -411,8 +425,14 @@ def main(argv=None) -> int:
                           | {"per_case_dice_whole": {c: round(m["dice_whole"], 5)
                                                      for c, m in rows[n].get("_cases", {}).items() if "dice_whole" in m}}
                           for n in order]
-        _write_json(args.out_dir / "gpu_ablation.json", result)
-        (args.out_dir / "gpu_ablation.md").write_text(markdown(result))
+        _write_json(args.out_dir / f"{args.out_name}.json", result)
+        (args.out_dir / f"{args.out_name}.md").write_text(markdown(result))
+
+    external_base = {}
+    if args.base_json and "default" not in args.variants:
+        per_case = json.loads(args.base_json.read_text()).get("per_case_dice_whole", {})
+        external_base = {case: {"dice_whole": v} for case, v in per_case.items()}
+        result["meta"]["delta_base"] = f"per_case_dice_whole of {args.base_json} (CPU-trained, not this run)"
 
     train_queue = list(args.variants)
     if "default" in train_queue:  # the inference variants wait on it: start it first
@@ -548,7 +568,7 @@ def main(argv=None) -> int:
                            f"{args.eval_parallel}; 'train s' is the trainer's own clock (history.json: training + "
                            "per-epoch validation), not counting process start and slice cutting")
     flush()
-    print((args.out_dir / "gpu_ablation.md").read_text(), flush=True)
+    print((args.out_dir / f"{args.out_name}.md").read_text(), flush=True)
     done = all(r.get("eval_status") == "ok" and r.get("train_status", "ok") == "ok" for r in rows.values())
     return 0 if done else 1
 

@@ -1,6 +1,6 @@
 """Speed benchmark of ``hipposeg segment`` on CPU, model loaded once.
 
-    python bench/speed.py [--n 60] [--threads 2] [--tta]
+    python bench/speed.py [--n 60] [--threads 2] [--tta] [--checkpoint MODEL.pt] [--out JSON]
 
 For each of N Task04 volumes it times the end-to-end path of ``segment`` without the QC picture — read,
 check, preprocess, predict (every slicing direction of the default inference), invert, write the mask, make
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60, help="number of volumes (Task04 imagesTr, sorted)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--checkpoint", default=None, help="a .pt file (default: the shipped models/model.pt)")
     parser.add_argument("--out", default=str(BENCH / "results" / "speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -66,7 +67,7 @@ def main() -> None:
     from hipposeg.segment import CROP_LABELS
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(flip_tta=args.tta)
+    segmenter = load_segmenter(checkpoint=args.checkpoint, flip_tta=args.tta)
     paths = [d["image"] for d in load_manifest().datalist("msd_hippocampus", "all")][: args.n]
     ranges = reference_volume_ranges()
     warm = read_image(paths[0])
@@ -95,7 +96,9 @@ def main() -> None:
     result = {
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-        "torch": torch.__version__, "n_volumes": len(paths), "tta": args.tta,
+        "torch": torch.__version__, "checkpoint": args.checkpoint or "bundles/hipposeg/models/model.pt",
+        "input_scale": float(getattr(segmenter.network, "input_scale", 1.0)),
+        "n_volumes": len(paths), "tta": args.tta,
         "slicing_directions": list(segmenter.inferer.axes), "passes_per_volume": n_dirs,
         "median_end_to_end_s": med_e2e, "median_bare_forward_s": med_bare, "ratio": med_e2e / med_bare,
         "median_end_to_end_per_direction_s": med_e2e / n_dirs,

@@ -86,6 +86,15 @@ def cmd_import_mrihs(args) -> int:
 
 
 # --------------------------------------------------------------------------- segment
+def _model_path(value: str | None) -> Path | None:
+    """``--model``: a shipped model's name (``default``, ``hires``), a bundle folder or a checkpoint file."""
+    from hipposeg.bundle import shipped_model
+
+    if not value:
+        return None
+    return shipped_model(value) or Path(value)
+
+
 def cmd_segment(args) -> int:
     from hipposeg.segment import default_inputs, segment_inputs
     from hipposeg.segmenter import load_segmenter
@@ -94,7 +103,7 @@ def cmd_segment(args) -> int:
     if not inputs:
         inputs = default_inputs(args.data_root)
         print(f"no INPUT given: segmenting the default data ({len(inputs)} Task04 volumes from {inputs[0].parent.parent})")
-    model = Path(args.model) if args.model else None
+    model = _model_path(args.model)
     segmenter = load_segmenter(checkpoint=model, device=args.device, flip_tta=args.tta or None,
                                batch_size=args.batch_size)
     mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
@@ -184,7 +193,7 @@ def cmd_infer(args) -> int:
     overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
                  "overwrite": args.overwrite, **_overrides(args.set)}
     if args.model:  # inference.json builds the architecture the checkpoint holds
-        overrides = {**overrides, "ckpt_path": args.model}
+        overrides = {**overrides, "ckpt_path": str(_model_path(args.model))}
     run_workflow(["inference.json"], args.bundle, overrides)
     return EXIT_OK
 
@@ -234,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="NIfTI files, folders of NIfTI files, DICOM series folders "
                                               "(none: the default demo data)")
     p.add_argument("-o", "--output", default="hipposeg_out", help="output folder (default: hipposeg_out)")
-    p.add_argument("--model", help="another bundle folder or checkpoint (.pt)")
+    p.add_argument("--model", help="'hires' (the shipped model run on slices upsampled 1.5x: fold-0 Dice 0.896 "
+                                   "vs 0.885, about twice the time), 'default', another bundle folder or a "
+                                   "checkpoint (.pt)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, help="slices per forward pass")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (left-right)")
@@ -272,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("infer", help="run the bundle's inference workflow (configs/inference.json) on a folder")
     p.add_argument("input", help="folder of NIfTI volumes (or one file)")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--model", help="checkpoint (.pt)")
+    p.add_argument("--model", help="'hires', 'default' (shipped models) or a checkpoint (.pt)")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--bundle")

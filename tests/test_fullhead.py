@@ -72,10 +72,11 @@ def registration(fullhead_root, subject: str, variant: str = "original"):
     return _REGISTRATIONS[key]
 
 
-def _model_predictor(msd_root):
+def _model_predictor(msd_root, model: str = "default"):
+    from hipposeg.bundle import shipped_model
     from hipposeg.segmenter import load_crop_predictor
 
-    predictor = load_crop_predictor()
+    predictor = load_crop_predictor(checkpoint=shipped_model(model))
     case = "hippocampus_001"
     crop = read_image(msd_root / "imagesTr" / f"{case}.nii.gz")
     truth = read_image(msd_root / "labelsTr" / f"{case}.nii.gz").array > 0
@@ -341,6 +342,22 @@ def test_issue_bar_with_the_shipped_model(fullhead_root, subject, msd):
     d0, d1 = dice_per_side(base.labels, truth.array), dice_per_side(moved.labels, moved_truth.array)
     assert min(d0.values()) >= 0.75 and min(d1.values()) >= 0.75
     assert all(abs(d1[s] - d0[s]) <= 0.03 for s in d0)
+
+
+# The opt-in hires model (models/model_hires.pt, bench/results/fullhead_hires.json): bert 0.809/0.801, moved
+# copies 0.783-0.796, so bert meets the bar with a margin of 0.03 and is a plain test; CANDI (0.72/0.72) and
+# Colin27's right side (0.749, moved 0.735) do not.
+@pytest.mark.parametrize("subject", [pytest.param(s, marks=pytest.mark.xfail(
+    strict=False, reason="issue 6 bar not reached by the hires model either")) if s != "bert" else s
+    for s in SUBJECTS])
+def test_issue_bar_with_the_hires_model(fullhead_root, subject, msd):
+    model = _model_predictor(msd, "hires")
+    _, truth, base = _segment(fullhead_root, subject, "original", lambda t: model)
+    image, moved_truth, moved = _segment(fullhead_root, subject, "moved", lambda t: model)
+    d0, d1 = dice_per_side(base.labels, truth.array), dice_per_side(moved.labels, moved_truth.array)
+    assert min(d0.values()) >= 0.75 and min(d1.values()) >= 0.75, (d0, d1)
+    assert all(abs(d1[s] - d0[s]) <= 0.03 for s in d0)
+    assert left_is_left(moved.labels, image.affine, moved_truth)
 
 
 # --- QC, writing, speed ---------------------------------------------------------------------------
