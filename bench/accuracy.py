@@ -58,6 +58,9 @@ ROWS: dict[str, dict] = {
     "upsampled-1.5x": {"about": "default, network run on slices upsampled 1.5x (input_scale 1.5: finest features "
                                 "at 1.3 mm instead of 2 mm)", "overlays": [], "eval": {},
                        "train": {"input_scale": 1.5}},
+    "upsampled-1.5x-10ep": {"about": "upsampled-1.5x with 10 epochs, channels-last weights (0.3.1): the 1.5x recipe "
+                                     "sized to the one-hour training budget", "overlays": [], "eval": {},
+                            "train": {"input_scale": 1.5, "epochs": 10}},
     # inference-only variants of trained rows
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},

@@ -1,4 +1,5 @@
-"""What upsampling the slices would cost on CPU: one training step and one slicing direction at 1x, 1.5x, 2x.
+"""What upsampling the slices costs on CPU: one training step and one slicing direction at 1x, 1.5x, 2x, with
+the weights in the usual layout and channels-last (the bundle's default since 0.3.1).
 
     python bench/input_scale_cost.py            # writes bench/results/input_scale_cost.json
 
@@ -6,7 +7,7 @@ EfficientNet's stem has stride 2, so on 1 mm Task04 crops the encoder's finest f
 slices upsampled by 1.5x or 2x is the usual remedy for small structures; this measures its price with the
 bundle's network (random weights and inputs: the cost does not depend on them): a training step at the bundle's
 batch of 32 slices (forward, cross-entropy, backward, AdamW; the loss's own share is negligible), and inference of one slicing direction of a
-typical crop (45 slices, 64x64 after padding, scaled with the input).
+typical crop (45 slices, 64x64 after padding, scaled with the input). Costs are relative to 1x in the usual layout.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def main() -> dict:
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
     rows = []
-    for scale in (1.0, 1.5, 2.0):
+    for scale, channels_last in [(s, cl) for s in (1.0, 1.5, 2.0) for cl in (False, True)]:
         size = int(round(PADDED * scale))
-        net = build_network(in_channels=3, num_classes=3)
+        net = build_network(in_channels=3, num_classes=3, channels_last=channels_last)
         opt = torch.optim.AdamW(net.parameters(), 1e-3)
         x, y = torch.randn(BATCH, 3, size, size), torch.randint(0, 3, (BATCH, size, size))
 
@@ -65,7 +66,8 @@ def main() -> dict:
         slices = torch.randn(SLICES_PER_DIRECTION, 3, size, size)
         with torch.no_grad():
             infer_s = _median_seconds(lambda: net(slices), 10)
-        rows.append({"input_scale": scale, "slice_px": size, "train_step_s": round(train_s, 3),
+        rows.append({"input_scale": scale, "channels_last": channels_last, "slice_px": size,
+                     "train_step_s": round(train_s, 3),
                      "inference_per_direction_s": round(infer_s, 3)})
         print(rows[-1], flush=True)
     base = rows[0]

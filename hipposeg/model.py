@@ -28,8 +28,13 @@ def build_network(
     full_res_skip: bool = False,
     full_res_channels: int = 16,
     input_scale: float = 1.0,
+    channels_last: bool = True,
 ) -> nn.Module:
     """``segmentation_models_pytorch.Unet`` with ``in_channels`` input slices and ``num_classes`` outputs.
+
+    ``channels_last``: the weights are stored channels-last, so that oneDNN runs the convolutions in NHWC on CPU
+    (inputs may stay in the usual layout): on 2 CPU cores a training step is about 1.45x and inference about
+    1.3x faster (``bench/README.md``). Numerics change only by float rounding; checkpoints are the same.
 
     ``encoder_weights_path``: a local ``.pth`` state dict for the encoder (e.g. ImageNet weights a user already
     has). For ``in_channels != 3`` the first convolution of a 3-channel checkpoint is adapted by smp's rule.
@@ -56,6 +61,8 @@ def build_network(
         net = FullResolutionUnet(net, in_channels, full_res_channels)
     if input_scale != 1.0:
         net = ScaledInputNet(net, input_scale)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
     return net
 
 
@@ -107,7 +114,7 @@ class ScaledInputNet(nn.Module):
         scaled_h, scaled_w = int(round(height * scale)), int(round(width * scale))
         y = nn.functional.interpolate(x, size=[scaled_h, scaled_w], mode="bilinear", align_corners=False)
         y = nn.functional.pad(y, [0, (32 - scaled_w % 32) % 32, 0, (32 - scaled_h % 32) % 32], mode="replicate")
-        y = self.net(y)[..., :scaled_h, :scaled_w]
+        y = self.net(y)[..., :scaled_h, :scaled_w].float()  # (antialiased resizing has no bfloat16 kernel)
         return nn.functional.interpolate(y, size=[height, width], mode="bilinear", align_corners=False,
                                          antialias=True)
 

@@ -142,3 +142,21 @@ def test_export_half_keeps_the_scale_and_never_overwrites(tmp_path, cli):
     assert out.read_bytes() == before
     missing = cli("export-half", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "x.pt"))
     assert missing.returncode == 2 and "nope.pt" in missing.stderr and not (tmp_path / "x.pt").exists()
+
+
+def test_networks_are_built_channels_last_and_compute_the_same(tmp_path):
+    """build_network stores the weights channels-last (oneDNN's fast CPU path); the same weights in the usual layout
+    give the same logits, and a channels-last checkpoint loads into either."""
+    torch.manual_seed(0)
+    fast = build_network(in_channels=3, num_classes=3, input_scale=1.5).eval()
+    plain = build_network(in_channels=3, num_classes=3, input_scale=1.5, channels_last=False).eval()
+    convs = [m.weight for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    spatial = [w for w in convs if w.shape[1] > 1 and w.shape[-1] > 1]  # (1x1 and depthwise kernels fit both layouts)
+    assert spatial and not any(w.is_contiguous() for w in spatial)
+    assert all(m.weight.is_contiguous() for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    torch.save(fast.state_dict(), tmp_path / "cl.pt")
+    load_weights(plain, tmp_path / "cl.pt")
+    x = torch.randn(4, 3, 35, 50)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), plain(x), atol=1e-4)
