@@ -10,8 +10,8 @@ BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "hipposeg"
 
 # the trained models shipped in the bundle's models/ folder, by the name the CLI's --model takes
 SHIPPED_MODELS = {
-    "default": "model.pt",  # 1 mm slices: fold-0 whole Dice 0.885, 0.12 s per slicing direction on 2 CPU cores
-    "hires": "model_hires.pt",  # slices upsampled 1.5x: whole Dice 0.896, about twice the inference time
+    "default": "model.pt",  # 1 mm slices: fold-0 whole Dice 0.885, 0.23 s per crop on 2 CPU cores (bench/speed.py)
+    "hires": "model_hires.pt",  # trained on slices upsampled 1.5x: whole Dice 0.896, 0.55 s per crop
 }
 
 

@@ -33,8 +33,8 @@ def build_network(
     """``segmentation_models_pytorch.Unet`` with ``in_channels`` input slices and ``num_classes`` outputs.
 
     ``channels_last``: the weights are stored channels-last, so that oneDNN runs the convolutions in NHWC on CPU
-    (inputs may stay in the usual layout): on 2 CPU cores a training step is about 1.45x and inference about
-    1.3x faster (``bench/README.md``). Numerics change only by float rounding; checkpoints are the same.
+    (inputs may stay in the usual layout): on 2 CPU cores a training step is 1.4-1.5x and a crop 1.2-1.5x
+    faster (``bench/README.md``). Numerics change only by float rounding; checkpoints are the same.
 
     ``encoder_weights_path``: a local ``.pth`` state dict for the encoder (e.g. ImageNet weights a user already
     has). For ``in_channels != 3`` the first convolution of a 3-channel checkpoint is adapted by smp's rule.

@@ -56,7 +56,7 @@ QC_FLAGS = {
     "unknown_label": "the label map holds values that are not in the label names",
 }
 
-FIRST_COLUMNS = ("case", "input_path", "voxel_size_mm")
+FIRST_COLUMNS = ("case", "input_path", "voxel_size_mm", "model")
 LAST_COLUMNS = ("qc_ok", "qc_flags")
 SIDES = ("left", "right")
 

@@ -138,6 +138,8 @@ def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=
             labels, names, qc = segment_case(image, segmenter, mode)
             flags = list(qc.get("flags", []))
             row = volume_row(item.case, str(item.path), labels, image.affine, names, ranges, extra_flags=flags)
+            if getattr(segmenter, "checkpoint", None):  # which model made the mask (two are shipped)
+                row["model"] = str(segmenter.checkpoint)
             row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
             written.append(write_nifti(outputs["seg"], labels.astype(np.uint8), image.affine, overwrite=overwrite))
             written.append(write_text(outputs["labels"], json.dumps({str(k): v for k, v in names.items()}, indent=1)

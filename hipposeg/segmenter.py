@@ -33,7 +33,7 @@ class Segmenter:
     """Network + preprocessing + slice inferer + post-processing, loaded once, applied to many images."""
 
     def __init__(self, network: torch.nn.Module, preprocessing: Callable, inferer: Callable, device="cpu",
-                 keep_largest: bool = True, label_names: dict | None = None):
+                 keep_largest: bool = True, label_names: dict | None = None, checkpoint: str | None = None):
         from hipposeg.training import set_threads
 
         set_threads(None)  # flush denormals: a trained network on a CPU is otherwise up to 10x slower
@@ -41,6 +41,7 @@ class Segmenter:
         self.preprocessing, self.inferer = preprocessing, inferer
         self.device, self.keep_largest = torch.device(device), keep_largest
         self.label_names = label_names or {0: "background", 1: "anterior", 2: "posterior"}
+        self.checkpoint = checkpoint  # the weights file, recorded in volumes.csv
         self._invert = Invertd(keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=False,
                                to_tensor=True)
 
@@ -101,7 +102,8 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
     labels = load_manifest(parser.get_parsed_content("manifest_file")).label_names(parser.get_parsed_content("dataset"))
     return Segmenter(network=network, preprocessing=parser.get_parsed_content("preprocessing"),
                      inferer=parser.get_parsed_content("inferer"), device=device,
-                     keep_largest=bool(parser.get_parsed_content("keep_largest")), label_names=labels)
+                     keep_largest=bool(parser.get_parsed_content("keep_largest")), label_names=labels,
+                     checkpoint=str(Path(checkpoint).resolve()))
 
 
 def load_crop_predictor(**kwargs) -> Callable[[Image], np.ndarray]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hipposeg.errors import InputError
-from hipposeg.model import FullResolutionUnet, build_network, load_weights
+from hipposeg.model import FullResolutionUnet, build_network, load_weights, save_half_precision
 
 
 @pytest.mark.parametrize("skip", [False, True])
@@ -160,3 +160,11 @@ def test_networks_are_built_channels_last_and_compute_the_same(tmp_path):
     x = torch.randn(4, 3, 35, 50)
     with torch.no_grad():
         assert torch.allclose(fast(x), plain(x), atol=1e-4)
+    # and the other way: a checkpoint in the usual layout (all shipped before 0.3.1), also in half precision
+    torch.save(plain.state_dict(), tmp_path / "plain.pt")
+    save_half_precision(tmp_path / "plain.pt", tmp_path / "half.pt")
+    again = load_weights(build_network(in_channels=3, num_classes=3, input_scale=1.5).eval(), tmp_path / "half.pt")
+    assert all(w.is_contiguous(memory_format=torch.channels_last)
+               for w in (m.weight for m in again.modules() if isinstance(m, torch.nn.Conv2d)))
+    with torch.no_grad():
+        assert torch.allclose(again(x), plain(x), atol=2e-2)

@@ -34,6 +34,7 @@ def test_segment_writes_masks_qc_and_volume_table(msd, tmp_path, cli):
     assert "segmented 2 case(s), 0 failed" in result.stdout
     rows = list(csv.DictReader(open(tmp_path / "out" / "volumes.csv")))
     assert [r["case"] for r in rows] == ["hippocampus_001", "hippocampus_003"]
+    assert all(r["model"] == str(MODEL.resolve()) for r in rows)
     assert json.loads((tmp_path / "out" / "volumes.json").read_text())[0]["case"] == "hippocampus_001"
     for src, row in zip(inputs, rows):
         seg = nib.load(tmp_path / "out" / f"{row['case']}_seg.nii.gz")
@@ -238,3 +239,15 @@ def test_hires_model_is_chosen_by_name_and_fixes_the_hard_validation_case(msd, t
     labels = np.asanyarray(nib.load(tmp_path / "out" / "hippocampus_221_seg.nii.gz").dataobj) > 0
     truth = np.asanyarray(nib.load(str(case).replace("imagesTr", "labelsTr")).dataobj) > 0
     assert 2 * (labels & truth).sum() / (labels.sum() + truth.sum()) > 0.77
+    row = next(csv.DictReader(open(tmp_path / "out" / "volumes.csv")))
+    assert row["model"] == str(hires.resolve())  # the table says which model made the mask
+
+
+@pytest.mark.parametrize("command", ["segment", "infer"])
+def test_an_unknown_model_name_is_one_line_naming_it(msd, tmp_path, cli, command):
+    case = msd / "imagesTr" / "hippocampus_001.nii.gz"
+    result = cli(command, str(case), "-o", str(tmp_path / "out"), "--model", "hi-res")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "hi-res" in line and "default, hires" in line
+    assert not (tmp_path / "out").exists()
