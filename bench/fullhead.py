@@ -38,6 +38,8 @@ SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
 README = Path(__file__).parent / "README.md"
 HIRES_OUT = Path(__file__).parent / "results" / "fullhead_hires.json"
+# shipped model name -> (results JSON, bench/README.md block) of its official run
+SHIPPED_TABLES = {"default": (DEFAULT_OUT, "fullhead-table"), "hires": (HIRES_OUT, "fullhead-table-hires")}
 
 
 def write_table(result: dict, block: str = "fullhead-table") -> None:
@@ -188,12 +190,13 @@ def main(argv=None) -> dict:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.predictor == "model" and args.checkpoint is None and Path(args.out).resolve() == DEFAULT_OUT.resolve():
-        write_table(result)
-    hires = Path(__file__).resolve().parents[1] / "bundles" / "hipposeg" / "models" / "model_hires.pt"
-    if (args.predictor == "model" and args.checkpoint and Path(args.checkpoint).resolve() == hires.resolve()
-            and Path(args.out).resolve() == HIRES_OUT.resolve()):
-        write_table(result, "fullhead-table-hires")
+    if args.predictor == "model":  # a shipped model's run to its usual output refreshes its README table
+        from hipposeg.bundle import shipped_model
+
+        checkpoint = Path(args.checkpoint or shipped_model("default")).resolve()
+        for name, (out, block) in SHIPPED_TABLES.items():
+            if checkpoint == shipped_model(name).resolve() and Path(args.out).resolve() == out.resolve():
+                write_table(result, block)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     return result
 
