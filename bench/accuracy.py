@@ -61,6 +61,10 @@ ROWS: dict[str, dict] = {
     "upsampled-1.5x-10ep": {"about": "upsampled-1.5x with 10 epochs, channels-last weights (0.3.1): the 1.5x recipe "
                                      "sized to the one-hour training budget", "overlays": [], "eval": {},
                             "train": {"input_scale": 1.5, "epochs": 10}},
+    "unet3d-partner": {"about": "the 3D partner network alone (bundle overlay train_3d.json): MONAI residual UNet "
+                                "32-320, 3D flip/rotation/scaling, thick-slice simulation, intensity/gamma/noise, "
+                                "150 epochs, final-epoch weights", "overlays": ["train_3d.json"], "train": {},
+                       "eval": {}, "final_epoch": True},
     # inference-only variants of trained rows
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},
@@ -76,6 +80,11 @@ ROWS: dict[str, dict] = {
                                "precision), default inference", "from": "upsampled-1.5x", "eval": {},
                       "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_hires.pt")},
 }
+
+
+def overlay_path(name: str) -> str:
+    """An overlay config of a row: the bundle's own (``configs/train_3d.json``) or a bench one (``bench/configs``)."""
+    return str(CONFIGS / name if (CONFIGS / name).is_file() else BENCH / "configs" / name)
 
 
 def _args(overrides: dict) -> list[str]:
@@ -109,7 +118,7 @@ def train_row(name: str, minutes: float | None, epochs: int | None, extra: dict)
     row = ROWS[name]
     out = RUNS / name
     out.mkdir(parents=True, exist_ok=True)
-    files = [str(CONFIGS / "train.json")] + [str(BENCH / "configs" / o) for o in row["overlays"]]
+    files = [str(CONFIGS / "train.json")] + [overlay_path(o) for o in row["overlays"]]
     overrides = {"output_dir": str(out), "ckpt_dir": str(out), "fold": 0, "seed": 0, **row["train"], **extra}
     if minutes:
         overrides["max_minutes"] = minutes
@@ -117,7 +126,19 @@ def train_row(name: str, minutes: float | None, epochs: int | None, extra: dict)
         overrides["epochs"] = epochs
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "train.log")
+    if row.get("final_epoch"):
+        export_final_weights(out)
     return {"train_command": _shown(cmd), "train_wall_s": round(wall, 1)}
+
+
+def export_final_weights(run_dir: Path) -> Path:
+    """``model_final.pt``: the network of the last epoch (``checkpoint_final.pt``), for rows scored without picking
+    a checkpoint on the fold they are scored on."""
+    import torch
+
+    state = torch.load(run_dir / "checkpoint_final.pt", map_location="cpu", weights_only=True)["network"]
+    torch.save(state, run_dir / "model_final.pt")
+    return run_dir / "model_final.pt"
 
 
 def evaluate_row(name: str) -> dict:
@@ -128,8 +149,9 @@ def evaluate_row(name: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # evaluate.json before the row's overlays, so an overlay that replaces the inferer replaces it whole
     files = [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]
-    files += [str(BENCH / "configs" / o) for o in base["overlays"]]
-    overrides = {"ckpt_path": row.get("ckpt", str(RUNS / trained / "model.pt")), "output_dir": str(out), "fold": 0,
+    files += [overlay_path(o) for o in base["overlays"]]
+    weights = "model_final.pt" if base.get("final_epoch") else "model.pt"
+    overrides = {"ckpt_path": row.get("ckpt", str(RUNS / trained / weights)), "output_dir": str(out), "fold": 0,
                  **base.get("train", {}), **row.get("eval", {})}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "eval.log")

@@ -88,6 +88,35 @@ class MultiAxisSliceInferer(Inferer):
         return out
 
 
+class VolumeInferer(Inferer):
+    """Whole-volume inference of a 3D network: pad ``(B, 1, X, Y, Z)`` symmetrically with zeros (the mean of a
+    z-scored image, as in training) to at least ``patch_size`` and a multiple of ``divisor`` per axis, predict in
+    one pass, return the class probabilities ``(B, C, X, Y, Z)`` on the input's grid (meta data carried for
+    ``Invertd``)."""
+
+    def __init__(self, patch_size: Sequence[int] = (48, 64, 48), divisor: int = 16):
+        super().__init__()
+        self.patch_size, self.divisor = tuple(int(p) for p in patch_size), int(divisor)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if inputs.ndim != 5:
+            raise ValueError(f"expected volumes of shape (B, C, X, Y, Z), got {tuple(inputs.shape)}")
+        data = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
+        size = data.shape[2:]
+        target = [max(p, -(-s // self.divisor) * self.divisor) for s, p in zip(size, self.patch_size)]
+        before = [(t - s) // 2 for s, t in zip(size, target)]
+        pad = []
+        for s, t, b in reversed(list(zip(size, target, before))):
+            pad += [b, t - s - b]
+        logits = network(F.pad(data, pad))
+        crop = tuple(slice(b, b + s) for s, b in zip(size, before))
+        out = torch.softmax(logits.float(), dim=1)[(slice(None), slice(None)) + crop]
+        if isinstance(inputs, MetaTensor):
+            out = MetaTensor(out)
+            out.copy_meta_from(inputs)
+        return out
+
+
 def probabilities_to_labels(prob, keep_largest: bool = True) -> "np.ndarray":
     """Class probabilities ``(C, X, Y, Z)`` -> uint8 labels ``(X, Y, Z)``.
 

@@ -3,6 +3,8 @@
 * :func:`volume_transforms` — load, channel-first, orientation to RAS, resample to a target spacing
   (linear for images, nearest for labels), intensity normalisation. Deterministic: run once and cached.
 * :func:`cut_slices` — the non-empty-slice filter: a 3D case becomes 2D (or 2.5D) training samples.
+* :func:`volume_training_transforms` — the 3D network's training chain: the volume chain, then 3D flip, rotation,
+  scaling, thick-slice simulation (:class:`RandThickSlicesd`), intensity and scanner jitter, pad and crop to a patch.
 * :func:`slice_augmentations` — flip, rotation, pad/crop scaling, intensity jitter, and the scanner-robustness
   group (gamma, histogram shift, blur, noise), each a switch with a probability; then padding to a multiple of 32
   for the encoder.
@@ -32,9 +34,13 @@ from monai.transforms import (
     RandRotated,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandFlipd,
+    RandSpatialCropd,
     RandZoomd,
     Randomizable,
+    RandomizableTransform,
     Spacingd,
+    SpatialPadd,
 )
 
 IMAGE, LABEL = "image", "label"
@@ -196,3 +202,95 @@ def slice_augmentations(
 def slice_padding(divisor: int = ENCODER_DIVISOR) -> Compose:
     """No augmentation, only the padding (for evaluation on slices)."""
     return slice_augmentations(0, 0, 0, 0, (1, 1), 0, 0, divisor)  # every switch off
+
+
+class RandThickSlicesd(RandomizableTransform, MapTransform):
+    """Simulate a thick-slice (anisotropic) acquisition of a 1 mm image: along one random axis, average blocks
+    of ``thickness`` voxels (a box slice profile, what a thick slice records) and interpolate back linearly to the
+    original grid. Labels are left alone: the network learns to draw the 1 mm truth from a thick-slice image.
+
+    ``thickness`` is drawn from ``thickness_range`` (in voxels, e.g. 1.3-2.5 for 1.3-2.5 mm slices of a 1 mm crop).
+    """
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.25, thickness_range: Sequence[float] = (1.3, 2.5)):
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.thickness_range = (float(thickness_range[0]), float(thickness_range[1]))
+        self._axis, self._thickness = 0, 1.0
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        self._axis = int(self.R.randint(0, 3))
+        self._thickness = float(self.R.uniform(*self.thickness_range))
+
+    def __call__(self, data):
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = thicken_along_axis(torch.as_tensor(d[key]), self._axis, self._thickness)
+        return d
+
+
+def thicken_along_axis(image: torch.Tensor, axis: int, thickness: float) -> torch.Tensor:
+    """``image`` (C, X, Y, Z) as if acquired with slices ``thickness`` voxels thick along spatial ``axis``:
+    area-averaged down to ``n / thickness`` slices, then linearly back to ``n``."""
+    import torch.nn.functional as F
+
+    x = image.float().movedim(axis + 1, -1)  # (C, a, b, n)
+    shape = x.shape
+    n = shape[-1]
+    m = max(1, int(round(n / thickness)))
+    flat = x.reshape(1, -1, n)
+    low = F.interpolate(flat, size=m, mode="area")
+    back = F.interpolate(low, size=n, mode="linear", align_corners=False)
+    return back.reshape(shape).movedim(-1, axis + 1).to(image.dtype)
+
+
+def volume_training_transforms(
+    pixdim: Sequence[float] | None = (1.0, 1.0, 1.0),
+    patch_size: Sequence[int] = (48, 64, 48),
+    *,
+    flip_prob: float = 0.5,
+    rotate_prob: float = 0.3,
+    rotate_degrees: float = 15.0,
+    zoom_prob: float = 0.3,
+    zoom_range: Sequence[float] = (0.85, 1.25),
+    thick_slice_prob: float = 0.25,
+    thick_slice_range: Sequence[float] = (1.3, 2.5),
+    intensity_prob: float = 0.3,
+    gamma_prob: float = 0.3,
+    noise_prob: float = 0.15,
+    noise_std: float = 0.1,
+) -> Compose:
+    """The 3D network's training chain, flat so that ``CacheDataset`` caches everything up to the first random
+    step: :func:`volume_transforms` (load, RAS, resample, z-score), then left-right flip, rotation about each axis,
+    scaling, thick-slice simulation, intensity scale/shift, gamma, noise, and padding (zeros = the mean
+    intensity) and random cropping to ``patch_size``."""
+    keys = [IMAGE, LABEL]
+    chain = list(volume_transforms(keys, pixdim).transforms)
+    chain.append(EnsureTyped(keys=keys, track_meta=False))
+    if flip_prob > 0:
+        chain.append(RandFlipd(keys=keys, spatial_axis=0, prob=flip_prob))
+    if rotate_prob > 0:
+        rad = math.radians(rotate_degrees)
+        chain.append(RandRotated(keys=keys, range_x=rad, range_y=rad, range_z=rad, prob=rotate_prob, keep_size=True,
+                                 mode=["bilinear", "nearest"], padding_mode="border"))
+    if zoom_prob > 0:
+        chain.append(RandZoomd(keys=keys, min_zoom=zoom_range[0], max_zoom=zoom_range[1], prob=zoom_prob,
+                               keep_size=True, mode=["trilinear", "nearest"], padding_mode="edge"))
+    if thick_slice_prob > 0:
+        chain.append(RandThickSlicesd(keys=IMAGE, prob=thick_slice_prob, thickness_range=thick_slice_range))
+    if intensity_prob > 0:
+        chain.append(RandScaleIntensityd(keys=IMAGE, factors=0.1, prob=intensity_prob))
+        chain.append(RandShiftIntensityd(keys=IMAGE, offsets=0.1, prob=intensity_prob))
+    if gamma_prob > 0:
+        chain.append(RandAdjustContrastd(keys=IMAGE, gamma=(0.7, 1.5), retain_stats=True, prob=gamma_prob))
+    if noise_prob > 0:
+        chain.append(RandGaussianNoised(keys=IMAGE, std=noise_std, prob=noise_prob))
+    chain.append(SpatialPadd(keys=keys, spatial_size=list(patch_size)))
+    chain.append(RandSpatialCropd(keys=keys, roi_size=list(patch_size), random_size=False))
+    chain.append(EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False))
+    chain.append(EnsureTyped(keys=[LABEL], dtype=torch.long, track_meta=False))
+    return Compose(chain)
