@@ -83,3 +83,31 @@ def test_augmentation_pads_to_multiple_of_32_and_keeps_labels(case):
         assert out["image"].shape[0] == 3 and all(d % 32 == 0 for d in out["image"].shape[1:])
         assert out["label"].shape[1:] == out["image"].shape[1:] and out["label"].dtype == torch.long
         assert set(torch.unique(out["label"]).tolist()) <= {0, 1, 2}
+
+
+def test_thicken_along_axis_averages_slices_on_that_axis_only():
+    from hipposeg.transforms import thicken_along_axis
+
+    image = torch.zeros(1, 8, 6, 10)
+    image[0, :, :, 5] = 1.0  # one bright 1 mm slab across axis 2
+    thick = thicken_along_axis(image, axis=2, thickness=2.0)
+    assert thick.shape == image.shape
+    assert 0.0 < float(thick[0, 0, 0, 5]) < 1.0  # the slab is spread over a 2 mm slice ...
+    assert float(thick[0, 0, 0].sum()) == pytest.approx(1.0, abs=0.15)  # ... keeping its mass
+    assert torch.allclose(thicken_along_axis(image, axis=0, thickness=2.0), image)  # constant along axis 0
+
+
+def test_volume_training_transforms_give_patches():
+    from hipposeg.transforms import volume_training_transforms
+
+    chain = volume_training_transforms(pixdim=None, patch_size=(48, 64, 48), thick_slice_prob=1.0)
+    chain.set_random_state(0)
+    from monai.data import MetaTensor
+
+    image = MetaTensor(torch.randn(35, 50, 41), affine=torch.eye(4))
+    label = MetaTensor((torch.rand(35, 50, 41) > 0.7).to(torch.uint8), affine=torch.eye(4))
+    from monai.transforms import Compose
+
+    out = Compose(chain.transforms[1:])({"image": image, "label": label})  # skip loading (arrays given)
+    assert out["image"].shape == (1, 48, 64, 48) and out["label"].shape == (1, 48, 64, 48)
+    assert out["label"].dtype == torch.long and set(out["label"].unique().tolist()) <= {0, 1}

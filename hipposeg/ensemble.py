@@ -1,0 +1,74 @@
+"""The 3D-aware model: the EfficientNet-B0 three-axis consensus (the core) averaged with a MONAI 3D network (the partner).
+
+:class:`CoreAndPartner` holds both networks (``partner`` may be ``None``: the core alone); :class:`EnsembleInferer`
+runs the core slice by slice (:class:`~hipposeg.inference.MultiAxisSliceInferer`), the partner on the whole volume
+(:class:`~hipposeg.inference.VolumeInferer`) and returns the weighted mean of their class probabilities, with the
+input's meta data, so ``Invertd`` and the rest of the post-processing see one probability map as before.
+:func:`load_network` loads the weights of either kind from the bundle's ``models/`` files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from monai.data import MetaTensor
+from monai.inferers import Inferer
+from torch import nn
+
+
+class CoreAndPartner(nn.Module):
+    """A 2.5D core network and an optional 3D partner network, run together by :class:`EnsembleInferer`."""
+
+    def __init__(self, core: nn.Module, partner: nn.Module | None = None):
+        super().__init__()
+        self.core, self.partner = core, partner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("CoreAndPartner has no single forward pass: run it through hipposeg.ensemble.EnsembleInferer")
+
+
+class EnsembleInferer(Inferer):
+    """Probabilities ``(B, C, X, Y, Z)``: ``(1 - partner_weight) * core + partner_weight * partner``.
+
+    ``network`` is a :class:`CoreAndPartner` (its ``partner`` may be None: the core alone) or a plain 2D network
+    (the slice inferer alone).
+    """
+
+    def __init__(self, slice_inferer: Callable, volume_inferer: Callable, partner_weight: float = 0.5):
+        super().__init__()
+        if not 0.0 <= float(partner_weight) <= 1.0:
+            raise ValueError(f"partner_weight must be in [0, 1], got {partner_weight}")
+        self.slice_inferer, self.volume_inferer = slice_inferer, volume_inferer
+        self.partner_weight = float(partner_weight)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        core = getattr(network, "core", network)
+        partner = getattr(network, "partner", None)
+        prob = self.slice_inferer(inputs, core)
+        if partner is not None and self.partner_weight > 0:
+            other = self.volume_inferer(inputs, partner)
+            w = self.partner_weight
+            mixed = (1.0 - w) * torch.as_tensor(prob) + w * torch.as_tensor(other)
+            if isinstance(inputs, MetaTensor):
+                mixed = MetaTensor(mixed)
+                mixed.copy_meta_from(inputs)
+            prob = mixed
+        return prob
+
+
+def load_network(network: nn.Module, ckpt_path: str | Path, partner_ckpt_path: str | Path | None = None) -> nn.Module:
+    """Load ``ckpt_path`` into ``network`` (or into its ``core`` for a :class:`CoreAndPartner`) and
+    ``partner_ckpt_path`` into its ``partner``; one loader for every door (bundle run, ``hipposeg segment``, benches)."""
+    from hipposeg.errors import InputError
+    from hipposeg.model import load_weights
+
+    if isinstance(network, CoreAndPartner):
+        load_weights(network.core, ckpt_path)
+        if network.partner is not None:
+            if partner_ckpt_path is None:
+                raise InputError(None, "the network has a 3D partner but no partner checkpoint was given")
+            load_weights(network.partner, partner_ckpt_path)
+        return network
+    return load_weights(network, ckpt_path)

@@ -1,0 +1,82 @@
+"""The 3D-aware model: core (2.5D slices) + partner (3D network), averaged probabilities."""
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from hipposeg.ensemble import CoreAndPartner, EnsembleInferer, load_network
+from hipposeg.errors import InputError
+from hipposeg.inference import MultiAxisSliceInferer, VolumeInferer
+from hipposeg.model import build_network_3d
+
+
+class ConstantNet(torch.nn.Module):
+    """Logits that give the same class probabilities ``p`` everywhere (2D or 3D inputs)."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.logits = torch.log(torch.tensor(p, dtype=torch.float32))
+
+    def forward(self, x):
+        shape = (x.shape[0], len(self.logits)) + tuple(x.shape[2:])
+        return self.logits.view(1, -1, *([1] * (x.ndim - 2))).expand(shape).clone()
+
+
+def _volume(shape=(9, 13, 7)):
+    return MetaTensor(torch.randn(1, 1, *shape), affine=torch.diag(torch.tensor([2.0, 1.0, 1.0, 1.0])))
+
+
+def test_weighted_mean_of_core_and_partner_with_meta_kept():
+    core, partner = ConstantNet([0.7, 0.2, 0.1]), ConstantNet([0.1, 0.1, 0.8])
+    inferer = EnsembleInferer(MultiAxisSliceInferer(context=3, divisor=8), VolumeInferer(patch_size=(8, 8, 8), divisor=8),
+                              partner_weight=0.25)
+    x = _volume()
+    out = inferer(x, CoreAndPartner(core, partner))
+    assert out.shape == (1, 3, 9, 13, 7)
+    expected = 0.75 * np.array([0.7, 0.2, 0.1]) + 0.25 * np.array([0.1, 0.1, 0.8])
+    np.testing.assert_allclose(out[0, :, 4, 6, 3].numpy(), expected, atol=1e-5)
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, x.affine)
+
+
+def test_core_alone_when_no_partner():
+    core = ConstantNet([0.6, 0.3, 0.1])
+    inferer = EnsembleInferer(MultiAxisSliceInferer(context=1, divisor=8), VolumeInferer(divisor=8))
+    out = inferer(_volume(), CoreAndPartner(core, None))
+    np.testing.assert_allclose(out[0, :, 0, 0, 0].numpy(), [0.6, 0.3, 0.1], atol=1e-5)
+
+
+def test_partner_weight_checked():
+    with pytest.raises(ValueError, match="partner_weight"):
+        EnsembleInferer(None, None, partner_weight=1.5)
+
+
+def test_volume_inferer_pads_and_crops_back_exactly():
+    """A 3D network sees a padded volume (multiple of 16, at least the patch) and the output is cut back to the
+    input grid voxel for voxel: an identity-like network must return the input's own pattern."""
+
+    class Echo(torch.nn.Module):
+        def forward(self, x):
+            assert all(s % 16 == 0 for s in x.shape[2:]) and tuple(x.shape[2:]) >= (48, 64, 48)
+            return torch.cat([x * 0, x * 10], 1)  # class 1 wins where x > 0
+
+    x = torch.randn(1, 1, 35, 50, 41)
+    out = VolumeInferer()(x, Echo())
+    assert out.shape == (1, 2, 35, 50, 41)
+    assert torch.equal(out[0, 1] > 0.5, x[0, 0] > 0)
+
+
+def test_load_network_core_and_partner(tmp_path):
+    from hipposeg.model import build_network
+
+    core, partner = build_network(num_classes=3), build_network_3d(num_classes=3, channels=(4, 8, 16, 32, 64))
+    torch.save(core.state_dict(), tmp_path / "core.pt")
+    torch.save(partner.state_dict(), tmp_path / "partner.pt")
+    net = CoreAndPartner(build_network(num_classes=3), build_network_3d(num_classes=3, channels=(4, 8, 16, 32, 64)))
+    load_network(net, tmp_path / "core.pt", tmp_path / "partner.pt")
+    for a, b in zip(net.partner.state_dict().values(), partner.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(InputError, match="partner checkpoint"):
+        load_network(net, tmp_path / "core.pt", None)
+    with pytest.raises(InputError, match="does not fit"):  # a 3D checkpoint given as the core
+        load_network(CoreAndPartner(build_network(num_classes=3)), tmp_path / "partner.pt")
