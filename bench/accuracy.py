@@ -65,6 +65,16 @@ ROWS: dict[str, dict] = {
                                 "32-320, 3D flip/rotation/scaling, thick-slice simulation, intensity/gamma/noise, "
                                 "150 epochs, final-epoch weights", "overlays": ["train_3d.json"], "train": {},
                        "eval": {}, "final_epoch": True},
+    # the 3D-aware ensembles: a 2.5D core's three-axis consensus averaged with the 3D partner's probabilities
+    "shipped+partner": {"about": "ensemble: shipped model.pt (1 mm slices) + the 3D partner (unet3d-partner, final "
+                                 "epoch), probabilities averaged 1:1", "from": "default",
+                        "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
+                        "eval": {"partner_ckpt_path": str(RUNS / "unet3d-partner" / "model_final.pt")}},
+    "shipped-hires+partner": {"about": "ensemble: shipped model_hires.pt (slices upsampled 1.5x) + the 3D partner "
+                                       "(unet3d-partner, final epoch), probabilities averaged 1:1",
+                              "from": "upsampled-1.5x",
+                              "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_hires.pt"),
+                              "eval": {"partner_ckpt_path": str(RUNS / "unet3d-partner" / "model_final.pt")}},
     # inference-only variants of trained rows
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},
@@ -119,7 +129,8 @@ def train_row(name: str, minutes: float | None, epochs: int | None, extra: dict)
     out = RUNS / name
     out.mkdir(parents=True, exist_ok=True)
     files = [str(CONFIGS / "train.json")] + [overlay_path(o) for o in row["overlays"]]
-    overrides = {"output_dir": str(out), "ckpt_dir": str(out), "fold": 0, "seed": 0, **row["train"], **extra}
+    overrides = {"output_dir": str(out), "ckpt_dir": str(out), "fold": row.get("fold", 0), "seed": 0, **row["train"],
+                 **extra}
     if minutes:
         overrides["max_minutes"] = minutes
     if epochs:
@@ -151,7 +162,8 @@ def evaluate_row(name: str) -> dict:
     files = [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]
     files += [overlay_path(o) for o in base["overlays"]]
     weights = "model_final.pt" if base.get("final_epoch") else "model.pt"
-    overrides = {"ckpt_path": row.get("ckpt", str(RUNS / trained / weights)), "output_dir": str(out), "fold": 0,
+    overrides = {"ckpt_path": row.get("ckpt", str(RUNS / trained / weights)), "output_dir": str(out),
+                 "fold": base.get("fold", 0),
                  **base.get("train", {}), **row.get("eval", {})}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "eval.log")
@@ -160,7 +172,8 @@ def evaluate_row(name: str) -> dict:
             **per_case_metrics(out / "metrics.csv")}
 
 
-PAIRED = ("dice_whole", "dice_anterior", "dice_posterior", "hd95_whole_mm", "abs_volume_error_mm3")
+PAIRED = ("dice_whole", "dice_anterior", "dice_posterior", "hd95_whole_mm", "abs_volume_error_mm3", "volume_pred_mm3",
+          "volume_true_mm3")
 
 
 def per_case_metrics(metrics_csv: Path) -> dict:
@@ -168,7 +181,17 @@ def per_case_metrics(metrics_csv: Path) -> dict:
     comparisons between rows (``--compare``)."""
     with open(metrics_csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {f"per_case_{m}": {r["case"]: round(float(r[m]), 5) for r in rows} for m in PAIRED}
+    return {f"per_case_{m}": {r["case"]: round(float(r[m]), 5) for r in rows} for m in PAIRED if rows and m in rows[0]}
+
+
+def volume_errors_percent(result: dict) -> tuple[float, float] | None:
+    """(mean absolute, mean signed) whole-hippocampus volume error in percent of the reference volume, over the
+    row's volumes; None for rows evaluated before per-case volumes were kept."""
+    pred, true = result.get("per_case_volume_pred_mm3"), result.get("per_case_volume_true_mm3")
+    if not pred or not true:
+        return None
+    errors = [100.0 * (pred[c] - true[c]) / true[c] for c in pred if c in true and true[c] > 0]
+    return sum(abs(e) for e in errors) / len(errors), sum(errors) / len(errors)
 
 
 def _paired(a: dict, b: dict) -> tuple[float, float, int] | None:
@@ -248,11 +271,16 @@ def paired_difference(row: dict, base: dict) -> str:
     return f"{p[0]:+.4f} ± {p[1]:.4f}{shared}"
 
 
+def _volume_error_cell(result: dict) -> str:
+    errors = volume_errors_percent(result)
+    return "–" if errors is None else f"{errors[0]:.1f} / {errors[1]:+.1f}"
+
+
 def build_table() -> str:
-    lines = ["| row | what | Dice whole mean / median | Δ whole vs `default` | anterior mean / median | "
-             "posterior mean / median | HD95 mm mean / median | abs. volume error mm³ | train wall (min) | epochs | "
-             "time to val Dice 0.88 (min) | notebook slice Dice |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | what | Dice whole mean / median | Δ whole vs `shipped` | Δ whole vs `unet3d` | anterior mean / median | "
+             "posterior mean / median | HD95 mm mean / median | abs. volume error mm³ | volume error % abs. / signed | "
+             "train wall (min) | epochs | time to val Dice 0.88 (min) | notebook slice Dice |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     results = {name: json.loads((RESULTS / f"{name}.json").read_text()) for name in ROWS
                if (RESULTS / f"{name}.json").is_file()}
     for name, r in results.items():
@@ -261,11 +289,12 @@ def build_table() -> str:
         reach = r.get("time_to_val_dice_0.88_s")
         lines.append(
             f"| `{name}` | {ROWS[name]['about']} | {_fmt(s, 'dice_whole')} / {_fmt(s, 'dice_whole', 'median')} | "
-            f"{paired_difference(r, results.get('default', {}))} | "
+            f"{paired_difference(r, results.get('shipped', {}))} | {paired_difference(r, results.get('unet3d', {}))} | "
             f"{_fmt(s, 'dice_anterior')} / {_fmt(s, 'dice_anterior', 'median')} | "
             f"{_fmt(s, 'dice_posterior')} / {_fmt(s, 'dice_posterior', 'median')} | "
             f"{_fmt(s, 'hd95_whole_mm', digits=2)} / {_fmt(s, 'hd95_whole_mm', 'median', 2)} | "
-            f"{_fmt(s, 'abs_volume_error_mm3', digits=0)} | {'–' if wall is None else f'{wall / 60:.1f}'} | "
+            f"{_fmt(s, 'abs_volume_error_mm3', digits=0)} | {_volume_error_cell(r)} | "
+            f"{'–' if wall is None else f'{wall / 60:.1f}'} | "
             f"{r.get('epochs', '–')} | {'not reached' if reach is None else f'{reach / 60:.1f}'} | "
             f"{s.get('notebook_slice_dice', {}).get('mean', float('nan')):.3f} |")
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def main() -> None:
     from hipposeg.data.manifest import load_manifest
     from hipposeg.data.readers import check_volume, read_image
     from hipposeg.data.writers import write_nifti
-    from hipposeg.report import reference_volume_ranges, volume_row
+    from hipposeg.volumes import reference_volume_ranges, volume_row
     from hipposeg.segment import CROP_LABELS
     from hipposeg.segmenter import load_segmenter
 
@@ -74,7 +74,7 @@ def main() -> None:
     for _ in range(3):  # warm-up: first passes allocate and pick kernels
         segmenter.segment(warm)
         bare_forward_seconds(segmenter, warm)
-    end_to_end, bare, stages = [], [], {"read": [], "preprocess": [], "predict": [], "invert": [], "write": []}
+    end_to_end, bare, stages = [], [], {"read": [], "preprocess": [], "predict": [], "postprocess": [], "write": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i, path in enumerate(paths):
             t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def main() -> None:
             end_to_end.append(t3 - t0)
             stages["read"].append(t1 - t0)
             stages["write"].append(t3 - t2)
-            for key in ("preprocess", "predict", "invert"):
+            for key in ("preprocess", "predict", "postprocess"):
                 stages[key].append(result.seconds[key])
             bare.append(bare_forward_seconds(segmenter, image))
     n_dirs = len(segmenter.inferer.axes) * (2 if segmenter.inferer.flip_tta else 1)

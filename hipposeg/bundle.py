@@ -6,7 +6,19 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "hipposeg"
+PACKAGED_BUNDLE = Path(__file__).resolve().parent / "bundle_data"  # the wheel's copy (setup.py puts it there)
+CHECKOUT_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "hipposeg"  # a repository / editable install
+
+
+def find_bundle() -> Path:
+    """The bundle folder of this installation: the copy inside the package when there is one (a wheel install),
+    else ``bundles/hipposeg`` of the checkout the package lives in."""
+    if (PACKAGED_BUNDLE / "configs" / "metadata.json").is_file():
+        return PACKAGED_BUNDLE
+    return CHECKOUT_BUNDLE
+
+
+BUNDLE_DIR = find_bundle()
 
 # the trained models shipped in the bundle's models/ folder, by the name the CLI's --model takes
 SHIPPED_MODELS = {
@@ -16,7 +28,8 @@ SHIPPED_MODELS = {
 
 
 def bundle_root() -> str:
-    """The default ``bundle_root``: ``bundles/hipposeg`` of this installation (any working directory)."""
+    """The default ``bundle_root``: the bundle folder of this installation, :data:`BUNDLE_DIR` (any working
+    directory; ``--bundle_root`` points a config at another copy)."""
     return str(BUNDLE_DIR)
 
 

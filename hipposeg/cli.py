@@ -71,6 +71,17 @@ def cmd_data_list(args) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- bundle-path
+def cmd_bundle_path(args) -> int:
+    from hipposeg.bundle import BUNDLE_DIR
+    from hipposeg.errors import InputError
+
+    if not (BUNDLE_DIR / "configs" / "metadata.json").is_file():
+        raise InputError(BUNDLE_DIR, "the hipposeg bundle is missing from this installation (reinstall hipposeg)")
+    print(BUNDLE_DIR)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- import-mrihs
 def cmd_import_mrihs(args) -> int:
     from hipposeg.data.mrihs import import_mrihs
@@ -101,6 +112,7 @@ def _model_path(value: str | None, bundle_dir: str | None = None) -> Path | None
 
 
 def cmd_segment(args) -> int:
+    from hipposeg.data.writers import check_output_folder
     from hipposeg.segment import default_inputs, segment_inputs
     from hipposeg.segmenter import load_segmenter
 
@@ -109,19 +121,20 @@ def cmd_segment(args) -> int:
         inputs = default_inputs(args.data_root)
         print(f"no INPUT given: segmenting the default data ({len(inputs)} Task04 volumes from {inputs[0].parent.parent})")
     model = _model_path(args.model)
+    check_output_folder(args.output)  # one line naming the folder, before the model is loaded or any case is read
     segmenter = load_segmenter(checkpoint=model, device=args.device, flip_tta=args.tta or None,
                                batch_size=args.batch_size)
     mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
     run = segment_inputs(inputs, args.output, segmenter, overwrite=args.overwrite, series_uid=args.series_uid,
                          mode=mode, qc_png=not args.no_qc, progress=not args.quiet)
     print(run.summary())
-    if run.done:
+    if run.done or run.already_done:
         print(f"outputs: {Path(args.output).resolve()} (<case>_seg.nii.gz, <case>_seg.json label names, "
-              f"<case>_qc.png, volumes.csv, volumes.json)")
+              f"<case>_qc.png, <case>_volumes.json, volumes.csv, volumes.json)")
     if run.failed:
         print("failed:\n  " + "\n  ".join(run.failed), file=sys.stderr)
     if run.skipped:
-        print("skipped (exists, pass --overwrite):\n  " + "\n  ".join(run.skipped), file=sys.stderr)
+        print("skipped:\n  " + "\n  ".join(run.skipped), file=sys.stderr)
     return EXIT_BAD_INPUT if run.failed else EXIT_OK
 
 
@@ -188,8 +201,20 @@ def cmd_train(args) -> int:
     for key in ("epochs", "data_root", "output_dir", "ckpt_dir", "resume_from", "max_minutes"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    if args.resume_from:  # before any data is loaded: a bad file fails in seconds, with one line
+        _check_resume(args.resume_from, args.bundle, overrides)
     run_workflow(["train.json"], args.bundle, overrides)
     return EXIT_OK
+
+
+def _check_resume(path: str, bundle: str | None, overrides: dict) -> None:
+    """Check ``--resume-from`` against the network and epochs the bundle's train.json configures."""
+    from hipposeg.bundle import parse_bundle
+    from hipposeg.training import check_resume_checkpoint
+
+    parser = parse_bundle(["train.json"], bundle, overrides)
+    check_resume_checkpoint(path, network=parser.get_parsed_content("network_def"),
+                            max_epochs=parser.get_parsed_content("epochs"))
 
 
 def cmd_infer(args) -> int:
@@ -213,7 +238,10 @@ def cmd_export_half(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from hipposeg import __version__
+
     parser = argparse.ArgumentParser(prog="hipposeg", description="Hippocampus segmentation in brain MRI.")
+    parser.add_argument("--version", action="version", version=f"hipposeg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="one line per image: shape, voxel size, orientation, dtype, range")
@@ -235,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--data-root", help="folder holding the datasets (else $HIPPOSEG_DATA, ../shared/data, cache)")
         q.add_argument("--manifest", help="another data_manifest.json")
         q.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("bundle-path", help="print the installed MONAI bundle folder (copy it to run or change it)")
+    p.set_defaults(func=cmd_bundle_path)
 
     p = sub.add_parser("import-mrihs", help="import the Kaggle mrihs JPEG slices as NIfTI volumes")
     p.add_argument("kaggle_root")

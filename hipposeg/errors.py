@@ -24,3 +24,7 @@ class DataNotFoundError(HippoSegError):
 
 class OutputExistsError(HippoSegError):
     """An output already exists and ``--overwrite`` was not given."""
+
+
+class OutputFolderError(HippoSegError):
+    """The output folder cannot be used (a file in the way, no permission): checked once, before any work."""

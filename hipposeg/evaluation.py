@@ -6,8 +6,6 @@ Two doors share it: the bundle's ``evaluate.json`` (a handler on the evaluator) 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Sequence
@@ -18,25 +16,15 @@ from hipposeg.data.readers import case_name, is_nifti, read_image
 from hipposeg.data.writers import write_text
 from hipposeg.errors import InputError
 from hipposeg.metrics import case_metrics, notebook_slice_dice, summarise
+from hipposeg.volumes import rows_to_csv, voxel_size  # rows_to_csv: the one CSV writer
 
 NOTEBOOK_SLICE_DICE = "notebook_slice_dice"
 NOTEBOOK_NOTE = ("mean over batches of 32 consecutive non-empty axial slices of the whole-hippocampus Dice, the "
                  "reference notebook's metric; only for comparison with its published 0.839, not a volumetric Dice")
 
 
-def rows_to_csv(rows: Sequence[dict]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buf.getvalue()
-
-
 def build_summary(rows: Sequence[dict], slice_terms: Sequence[float] = ()) -> dict:
+    """:func:`~hipposeg.metrics.summarise` of the rows, plus the notebook's slice Dice when there are terms."""
     summary = summarise(list(rows))
     if slice_terms:
         summary[NOTEBOOK_SLICE_DICE] = {"mean": float(np.mean(slice_terms)), "n_batches": len(slice_terms),
@@ -88,9 +76,10 @@ class CaseMetricsWriter:
             truth = np.asarray(item["label"].detach().cpu())
             truth = truth[0] if truth.ndim == 4 and truth.shape[0] == 1 else np.argmax(truth, 0)
             meta = getattr(item["label"], "meta", {})
-            spacing = np.sqrt((np.asarray(item["label"].affine)[:3, :3] ** 2).sum(0)) if hasattr(item["label"], "affine") else (1, 1, 1)
+            affine = getattr(item["label"], "affine", None)
+            spacing = voxel_size(np.asarray(affine)) if affine is not None else (1.0, 1.0, 1.0)
             source = str(meta.get("filename_or_obj", f"case_{len(self.rows)}"))
-            row = {"case": _label_case(source), **case_metrics(pred, truth, tuple(float(s) for s in spacing), self.label_names)}
+            row = {"case": _label_case(source), **case_metrics(pred, truth, spacing, self.label_names)}
             self.rows.append(row)
             self.slice_terms += notebook_slice_dice(pred, truth, axis=self.slice_dice_axis)
 

@@ -1,14 +1,16 @@
-"""``hipposeg segment``: masks, volumes and QC pictures for many scans, safe on bad input.
+"""``hipposeg segment``: masks, volumes and QC pictures for many scans, safe on bad input, kills and re-runs.
 
-Per case: read (NIfTI file or DICOM series folder) -> check -> segment (crop model, or the whole-head path)
--> write ``<case>_seg.nii.gz`` and ``<case>_qc.png`` atomically; for the run: ``volumes.csv``/``volumes.json``.
-A bad case is reported in one line and the others still run; an existing output is never replaced without
-``overwrite`` (the case is skipped and reported).
+:func:`segment_inputs` is a small loop over :func:`segment_one_case` (read -> check -> segment -> volume row ->
+write ``<case>_seg.nii.gz``, ``<case>_seg.json``, ``<case>_qc.png`` and, last, the row file
+``<case>_volumes.json``), then rebuilds ``volumes.csv``/``volumes.json`` from every finished case in the folder.
+The output folder is the state of the batch (:mod:`hipposeg.batch`): a re-run skips finished cases, redoes a case
+whose input content changed or whose outputs a killed run left half-written, and ``overwrite`` redoes every given
+case; a case another live run is segmenting is skipped. A bad case is reported in one line and the others still
+run. Files named like outputs (``*_seg.nii.gz``, ``*_prob.nii.gz``) are never inputs.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,9 +19,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from hipposeg.batch import (CaseFiles, FileLock, case_status, input_sha256, read_row_file, rebuild_volume_tables,
+                            row_record, write_row_file)
 from hipposeg.data.readers import Image, case_name, check_volume, is_nifti, read_image
-from hipposeg.data.writers import check_writable, write_nifti, write_text
-from hipposeg.errors import HippoSegError, InputError, OutputExistsError
+from hipposeg.data.writers import check_output_folder, is_output_name, write_segmentation
+from hipposeg.errors import HippoSegError, InputError
 
 CROP_LABELS = {0: "background", 1: "anterior", 2: "posterior"}
 
@@ -32,10 +36,13 @@ class CaseInput:
 
 @dataclass
 class SegmentRun:
+    """What one run did, case by case; ``tables`` are the rebuilt volume tables of the whole folder."""
+
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # one line each: "<path>: <problem>"
-    skipped: list[str] = field(default_factory=list)
-    rows: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one line each: "<case>: <why>" (another run holds it)
+    already_done: list[str] = field(default_factory=list)  # finished by an earlier run, same input content
+    rows: list[dict] = field(default_factory=list)  # the volume rows of the cases segmented by this run
     seconds_per_case: list[float] = field(default_factory=list)
     tables: tuple = ()
 
@@ -47,7 +54,8 @@ class SegmentRun:
 
     def summary(self) -> str:
         per_case = f", {np.median(self.seconds_per_case):.2f} s per case (median)" if self.seconds_per_case else ""
-        text = f"segmented {len(self.done)} case(s), {len(self.failed)} failed, {len(self.skipped)} skipped{per_case}"
+        text = (f"segmented {len(self.done)} case(s), {len(self.failed)} failed, {len(self.skipped)} skipped, "
+                f"{len(self.already_done)} already done{per_case}")
         if self.tables:
             text += f"; volume table: {self.tables[0]}"
         return text
@@ -55,16 +63,25 @@ class SegmentRun:
 
 def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[CaseInput], list[str]]:
     """Files and folders -> cases. A folder holding NIfTI files gives one case per file; any other folder is
-    taken as a DICOM series folder. Returns (cases, problems) — a missing path is a problem, not an abort."""
+    taken as a DICOM series folder. Files named like hipposeg outputs (``*_seg.nii.gz``...) are never inputs: in a
+    folder they are passed over, named explicitly they are a problem. Returns (cases, problems) — a missing path
+    is a problem, not an abort."""
     cases, problems, seen = [], [], {}
     for raw in inputs:
         path = Path(raw)
         if not path.exists():
             problems.append(f"{path}: no such file or folder")
             continue
-        found = [path] if path.is_file() else sorted(p for p in path.iterdir() if is_nifti(p) and not p.name.startswith("."))
-        if path.is_dir() and not found:
-            found = [path]  # a DICOM series folder (checked when it is read)
+        if path.is_file() and is_output_name(path):
+            problems.append(f"{path}: named like a hipposeg output (*_seg.nii.gz, *_prob.nii.gz), not segmented")
+            continue
+        if path.is_file():
+            found = [path]
+        else:
+            listed = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+            found = [p for p in listed if is_nifti(p) and not is_output_name(p)]
+            if not found and not any(is_nifti(p) for p in listed):
+                found = [path]  # a DICOM series folder (checked when it is read)
         for item in found:
             name = case_name(item)
             if name in seen and seen[name] != item:  # e.g. sub-01/t1.nii.gz and sub-02/t1.nii.gz
@@ -87,11 +104,6 @@ def default_inputs(data_root: str | None = None, n_labelled: int = 5) -> list[Pa
     return test + val[:n_labelled]
 
 
-def _outputs(out_dir: Path, case: str) -> dict[str, Path]:
-    return {"seg": out_dir / f"{case}_seg.nii.gz", "qc": out_dir / f"{case}_qc.png",
-            "labels": out_dir / f"{case}_seg.json"}
-
-
 def segment_case(image: Image, segmenter, mode: str = "auto") -> tuple[np.ndarray, dict, dict]:
     """(labels in the input grid, label names, extra QC) for one checked image."""
     from hipposeg.fullhead.pipeline import is_full_head, segment_full_head
@@ -103,18 +115,53 @@ def segment_case(image: Image, segmenter, mode: str = "auto") -> tuple[np.ndarra
     return result.labels, {0: "background", **result.label_names}, result.qc
 
 
+def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: str = "auto",
+                     series_uid: str | None = None, qc_png: bool = True, sha256: str | None = None) -> dict:
+    """Read -> check -> segment -> volume row and flags -> write the case's outputs into ``out_dir``; return the
+    row file's record (:func:`hipposeg.batch.row_record`; ``sha256``: the input's, when the caller has it).
+
+    Writes replace this case's earlier outputs: the caller has decided the case must be (re)done and holds its
+    lock (see :func:`segment_inputs`). The row file goes first (removed: the case is unfinished) and last
+    (written: finished); should anything fail in between, what this call wrote is removed again. A bad input
+    raises :class:`~hipposeg.errors.HippoSegError` before anything is written.
+    """
+    from hipposeg.qc_picture import save_qc_png
+    from hipposeg.volumes import reference_volume_ranges, volume_row
+
+    files = CaseFiles.of(out_dir, item.case)
+    image = check_volume(read_image(item.path, series_uid=series_uid))
+    labels, names, qc = segment_case(image, segmenter, mode)
+    row = volume_row(item.case, str(item.path), labels, image.affine, names, reference_volume_ranges(),
+                     extra_flags=list(qc.get("flags", [])))
+    if getattr(segmenter, "checkpoint", None):  # which model made the mask (two are shipped)
+        row["model"] = str(segmenter.checkpoint)
+    row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
+    record = row_record(item.case, item.path, sha256 or input_sha256(item.path), row)
+    written: list[Path] = []
+    try:
+        files.row.unlink(missing_ok=True)
+        written += [files.seg, files.labels]
+        write_segmentation(files.seg, labels, image.affine, names, overwrite=True)
+        if qc_png:
+            written.append(files.qc)
+            save_qc_png(image.array, labels, image.affine, files.qc, names, title=item.case, overwrite=True)
+        written.append(write_row_file(files, record))
+    except BaseException:
+        for path in written:  # a case that failed half-way leaves nothing behind
+            path.unlink(missing_ok=True)
+        raise
+    return record
+
+
 def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=None, *, overwrite: bool = False,
                    series_uid: str | None = None, mode: str = "auto", qc_png: bool = True,
                    progress: bool = True, log: Callable[[str], None] | None = None) -> SegmentRun:
-    """Segment every input into ``out_dir``; never raises for a bad case (it is listed in ``failed``)."""
+    """Segment every input into ``out_dir``, then rebuild its volume tables; never raises for a bad case (it is
+    listed in ``failed``). An unusable ``out_dir`` raises one :class:`~hipposeg.errors.OutputFolderError` first."""
     from tqdm import tqdm
 
-    from hipposeg.report import reference_volume_ranges, save_qc_png, volume_row, write_volume_tables
-
     log = log or (lambda line: print(line, file=sys.stderr))
-    out_dir = Path(out_dir)
-    for table in ("volumes.csv", "volumes.json"):
-        check_writable(out_dir / table, overwrite)
+    out_dir = check_output_folder(out_dir)
     if segmenter is None:
         from hipposeg.segmenter import load_segmenter
 
@@ -124,46 +171,49 @@ def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=
     for line in problems:
         run.failed.append(line)
         log(f"error: {line}")
-    ranges = reference_volume_ranges()
+    options = {"mode": mode, "series_uid": series_uid, "qc_png": qc_png}
     for item in tqdm(cases, desc="segment", unit="case", disable=not progress):
-        outputs = _outputs(out_dir, item.case)
-        if not qc_png:
-            outputs.pop("qc")
-        written: list = []
-        try:
-            t0 = time.perf_counter()
-            for path in outputs.values():
-                check_writable(path, overwrite)
-            image = check_volume(read_image(item.path, series_uid=series_uid))
-            labels, names, qc = segment_case(image, segmenter, mode)
-            flags = list(qc.get("flags", []))
-            row = volume_row(item.case, str(item.path), labels, image.affine, names, ranges, extra_flags=flags)
-            if getattr(segmenter, "checkpoint", None):  # which model made the mask (two are shipped)
-                row["model"] = str(segmenter.checkpoint)
-            row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
-            written.append(write_nifti(outputs["seg"], labels.astype(np.uint8), image.affine, overwrite=overwrite))
-            written.append(write_text(outputs["labels"], json.dumps({str(k): v for k, v in names.items()}, indent=1)
-                                      + "\n", overwrite=overwrite))
-            if qc_png:
-                written.append(save_qc_png(image.array, labels, image.affine, outputs["qc"], names,
-                                           title=item.case, overwrite=overwrite))
-            run.rows.append(row)
-            run.done.append(item.case)
-            run.seconds_per_case.append(time.perf_counter() - t0)
-            written = []
-        except OutputExistsError as exc:
-            run.skipped.append(str(exc))
-            log(f"skipped: {exc}")
-        except HippoSegError as exc:
-            run.failed.append(str(exc))
-            log(f"error: {exc}")
-        except Exception as exc:  # an unexpected failure of one case must not stop the others
-            line = f"{item.path}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            run.failed.append(line)
-            log(f"error: {line}")
-        finally:
-            for path in written:  # a case that failed half-way leaves nothing behind
-                Path(path).unlink(missing_ok=True)
-    if run.rows:
-        run.tables = write_volume_tables(run.rows, out_dir, overwrite=overwrite)
+        _run_case(item, segmenter, out_dir, run, log, overwrite=overwrite, options=options)
+    run.tables = rebuild_volume_tables(out_dir)
     return run
+
+
+def _run_case(item: CaseInput, segmenter, out_dir: Path, run: SegmentRun, log: Callable[[str], None], *,
+              overwrite: bool, options: dict) -> None:
+    """One case of :func:`segment_inputs`: take its lock, decide from the folder's state, segment, record."""
+    files = CaseFiles.of(out_dir, item.case)
+    lock = FileLock(files.lock)
+    if not lock.acquire():
+        line = f"{item.case}: being segmented by another run ({lock.holder() or 'unknown'})"
+        run.skipped.append(line)
+        log(f"skipped: {line}")
+        return
+    try:
+        t0 = time.perf_counter()
+        sha256 = input_sha256(item.path)
+        status = case_status(files, sha256)
+        if status == "finished" and not overwrite:
+            run.already_done.append(item.case)
+            made_by = read_row_file(files.row)["row"].get("model")
+            wanted = getattr(segmenter, "checkpoint", None)
+            if made_by and wanted and made_by != str(wanted):
+                log(f"kept: {item.case}: segmented earlier by the model {made_by}; pass --overwrite to redo it")
+            return
+        if status == "changed" and not overwrite:
+            log(f"redo: {item.case}: the input {item.path} changed since it was segmented (sha256 differs)")
+        elif status == "unfinished" and not overwrite:
+            log(f"redo: {item.case}: outputs left unfinished by an interrupted run")
+        record = segment_one_case(item, segmenter, out_dir, sha256=sha256, **options)
+        run.rows.append(record["row"])
+        run.done.append(item.case)
+        run.seconds_per_case.append(time.perf_counter() - t0)
+    except HippoSegError as exc:
+        run.failed.append(str(exc))
+        log(f"error: {exc}")
+    except Exception as exc:  # an unexpected failure of one case must not stop the others
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        line = f"{item.path}: {type(exc).__name__}: {first}"
+        run.failed.append(line)
+        log(f"error: {line}")
+    finally:
+        lock.release()

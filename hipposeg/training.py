@@ -1,10 +1,13 @@
 """Pieces of the bundle's training workflow that stock MONAI lacks.
 
 * :class:`WholeDiceMetric` / :func:`whole_dice_handler` — volumetric Dice of the whole hippocampus
-  (all foreground labels merged), the key validation metric.
+  (all foreground labels merged; MONAI's ``DiceMetric``, the definition of :func:`hipposeg.metrics.dice`),
+  the key validation metric.
 * :class:`TrainingHistory` — one JSON file with loss, learning rate, validation metrics and wall time per
   epoch (the source of the training curve and of "time to reach Dice 0.88").
 * :class:`TimeLimit` — stop training after a wall-clock budget (benchmarks compare recipes at equal time).
+* :class:`TrainingCheckpoint` / :func:`check_resume_checkpoint` — save and resume the whole training state; a
+  file that cannot resume this network is one line naming it, before any data is loaded (``hipposeg train``).
 * :func:`init_distributed`, :func:`distributed_device`, :func:`wrap_ddp` — DDP on GPUs (NCCL) or, without
   GPUs, on CPU processes (gloo).
 """
@@ -18,28 +21,25 @@ from pathlib import Path
 
 import torch
 from monai.handlers import IgniteMetricHandler
-from monai.metrics import CumulativeIterationMetric
+from monai.metrics import DiceMetric
 from monai.utils import MetricReduction
 
 
-class WholeDiceMetric(CumulativeIterationMetric):
-    """Dice of the merged foreground (label > 0) per case, from one-hot predictions and labels."""
+class WholeDiceMetric(DiceMetric):
+    """MONAI's ``DiceMetric`` of the merged foreground (all labels > 0) per case, from one-hot predictions and
+    labels ``(B, C, ...)``: the per-case values are ``compute_dice(..., ignore_empty=False)``, the definition of
+    :func:`hipposeg.metrics.dice` (1.0 when both are empty), averaged over cases by ``reduction``."""
 
     def __init__(self, reduction: MetricReduction | str = MetricReduction.MEAN):
-        super().__init__()
-        self.reduction = reduction
+        super().__init__(include_background=True, reduction=reduction, ignore_empty=False)
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        pred = y_pred[:, 1:].sum(1) > 0
-        true = y[:, 1:].sum(1) > 0
-        dims = tuple(range(1, pred.ndim))
-        inter = (pred & true).sum(dims).float()
-        denom = pred.sum(dims).float() + true.sum(dims).float()
-        return torch.where(denom > 0, 2 * inter / denom.clamp(min=1), torch.ones_like(denom))[:, None]
+        return super()._compute_tensor(_merged_foreground(y_pred), _merged_foreground(y))
 
-    def aggregate(self):
-        data = self.get_buffer()
-        return data.float().mean() if self.reduction in ("mean", MetricReduction.MEAN) else data
+
+def _merged_foreground(one_hot: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, ...)``: 1.0 where any foreground channel (1, 2, ...) of ``(B, C, ...)`` is set."""
+    return (one_hot[:, 1:].sum(1, keepdim=True) > 0).float()
 
 
 def whole_dice_handler(output_transform, save_details: bool = False) -> IgniteMetricHandler:
@@ -177,6 +177,40 @@ def set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(int(num_threads))
 
 
+RESUME_KEYS = ("network", "optimizer", "trainer")  # saved by TrainingCheckpoint (with lr_scheduler when there is one)
+
+
+def check_resume_checkpoint(path: str | Path, *, network: torch.nn.Module, max_epochs: int | None = None) -> None:
+    """Raise an :class:`~hipposeg.errors.InputError` (one line naming the file) unless ``path`` is a training
+    checkpoint (a ``checkpoint*.pt`` that :class:`TrainingCheckpoint` wrote: :data:`RESUME_KEYS`) whose
+    network weights have the names and shapes of ``network``'s, at an epoch not past ``max_epochs``. Reads the
+    file safely (``weights_only``, as MONAI's ``CheckpointLoader`` does); run it before any data is loaded."""
+    from hipposeg.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such checkpoint file to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(path, f"not a PyTorch checkpoint ({type(exc).__name__})") from None
+    missing = [key for key in RESUME_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise InputError(path, f"not a training checkpoint (no {', '.join(missing)} state; resume from the "
+                               "checkpoint*.pt that training writes in its output folder, not from a model.pt)")
+    expected = {k: tuple(v.shape) for k, v in getattr(network, "module", network).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state["network"].items() if isinstance(v, torch.Tensor)}
+    if found != expected:
+        differ = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        raise InputError(path, f"a checkpoint of another network ({len(differ)} weights differ from the configured "
+                               f"network, e.g. {differ[0]!r})")
+    trainer = state["trainer"]
+    done = int(trainer.get("iteration", 0)) // max(int(trainer.get("epoch_length") or 1), 1)
+    if max_epochs is not None and done > int(max_epochs):  # MONAI's CheckpointLoader refuses this, after loading
+        raise InputError(path, f"already trained {done} epochs, more than the {max_epochs} asked for; give "
+                               "--epochs above that to continue")
+
+
 class TrainingCheckpoint:
     """Save the whole training state every ``interval`` epochs and at the end, and resume from one.
 
@@ -196,6 +230,8 @@ class TrainingCheckpoint:
 
         objects = {**self.objects, "trainer": engine}
         if self.resume_from:
+            check_resume_checkpoint(self.resume_from, network=self.objects["network"],
+                                    max_epochs=engine.state.max_epochs)
             CheckpointLoader(load_path=self.resume_from, load_dict=objects, map_location=self.map_location).attach(engine)
         if _rank() == 0:
             CheckpointSaver(save_dir=self.save_dir, save_dict=objects, file_prefix="checkpoint",

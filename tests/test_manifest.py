@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from hipposeg.data.manifest import assign_folds, data_root_candidates, load_manifest, resolve_data_root, sha256_of
-from hipposeg.errors import DataNotFoundError
+from hipposeg.errors import DataNotFoundError, InputError
 
 
 def test_manifest_lists_every_msd_file_with_checksums(manifest, msd):
@@ -89,3 +89,23 @@ def test_manifest_json_is_valid_and_relative():
 def test_resolve_data_root_prefers_existing(tmp_path, monkeypatch):
     monkeypatch.setenv("HIPPOSEG_DATA", str(tmp_path))
     assert resolve_data_root() == tmp_path
+
+
+def test_an_msd_folder_the_manifest_does_not_list_brings_its_own_seeded_folds(manifest, msd, tmp_path):
+    ids = [f"other_{i:03d}" for i in range(12)]
+    description = {"training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ids],
+                   "test": ["./imagesTs/other_900.nii.gz"]}
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    entry = manifest.entry("msd_hippocampus")
+    folds = assign_folds(ids, entry["n_folds"], entry["fold_seed"])
+    val = manifest.datalist("msd_hippocampus", "val", 1, dataset_dir=tmp_path)
+    train = manifest.datalist("msd_hippocampus", "train", 1, dataset_dir=tmp_path)
+    assert [v["case"] for v in val] == [c for c in ids if folds[c] == 1] and len(val) + len(train) == 12
+    assert train[0]["label"] == str(tmp_path / "labelsTr" / f"{train[0]['case']}.nii.gz")
+    assert [t["case"] for t in manifest.datalist("msd_hippocampus", "test", 0, dataset_dir=tmp_path)] == ["other_900"]
+    # the Task04 folder (its dataset.json lists only known cases) keeps the manifest's folds
+    known = manifest.datalist("msd_hippocampus", "val", 0)
+    assert manifest.datalist("msd_hippocampus", "val", 0, dataset_dir=msd) == known
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(InputError, match="dataset.json"):
+        manifest.datalist("msd_hippocampus", "val", 0, dataset_dir=tmp_path)

@@ -106,3 +106,84 @@ def test_info_reports_good_files_and_one_line_per_bad_one(msd, data_root, tmp_pa
     assert len(lines) == 2
     assert "35x51x35" in lines[0] and "RAS" in lines[0] and "uint8" in lines[0] and "[2, 139]" in lines[0]
     assert str(dicom) in lines[1] and "dicom" in lines[1]
+
+
+def _nifti_with_header(path, a, *, sform=None, qform=None, slope=None, big_endian=False):
+    header = nib.Nifti1Header(endianness=">" if big_endian else "<")
+    header.set_data_dtype(a.dtype.newbyteorder(">") if big_endian else a.dtype)
+    img = nib.Nifti1Image(a, np.eye(4) if sform is None else sform, header=header)
+    if qform is not None:
+        img.set_qform(qform, code=1)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 1.0)
+    nib.save(img, path)
+    return path
+
+
+def test_nifti_reader_matches_monai_loader(msd, tmp_path):
+    """read_nifti reads with nibabel (no torch import) but must give what MONAI's LoadImage gives, including
+    its header correction (an sform whose voxel sizes disagree with pixdim gives way to the qform)."""
+    from monai.transforms import LoadImage
+
+    a = np.arange(5 * 6 * 7, dtype=np.int16).reshape(5, 6, 7)
+    files = [msd / "imagesTr" / "hippocampus_001.nii.gz",
+             _nifti_with_header(tmp_path / "scaled.nii.gz", a, slope=2.0),
+             _nifti_with_header(tmp_path / "sform_off.nii.gz", a, sform=np.diag([2.0, 2.0, 2.0, 1.0]),
+                                qform=np.diag([1.0, 1.0, 1.0, 1.0]))]
+    assert np.allclose(nib.load(files[2]).affine.diagonal(), [2, 2, 2, 1])  # nibabel alone would take the sform
+    for path in files:
+        ref = LoadImage(reader="NibabelReader", image_only=True, dtype=None)(str(path))
+        image = read_image(path)
+        assert np.array_equal(image.array, np.asarray(ref)) and image.array.dtype == np.asarray(ref).dtype
+        assert np.allclose(image.affine, np.asarray(ref.affine))
+    assert np.allclose(read_image(files[2]).spacing, 1.0)
+
+
+def test_big_endian_nifti_is_read_in_native_byte_order(tmp_path):
+    a = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)
+    image = read_image(_nifti_with_header(tmp_path / "be.nii", a, big_endian=True))
+    assert image.array.dtype == np.uint16 and image.array.dtype.isnative and np.array_equal(image.array, a)
+    assert "uint16" in image.describe()
+
+
+def _forged_header(path, shape):
+    """A NIfTI file whose header claims ``shape`` (uint8) but holds 1000 bytes of data."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape(shape)
+    header["vox_offset"] = 352
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(header.binaryblock + b"\0" * 4 + b"\1" * 1000)
+    return path
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_header_claiming_a_huge_grid_is_refused_before_reading(tmp_path, name):
+    path = _forged_header(tmp_path / name, (20000, 20000, 20000))
+    with pytest.raises(InputError) as err:
+        read_image(path)
+    message = str(err.value)
+    assert str(path) in message and "20000x20000x20000" in message and "not read" in message
+    assert "\n" not in message
+
+
+def test_size_limit_passes_a_fine_whole_head_and_stops_just_above(tmp_path):
+    from hipposeg.data import readers
+
+    readers.check_size("head.nii.gz", (512, 512, 640))  # a 0.5 mm whole head with neck
+    _forged_header(tmp_path / "ok.nii", (20, 20, 20))
+    with pytest.raises(InputError, match="cannot read"):  # within the limit: read, and found truncated
+        read_image(tmp_path / "ok.nii")
+    with pytest.raises(InputError, match="not read"):
+        readers.check_size("x.nii", (readers.MAX_VOXELS // 4 + 1, 2, 2))
+
+
+def test_dicom_series_size_is_checked_from_the_first_header(data_root, monkeypatch):
+    from hipposeg.data import readers
+
+    folder = data_root / "dicom_hcrop" / "study1_hcrop"
+    shape = read_dicom_series(folder).shape
+    monkeypatch.setattr(readers, "MAX_VOXELS", int(np.prod(shape)) - 1)
+    with pytest.raises(InputError, match="x".join(map(str, shape)) + " grid"):
+        read_dicom_series(folder)

@@ -144,21 +144,20 @@ def test_bad_inputs_fail_alone_with_one_line_each(msd, tmp_path, cli):
     assert not [p for p in out.iterdir() if ".part" in p.name], "temporary files left behind"
 
 
-def test_existing_outputs_are_kept_without_overwrite(msd, tmp_path, cli):
+def test_rerun_skips_finished_cases_and_overwrite_redoes_them(msd, tmp_path, cli):
     good = msd / "imagesTr" / "hippocampus_001.nii.gz"
     out = tmp_path / "out"
     assert cli("segment", str(good), "-o", str(out), "--quiet", "--no-qc").returncode == 0
     before = _snapshot(out)
     again = cli("segment", str(good), "-o", str(out), "--quiet", "--no-qc")
-    assert again.returncode == 2 and "volumes.csv" in again.stderr and "--overwrite" in again.stderr
-    assert _snapshot(out) == before
-    os.remove(out / "volumes.csv")
-    os.remove(out / "volumes.json")
-    skipped = cli("segment", str(good), "-o", str(out), "--quiet", "--no-qc")
-    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout
-    assert _snapshot(out)["hippocampus_001_seg.nii.gz"] == before["hippocampus_001_seg.nii.gz"]
+    assert again.returncode == 0 and "segmented 0 case(s)" in again.stdout and "1 already done" in again.stdout
+    after = _snapshot(out)
+    for name in ("hippocampus_001_seg.nii.gz", "hippocampus_001_seg.json", "hippocampus_001_volumes.json"):
+        assert after[name] == before[name], name  # outputs untouched; only the derived tables are rewritten
+    assert after["volumes.csv"][1] == before["volumes.csv"][1]
     forced = cli("segment", str(good), "-o", str(out), "--quiet", "--no-qc", "--overwrite")
     assert forced.returncode == 0 and "segmented 1 case(s)" in forced.stdout
+    assert _snapshot(out)["hippocampus_001_seg.nii.gz"][0] != before["hippocampus_001_seg.nii.gz"][0]
 
 
 def test_evaluate_pairs_cases_and_rejects_shape_mismatch(msd, tmp_path, cli):
@@ -221,6 +220,8 @@ def test_bundle_inference_and_segment_write_identical_masks(msd, tmp_path, cli):
         b = nib.load(tmp_path / "cli" / f"{case}_seg.nii.gz")
         assert np.allclose(a.affine, b.affine)
         assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj)), case
+        names = [json.loads((tmp_path / door / f"{case}_seg.json").read_text()) for door in ("bundle", "cli")]
+        assert names[0] == names[1] == {"0": "background", "1": "anterior", "2": "posterior"}
 
 
 def test_hires_model_is_chosen_by_name_and_fixes_the_hard_validation_case(msd, tmp_path, cli):
@@ -251,3 +252,74 @@ def test_an_unknown_model_name_is_one_line_naming_it(msd, tmp_path, cli, command
     line = result.stderr.strip().splitlines()[-1]
     assert "hi-res" in line and "default, hires" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_largest_component_rule_is_monai_with_26_connectivity():
+    """One rule for crops and whole heads: all labels merged, 26-connectivity (a corner touch joins), pinned to
+    scipy's labelling and to the bundle's ``KeepLargestConnectedComponentd``."""
+    from scipy import ndimage
+
+    from hipposeg.inference import LARGEST_COMPONENT_CONNECTIVITY, keep_largest_component
+
+    labels = np.zeros((12, 12, 12), np.uint8)
+    labels[1:4, 1:4, 1:3] = 1  # 18 voxels, anterior...
+    labels[1:4, 1:4, 3:5] = 2  # ...and posterior touching it: one component of 36 voxels
+    labels[4, 4, 5] = 1  # touches the block's (3, 3, 4) by a corner only: joins it under 26-connectivity
+    labels[5, 5, 5] = 2  # touches (4, 4, 5) by an edge
+    labels[9:12, 9:12, 9:12] = 1  # 27 voxels, a separate island, smaller than the 38 of the block
+    kept = keep_largest_component(labels)
+    assert kept.dtype == np.uint8 and kept[4, 4, 5] == 1 and kept[5, 5, 5] == 2 and not kept[9:, 9:, 9:].any()
+    components, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    np.testing.assert_array_equal(kept, np.where(components == sizes.argmax(), labels, 0))
+    assert keep_largest_component(labels, connectivity=1)[4, 4, 5] == 0  # 6-connectivity would cut it off
+    assert not keep_largest_component(np.zeros((4, 4, 4), np.uint8)).any()
+    recipe = json.loads((BUNDLE / "configs" / "inference.json").read_text())["postprocessing"]["transforms"]
+    step = next(t for t in recipe if t["_target_"] == "KeepLargestConnectedComponentd")
+    assert step["connectivity"] == LARGEST_COMPONENT_CONNECTIVITY and step["independent"] is False
+
+
+def test_segmenter_runs_the_bundle_recipe_without_its_writer(segmenter):
+    """``hipposeg segment`` post-processes with the transforms parsed from inference.json, not a copy of them."""
+    from monai.transforms import AsDiscreted, CopyItemsd, Invertd, KeepLargestConnectedComponentd
+
+    steps = segmenter.postprocessing.transforms
+    assert [type(t) for t in steps] == [Invertd, CopyItemsd, AsDiscreted, KeepLargestConnectedComponentd]
+    assert steps[0].transform is segmenter.preprocessing  # Invertd undoes exactly the preprocessing that ran
+
+
+def test_segment_one_case_writes_the_row_file_last_and_cleans_up_a_failed_case(tmp_path, monkeypatch):
+    from test_batch import ThresholdSegmenter, _volume
+
+    from hipposeg.batch import CaseFiles, input_sha256
+    from hipposeg.errors import InputError
+    from hipposeg.segment import CaseInput, segment_one_case
+
+    src = tmp_path / "case.nii.gz"
+    _volume(src, 0)
+    out = tmp_path / "out"
+    out.mkdir()
+    record = segment_one_case(CaseInput("case", src), ThresholdSegmenter(), out, mode="crop", qc_png=True)
+    files = CaseFiles.of(out, "case")
+    assert all(p.is_file() for p in files.outputs())
+    assert max(p.stat().st_mtime_ns for p in files.outputs()[:-1]) <= files.row.stat().st_mtime_ns
+    assert json.loads(files.row.read_text()) == json.loads(json.dumps(record))
+    assert record["input_sha256"] == input_sha256(src)
+    labels = np.asanyarray(nib.load(files.seg).dataobj)
+    assert record["row"]["volume_anterior_mm3"] == (labels == 1).sum() == 4 * 12 * 6
+    assert json.loads(files.labels.read_text()) == {"0": "background", "1": "anterior", "2": "posterior"}
+
+    import hipposeg.qc_picture
+
+    def broken_picture(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(hipposeg.qc_picture, "save_qc_png", broken_picture)
+    with pytest.raises(RuntimeError, match="disk full"):
+        segment_one_case(CaseInput("case", src), ThresholdSegmenter(), out, mode="crop", qc_png=True)
+    assert not files.seg.exists() and not files.labels.exists() and not files.row.exists()
+    (tmp_path / "bad.nii.gz").write_text("not an image")
+    with pytest.raises(InputError, match="bad.nii.gz"):
+        segment_one_case(CaseInput("bad", tmp_path / "bad.nii.gz"), ThresholdSegmenter(), out, mode="crop")
+    assert not list(out.glob("bad*"))

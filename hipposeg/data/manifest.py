@@ -2,7 +2,12 @@
 
 Paths in the manifest are relative to a dataset folder, which is ``<data root>/<dataset dir>``.
 The data root is resolved in this order: ``--data-root``, ``$HIPPOSEG_DATA``, ``../shared/data`` beside the
-repository, the user cache (``~/.cache/hipposeg/data``, or ``$XDG_CACHE_HOME/hipposeg/data``).
+repository (a checkout or editable install only), the user cache (``~/.cache/hipposeg/data``, or
+``$XDG_CACHE_HOME/hipposeg/data``).
+
+The manifest itself is the copy inside the package when there is one (a wheel install, see ``setup.py``), else
+``data_manifest.json`` of the checkout. A dataset folder given explicitly (``dataset_dir``) whose MSD
+``dataset.json`` lists cases the manifest does not know gets its datalist from that ``dataset.json``.
 """
 
 from __future__ import annotations
@@ -11,16 +16,20 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from hipposeg.errors import DataNotFoundError, InputError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MANIFEST = REPO_ROOT / "data_manifest.json"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when the package lives in one
+PACKAGED_MANIFEST = Path(__file__).resolve().parents[1] / "resources" / "data_manifest.json"  # the wheel's copy
+IN_CHECKOUT = (REPO_ROOT / "data_manifest.json").is_file()
+DEFAULT_MANIFEST = PACKAGED_MANIFEST if PACKAGED_MANIFEST.is_file() else REPO_ROOT / "data_manifest.json"
 SPLITS = ("train", "val", "all", "test")
 DATA_ROOT_ENV = "HIPPOSEG_DATA"
+# the fold recipe of a dataset folder the manifest does not list, unless its manifest entry gives n_folds/fold_seed
+FOLDER_N_FOLDS, FOLDER_FOLD_SEED = 5, 0
 
 
 def user_cache_data_dir() -> Path:
@@ -34,7 +43,8 @@ def data_root_candidates(data_root: str | Path | None = None) -> list[tuple[str,
         return [("--data-root", Path(data_root))]
     if os.environ.get(DATA_ROOT_ENV):
         return [(f"${DATA_ROOT_ENV}", Path(os.environ[DATA_ROOT_ENV]))]
-    return [("beside the repository", REPO_ROOT.parent / "shared" / "data"), ("user cache", user_cache_data_dir())]
+    beside = [("beside the repository", REPO_ROOT.parent / "shared" / "data")] if IN_CHECKOUT else []
+    return beside + [("user cache", user_cache_data_dir())]
 
 
 def resolve_data_root(data_root: str | Path | None = None) -> Path:
@@ -59,6 +69,36 @@ def assign_folds(case_ids: list[str], n_folds: int = 5, seed: int = 0) -> dict[s
     ids = sorted(case_ids)
     order = np.random.default_rng(seed).permutation(len(ids))
     return {ids[j]: int(rank % n_folds) for rank, j in enumerate(order)}
+
+
+def _relative(path: str) -> str:
+    """A path of ``dataset.json`` (``./imagesTr/x.nii.gz``) as the manifest writes it (``imagesTr/x.nii.gz``)."""
+    return str(PurePosixPath(path))
+
+
+def _case_id(image: str) -> str:
+    name = PurePosixPath(image).name
+    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
+
+
+def msd_folder_cases(folder: str | Path, *, n_folds: int = FOLDER_N_FOLDS,
+                     seed: int = FOLDER_FOLD_SEED) -> list[dict] | None:
+    """Case records (as in the manifest) of an MSD-layout folder, read from its ``dataset.json``: each
+    ``training`` entry with a fold from :func:`assign_folds`, each ``test`` entry unlabelled; ``None`` when the
+    folder has no ``dataset.json``."""
+    path = Path(folder) / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        training = [(_relative(e["image"]), _relative(e["label"])) for e in raw.get("training", [])]
+        test = [_relative(e["image"] if isinstance(e, dict) else e) for e in raw.get("test", [])]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(path, f"not an MSD dataset description ({type(exc).__name__}: {exc})") from None
+    folds = assign_folds([_case_id(image) for image, _ in training], n_folds, seed)
+    cases = [{"id": _case_id(image), "split": "train", "fold": folds[_case_id(image)], "image": image,
+              "label": label} for image, label in training]
+    return cases + [{"id": _case_id(image), "split": "test", "image": image} for image in test]
 
 
 @dataclass
@@ -97,6 +137,24 @@ class Manifest:
             raise DataNotFoundError(cases_file, f"dataset {name!r} has no case list; {entry.get('how_to_get', '')}")
         return json.loads(cases_file.read_text())["cases"]
 
+    def folder_cases(self, name: str, folder: str | Path, data_root: str | Path | None = None) -> list[dict]:
+        """The cases of dataset ``name`` found in ``folder``: the manifest's (with their folds) when they include
+        every case of the folder's MSD ``dataset.json`` (or the folder has none), else the ``dataset.json`` cases
+        with a fixed, seeded split (the entry's ``n_folds``/``fold_seed``, default 5 folds, seed 0)."""
+        entry = self.entry(name)
+        own = msd_folder_cases(folder, n_folds=entry.get("n_folds", FOLDER_N_FOLDS),
+                               seed=entry.get("fold_seed", FOLDER_FOLD_SEED))
+        try:
+            listed = self.cases(name, data_root, folder)
+        except DataNotFoundError:  # an imported dataset's case list is not in this folder
+            if own is None:
+                raise
+            return own
+        known = {_relative(case["image"]) for case in listed}
+        if own is None or all(case["image"] in known for case in own):
+            return listed
+        return own
+
     def num_classes(self, name: str) -> int:
         return len(self.entry(name)["labels"])
 
@@ -114,13 +172,14 @@ class Manifest:
         With ``fold=None`` the training split is every labelled case and ``val`` is empty (train on all, no
         validation). Any other ``split`` is an error (it once fell through to the training cases).
         Datasets with a fixed train/test split (``split`` key per case) use it for ``train``/``test``.
-        ``dataset_dir`` overrides where the dataset lives; ``max_cases`` keeps the first cases (smoke tests).
+        ``dataset_dir`` overrides where the dataset lives (an MSD folder with cases the manifest does not list
+        brings its own, see :meth:`folder_cases`); ``max_cases`` keeps the first cases (smoke tests).
         """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         folder = Path(dataset_dir) if dataset_dir else self.dataset_dir(name, data_root)
         out = []
-        for case in self.cases(name, data_root, folder):
+        for case in self.folder_cases(name, folder, data_root):
             labelled = bool(case.get("label"))
             case_split = case.get("split", "train" if labelled else "test")
             if split == "test":

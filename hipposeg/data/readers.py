@@ -1,8 +1,12 @@
-"""Image readers: NIfTI through MONAI's loader, DICOM series through SimpleITK.
+"""Image readers: NIfTI through nibabel (with MONAI's header correction), DICOM series through SimpleITK.
 
 Every reader returns an :class:`Image`: the voxel array in file index order (i, j, k) and the
 4x4 affine that maps voxel indices to RAS world millimetres (the NIfTI / nibabel convention).
 Whatever the source, downstream code needs nothing else to put a result back into the input's geometry.
+
+This module imports only numpy and nibabel at the top (``hipposeg info`` starts in well under a second);
+SimpleITK is imported for DICOM, MONAI only for the rare NIfTI header whose voxel sizes disagree with its affine.
+Before any voxel is read, an image larger than :data:`MAX_VOXELS` (by its own header) is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SERIES_DESCRIPTION = "0008|103e"
 DICOM_SERIES_UID = "0020|000e"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# The largest image read: 2**29 voxels, 2 GiB as float32 (a 0.5 mm whole head with neck, 512 x 512 x 640, is
+# 168 M voxels). A header claiming more is refused before any memory is allocated for its voxels.
+MAX_VOXELS = 2**29
 
 
 @dataclass
@@ -78,31 +85,53 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _nibabel_reason(path: Path) -> str:
-    """What nibabel itself says about a file MONAI's loader refused (MONAI only says 'no suitable reader')."""
-    try:
-        np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as exc:
-        return _first_line(exc)
-    return ""
+def check_size(path: str | Path, shape) -> None:
+    """Refuse an image whose grid (from its header: no voxel has been read yet) exceeds :data:`MAX_VOXELS`."""
+    dims = [int(d) for d in shape]
+    n_voxels = int(np.prod(dims, dtype=np.float64))  # float: a forged header can overflow int64
+    if n_voxels > MAX_VOXELS:
+        grid = "x".join(str(d) for d in dims)
+        raise InputError(path, f"header claims a {grid} grid ({n_voxels / 2**20:.0f} M voxels), more than the "
+                               f"{MAX_VOXELS // 2**20} M voxels hipposeg reads (2 GiB as float32); not read")
+
+
+def _consistent_header(img):
+    """``img`` with voxel sizes that agree with its affine: unchanged when they already agree (nearly every
+    file; checked here without importing MONAI), else MONAI's ``correct_nifti_header_if_necessary`` (what
+    ``LoadImage`` applies), which picks the sform or qform that agrees with ``pixdim``."""
+    n_dim = int(img.header["dim"][0])
+    if n_dim >= 5:
+        return img  # MONAI leaves these alone too
+    if 1 <= n_dim <= 3:
+        zooms = np.asarray(img.header.get_zooms()[:n_dim], dtype=np.float64)
+        if np.allclose(zooms, nib.affines.voxel_sizes(img.affine)[:n_dim]):
+            return img
+    from monai.data.utils import correct_nifti_header_if_necessary
+
+    return correct_nifti_header_if_necessary(img)
 
 
 def read_nifti(path: str | Path) -> Image:
-    """Read a ``.nii``/``.nii.gz`` file through MONAI's ``LoadImage`` (nibabel backend)."""
-    from monai.transforms import LoadImage
-
+    """Read a ``.nii``/``.nii.gz`` file with nibabel, as MONAI's ``LoadImage(reader="NibabelReader")`` does
+    (same header correction, same voxels), keeping the file's data type in native byte order."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a folder, expected a NIfTI file")
     try:
-        loaded = LoadImage(reader="NibabelReader", image_only=True, dtype=None)(str(path))
-        array = np.asarray(loaded.array)
-        affine = np.asarray(loaded.affine, dtype=np.float64)
+        img = nib.load(str(path))  # the header only
     except Exception as exc:  # nibabel/gzip/zlib raise many kinds; all mean "cannot read this file"
-        raise InputError(path, f"cannot read as NIfTI ({_nibabel_reason(path) or _first_line(exc)})") from None
-    return Image(array=array, affine=affine, path=str(path), source="nifti")
+        raise InputError(path, f"cannot read as NIfTI ({_first_line(exc)})") from None
+    check_size(path, img.shape)
+    try:
+        img = _consistent_header(img)
+        array = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise InputError(path, f"cannot read as NIfTI ({_first_line(exc)})") from None
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return Image(array=array, affine=np.array(img.affine, dtype=np.float64), path=str(path), source="nifti")
 
 
 def list_dicom_series(folder: str | Path) -> list[tuple[str, str, list[str]]]:
@@ -152,6 +181,21 @@ def image_to_sitk(image: Image):
     return out
 
 
+def _dicom_series_shape(files: list[str]) -> tuple[int, ...]:
+    """The grid a series of ``files`` makes, from the first file's header (columns, rows, frames per file)
+    times the number of files; nothing but that header is read."""
+    import SimpleITK as sitk
+
+    info = sitk.ImageFileReader()
+    info.SetFileName(files[0])
+    try:
+        info.ReadImageInformation()
+    except RuntimeError:
+        return (len(files),)  # an unreadable first file: reading the series says why
+    size = list(info.GetSize()) + [1]
+    return (size[0], size[1], size[2] * len(files))
+
+
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Image:
     """Read one DICOM series from a folder through SimpleITK.
 
@@ -179,6 +223,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
     else:
         chosen = series
     uid, description, files = chosen[0]
+    check_size(folder, _dicom_series_shape(files))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:

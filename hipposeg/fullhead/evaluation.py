@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from hipposeg.data.readers import Image, image_to_sitk
 from hipposeg.fullhead.template import in_region
+from hipposeg.metrics import dice
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -60,27 +61,30 @@ def template_predictor(crop: Image) -> np.ndarray:
     return _split_anterior_posterior(p)
 
 
+#: Pairing of predicted whole-head labels with the ground truth's sides: (side, predicted labels, true label).
+_SIDE_PAIRS = (("left", (1, 2), 1), ("right", (3, 4), 2))
+
+
+def _side_masks(labels: np.ndarray, truth: np.ndarray):
+    """(side, predicted mask, true mask) for left (labels 1, 2 vs truth 1) and right (labels 3, 4 vs truth 2)."""
+    for side, pred_labels, true_label in _SIDE_PAIRS:
+        yield side, np.isin(labels, pred_labels), np.asarray(truth) == true_label
+
+
 def dice_per_side(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Dice of left (labels 1, 2 vs truth 1) and right (labels 3, 4 vs truth 2)."""
-    out = {}
-    for side, pred_labels, true_label in (("left", (1, 2), 1), ("right", (3, 4), 2)):
-        a = np.isin(labels, pred_labels)
-        b = truth == true_label
-        s = int(a.sum()) + int(b.sum())
-        out[side] = 2.0 * int((a & b).sum()) / s if s else 1.0
-    return out
+    """:func:`hipposeg.metrics.dice` of left (labels 1, 2 vs truth 1) and right (labels 3, 4 vs truth 2)."""
+    return {side: dice(pred, true) for side, pred, true in _side_masks(labels, truth)}
 
 
 def overlap_per_side(labels: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
     """Precision (share of the predicted side inside the true side) and recall (share of the true side predicted)
-    per side, with the same label pairing as :func:`dice_per_side`; they tell under- from over-segmentation."""
+    per side, with the same label pairing as :func:`dice_per_side`; they tell under- from over-segmentation.
+    ``nan`` where the predicted (precision) or true (recall) side is empty."""
     out = {}
-    for side, pred_labels, true_label in (("left", (1, 2), 1), ("right", (3, 4), 2)):
-        a = np.isin(labels, pred_labels)
-        b = truth == true_label
-        hit = int((a & b).sum())
-        out[side] = {"precision": hit / int(a.sum()) if a.any() else float("nan"),
-                     "recall": hit / int(b.sum()) if b.any() else float("nan")}
+    for side, pred, true in _side_masks(labels, truth):
+        hit = int((pred & true).sum())
+        out[side] = {"precision": hit / int(pred.sum()) if pred.any() else float("nan"),
+                     "recall": hit / int(true.sum()) if true.any() else float("nan")}
     return out
 
 

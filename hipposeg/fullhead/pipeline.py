@@ -55,6 +55,7 @@ import numpy as np
 from scipy import ndimage
 
 from hipposeg.data.readers import Image
+from hipposeg.inference import keep_largest_component
 from hipposeg.metrics import dice as dice_score
 from hipposeg.fullhead.intensity import harmonise
 from hipposeg.fullhead.registration import RegistrationResult, register_to_template
@@ -226,15 +227,6 @@ def probabilities_to_scan(image: Image, crop: Image, probs: np.ndarray) -> tuple
     return region, out
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(np.argmax(sizes))
-
-
 def template_region_in_scan(image: Image, side: str, matrix_ras: np.ndarray, region=None, margin_mm: float = 0.0):
     """The template hippocampus region of ``side`` mapped into the scan grid (within ``region`` if given)."""
     region = region or tuple(slice(0, s) for s in image.shape[:3])
@@ -276,9 +268,9 @@ def segment_full_head(
         region, p = probabilities_to_scan(image, crops[side], probs[side])
         side_regions[side] = region
         cls = np.argmax(p, axis=0).astype(np.uint8)
+        if largest_component:  # per side, the crop path's rule (26-connectivity, anterior + posterior merged)
+            cls = keep_largest_component(cls)
         fg = cls > 0
-        if largest_component:
-            fg = _largest_component(fg)
         view = labels[region]
         write = fg & (view == 0)  # the boxes lie 17 mm apart in the template; should they meet, left keeps it
         view[write] = cls[write] + SIDE_OFFSET[side]
@@ -362,15 +354,19 @@ def qc_json(result: FullHeadResult) -> dict:
 
 
 def write_result(result: FullHeadResult, path, overwrite: bool = False) -> tuple:
-    """Write the label map (uint8 NIfTI, input geometry) and ``<name>_qc.json`` beside it."""
+    """Write the label map (uint8 NIfTI, input geometry) with its label-names sidecar ``<name>.json``, as
+    every door writes masks (:func:`hipposeg.data.writers.write_segmentation`), and ``<name>_qc.json`` beside it."""
     import json
     from pathlib import Path
 
-    from hipposeg.data.writers import write_nifti, write_text
+    from hipposeg.data.writers import check_writable, segmentation_paths, write_segmentation, write_text
 
     path = Path(path)
     name = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
     qc_path = path.with_name(f"{name}_qc.json")
-    write_nifti(path, result.labels.astype(np.uint8), result.affine, overwrite=overwrite)
+    for target in (*segmentation_paths(path), qc_path):
+        check_writable(target, overwrite)
+    names = {0: "background", **result.label_names}
+    write_segmentation(path, result.labels, result.affine, names, overwrite=overwrite)
     write_text(qc_path, json.dumps(qc_json(result), indent=1) + "\n", overwrite=overwrite)
     return path, qc_path

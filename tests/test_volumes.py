@@ -1,43 +1,32 @@
-"""Tests of hipposeg.report: volumes, QC flags, volume tables, reorientation and QC pictures."""
+"""Tests of hipposeg.volumes (volumes, QC flags, reference ranges, volume tables, the CSV writer) and of the
+reference-range builder bench/volume_ranges.py."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from label_fixture import AP, LR, LR4, lia_affine
 
 from hipposeg.errors import InputError, OutputExistsError
-from hipposeg.report import (
-    compute_reference_ranges,
-    qc_views,
-    reference_volume_ranges,
-    reorient_to_ras,
-    save_qc_png,
-    volume_row,
-    write_volume_tables,
-)
+from hipposeg.volumes import reference_volume_ranges, rows_to_csv, volume_row, write_volume_tables
 
-LR = {1: "left", 2: "right"}
-LR4 = {1: "left_anterior", 2: "left_posterior", 3: "right_anterior", 4: "right_posterior"}
-AP = {0: "background", 1: "anterior", 2: "posterior"}
 WIDE = {"low": 1.0, "high": 1e9}
+VOLUME_RANGES_SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "volume_ranges.py"
 
 
-def lia_affine(shape, zooms=(0.94, 0.94, 1.5)):
-    """An LIA affine (i -> Left, j -> Inferior, k -> Anterior) centred on world (0, 0, 0)."""
-    si, sj, sk = zooms
-    aff = np.zeros((4, 4))
-    aff[0, 0] = -si  # x (towards Right) decreases with i
-    aff[2, 1] = -sj  # z (towards Superior) decreases with j
-    aff[1, 2] = sk  # y (towards Anterior) increases with k
-    aff[3, 3] = 1.0
-    centre = (np.array(shape) - 1) / 2
-    aff[:3, 3] = -aff[:3, :3] @ centre
-    return aff
+def _volume_ranges_script():
+    """bench/volume_ranges.py as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("volume_ranges", VOLUME_RANGES_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def blob_case(shape=(40, 40, 40), labels=AP):
@@ -167,7 +156,7 @@ def test_compute_reference_ranges(tmp_path):
         path = tmp_path / f"lab{n}.nii.gz"
         nib.save(nib.Nifti1Image(seg, affine), str(path))
         paths.append(path)
-    ranges = compute_reference_ranges(paths)
+    ranges = _volume_ranges_script().compute_reference_ranges(paths)
     assert (ranges["min"], ranges["median"], ranges["max"]) == (200.0, 400.0, 600.0)
     assert ranges["low"] == 100.0 and ranges["high"] == 900.0 and ranges["n_cases"] == 3
 
@@ -222,98 +211,38 @@ def test_volume_tables_refuse_when_only_one_file_exists(tmp_path):
     assert (tmp_path / "volumes.json").read_text() == "keep"
 
 
-# ---------------------------------------------------------------------------------------- orientation
+def test_volume_ranges_script_writes_keeps_other_datasets_and_refuses_overwrite(tmp_path, capsys):
+    script = _volume_ranges_script()
+    for n, count in enumerate((100, 300)):
+        seg = np.zeros((10, 10, 10), np.uint8)
+        seg.reshape(-1)[:count] = 1
+        nib.save(nib.Nifti1Image(seg, np.eye(4)), str(tmp_path / f"lab{n}.nii.gz"))
+    out = tmp_path / "ranges.json"
+    out.write_text(json.dumps({"about": "old", "datasets": {"other": {"low": 1, "high": 2}}}))
+    labels = str(tmp_path / "lab*.nii.gz")
+    assert script.main(["--labels", labels, "--dataset", "toy", "-o", str(out)]) == 2  # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert script.main(["--labels", labels, "--dataset", "toy", "-o", str(out), "--overwrite"]) == 0
+    stored = json.loads(out.read_text())
+    assert stored["datasets"]["other"] == {"low": 1, "high": 2}
+    toy = stored["datasets"]["toy"]
+    assert (toy["min"], toy["max"], toy["low"], toy["high"]) == (100.0, 300.0, 50.0, 450.0)
+    assert toy["command"].startswith("python bench/volume_ranges.py --labels")
+    (tmp_path / "bad.nii.gz").write_text("not an image")
+    assert script.main(["--labels", str(tmp_path / "bad.nii.gz"), "-o", str(tmp_path / "new.json")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.nii.gz" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new.json").exists()
 
 
-def _lia_case():
-    """An LIA volume (20 x 30 x 16, 0.94 x 0.94 x 1.5 mm) with a label in the patient's left, superior,
-    anterior octant."""
-    shape = (20, 30, 16)
-    affine = lia_affine(shape)
-    seg = np.zeros(shape, dtype=np.uint8)
-    seg[13:17, 4:9, 11:14] = 1  # high i = Left, low j = Superior, high k = Anterior
-    return seg, affine
+# ---------------------------------------------------------------------------------------- CSV writer
 
 
-def test_reorient_lia_to_ras_puts_the_label_on_the_correct_side():
-    seg, affine = _lia_case()
-    world = (affine @ np.append(np.mean(np.nonzero(seg), axis=1), 1))[:3]
-    assert world[0] < 0 and world[1] > 0 and world[2] > 0  # left, anterior, superior in world space
-
-    ras, ras_affine, spacing = reorient_to_ras(seg, affine)
-    assert nib.aff2axcodes(ras_affine) == ("R", "A", "S")
-    assert ras.shape == (20, 16, 30)
-    assert spacing == pytest.approx((0.94, 1.5, 0.94))
-    assert ras.sum() == seg.sum()
-    centre = np.mean(np.nonzero(ras), axis=1)
-    assert centre[0] < ras.shape[0] / 2  # x index grows towards Right: left half = low x
-    assert centre[1] > ras.shape[1] / 2  # anterior
-    assert centre[2] > ras.shape[2] / 2  # superior
-    # same world point before and after
-    assert np.allclose((ras_affine @ np.append(centre, 1))[:3], world)
-
-
-def test_qc_views_show_anatomical_directions_and_true_aspect():
-    seg, affine = _lia_case()
-    image = np.random.default_rng(0).normal(100, 10, seg.shape)
-    views = {v["name"]: v for v in qc_views(image, seg, affine, min_fov_mm=None)}
-
-    def where(view):  # label centre as fractions of (width, height), height counted from the bottom
-        rows, cols = np.nonzero(view["seg"])
-        return cols.mean() / view["seg"].shape[1], rows.mean() / view["seg"].shape[0]
-
-    axial, coronal, sagittal = views["Axial"], views["Coronal"], views["Sagittal"]
-    assert axial["edges"] == ("L", "R", "P", "A")
-    h, v = where(axial)
-    assert h < 0.5 and v > 0.5  # patient's left on the left, anterior at the top
-    assert coronal["edges"] == ("L", "R", "I", "S")
-    h, v = where(coronal)
-    assert h < 0.5 and v > 0.5  # left, superior
-    assert sagittal["edges"] == ("P", "A", "I", "S")
-    h, v = where(sagittal)
-    assert h > 0.5 and v > 0.5  # anterior on the right, superior at the top
-
-    # extents are in mm: 20 voxels x 0.94 mm wide (x), 16 x 1.5 mm tall (y) in the axial view
-    x0, x1, y0, y1 = axial["extent"]
-    assert x1 - x0 == pytest.approx(20 * 0.94) and y1 - y0 == pytest.approx(16 * 1.5)
-    assert axial["image"].shape == (16, 20)
-    assert sagittal["image"].shape == (30, 16)
-    for view in views.values():  # every view cuts through the label
-        assert view["seg"].any()
-
-
-# ---------------------------------------------------------------------------------------------- PNG
-
-
-@pytest.mark.parametrize("shape", [(35, 50, 35), (96, 96, 64)])
-def test_qc_png_written_valid_and_not_overwritten(tmp_path, shape):
-    from matplotlib.image import imread
-
-    rng = np.random.default_rng(1)
-    image = rng.normal(100, 20, shape).astype(np.float32)
-    seg = np.zeros(shape, dtype=np.uint8)
-    c = [s // 2 for s in shape]
-    seg[c[0] - 4 : c[0], c[1] - 6 : c[1] + 6, c[2] - 3 : c[2] + 3] = 1
-    seg[c[0] : c[0] + 4, c[1] - 6 : c[1] + 6, c[2] - 3 : c[2] + 3] = 2
-    affine = lia_affine(shape)
-    out = tmp_path / "qc" / "case.png"
-    assert save_qc_png(image, seg, affine, out, LR, title="case") == out
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    pixels = imread(out)
-    assert pixels.shape[:2] == (385, 990)  # 9 x 3.5 inches at 110 dpi
-    red = (pixels[..., 0] > 0.8) & (pixels[..., 1] < 0.35) & (pixels[..., 2] < 0.35)
-    assert red[int(0.17 * 385) : int(0.83 * 385)].any()  # the label-1 outline is drawn in the panels
-    assert os.listdir(out.parent) == ["case.png"]
-
-    before = out.read_bytes()
-    with pytest.raises(OutputExistsError):
-        save_qc_png(image, seg, affine, out, LR, title="case")
-    assert out.read_bytes() == before and os.listdir(out.parent) == ["case.png"]
-
-
-def test_qc_png_for_empty_mask(tmp_path):
-    from matplotlib.image import imread
-
-    image = np.random.default_rng(2).normal(size=(30, 30, 30))
-    out = save_qc_png(image, np.zeros((30, 30, 30), np.uint8), np.eye(4), tmp_path / "e.png", AP, title="e")
-    assert imread(out).shape[:2] == (385, 990)
+def test_rows_to_csv_unions_columns_and_formats_cells():
+    rows = [{"case": "a", "dice": 0.123456789, "ok": True}, {"case": "b", "hd95": np.float32(1.5), "note": None}]
+    table = list(csv.reader(rows_to_csv(rows).splitlines()))
+    assert table == [["case", "dice", "ok", "hd95", "note"], ["a", "0.123457", "True", "", ""],
+                     ["b", "", "", "1.5", ""]]
+    full = list(csv.DictReader(rows_to_csv(rows, columns=["dice", "case"], significant_digits=None).splitlines()))
+    assert list(full[0]) == ["dice", "case"] and float(full[0]["dice"]) == 0.123456789
+    assert rows_to_csv([{"hd95": float("nan")}]).splitlines()[1] == "nan"  # undefined HD95 stays visible

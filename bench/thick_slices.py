@@ -1,0 +1,196 @@
+"""Thick slices: how much whole-hippocampus Dice a crop loses when it is acquired with 1.6 or 2.0 mm slices.
+
+Run: ``python bench/thick_slices.py [--thickness 1.6 2.0] [--axes 0 1 2] [--max-cases N] [--checkpoint FILE]``;
+writes ``bench/results/thick_slices.json`` (or ``--out``) and, for a full run of the default model to the default
+output, the table between the ``thick-slices-table`` markers of ``bench/README.md``.
+
+Cases: the 42 fold-0 validation crops of Task04 (``datalist("msd_hippocampus", "val", 0)``, 1 mm voxels).
+For each case, slice thickness T and voxel axis A, the crop is "re-acquired" with slices T mm thick along A (the
+other two axes keep 1 mm): a thick slice records the MEAN of the 1 mm image over its thickness (a box slice
+profile), not a sample of it. With SimpleITK: the image is resampled (nearest neighbour, which keeps each 1 mm
+voxel as a constant box) onto a grid 10x finer along A, then ``BinShrink`` averages each run of 10 T fine slices
+into one thick slice (a thick slice starts where the crop starts; a remainder shorter than T at the far end is
+dropped). The label is resampled onto the thick grid by nearest neighbour (the label at each thick voxel's centre).
+
+The model (``hipposeg.segmenter.load_segmenter()``: the shipped default, or ``--checkpoint``) segments the 1 mm
+crop and each thick copy through its public door (``Segmenter.segment(Image)``; the thick copy is resampled to
+1 mm by the bundle's preprocessing and its mask comes back on the thick grid). Scores, whole hippocampus (labels
+1 and 2 merged), all on the thick grid:
+
+* ``dice_thick``: the thick copy's mask against the thick label;
+* ``dice_1mm``: the 1 mm crop's mask, resampled onto the thick grid like the label (nearest), against the thick
+  label: the same case, reference and grid, so
+* ``loss = dice_1mm - dice_thick`` is the Dice the thick acquisition alone costs (target: mean <= 0.02);
+* ``agreement``: Dice of the thick copy's mask against the 1 mm crop's mask on the thick grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from markdown_block import replace_block  # noqa: E402  (bench/ is the script's folder)
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "thick_slices.json"
+README = Path(__file__).parent / "README.md"
+TABLE_BLOCK = "thick-slices-table"
+FINE_STEPS_PER_VOXEL = 10  # the fine grid: 0.1 mm along the thick axis, so 1.6 and 2.0 mm are whole bins
+
+
+def thick_copy(image, label, *, axis: int, thickness_mm: float):
+    """``image`` and ``label`` (:class:`hipposeg.data.readers.Image`) as acquired with ``thickness_mm`` slices
+    along voxel ``axis``: image box-averaged over each slice (float32), label sampled at the slice centres."""
+    import SimpleITK as sitk
+
+    from hipposeg.data.readers import image_to_sitk, sitk_to_image
+
+    src = image_to_sitk(image)
+    src = sitk.Cast(src, sitk.sitkFloat32)
+    step = src.GetSpacing()[axis] / FINE_STEPS_PER_VOXEL
+    bin_size = thickness_mm / step
+    if abs(bin_size - round(bin_size)) > 1e-6 or round(bin_size) < 1:
+        raise ValueError(f"thickness {thickness_mm} mm is not a multiple of the {step:g} mm fine grid")
+    sitk_axis = axis  # image_to_sitk keeps the (i, j, k) axis order
+    fine_size, fine_spacing = list(src.GetSize()), list(src.GetSpacing())
+    fine_size[sitk_axis] *= FINE_STEPS_PER_VOXEL
+    fine_spacing[sitk_axis] = step
+    # the fine grid starts at the crop's first edge: its first fine centre is half a fine step inside it
+    start = [0.0, 0.0, 0.0]
+    start[sitk_axis] = -0.5 + 0.5 / FINE_STEPS_PER_VOXEL
+    origin = src.TransformContinuousIndexToPhysicalPoint(start)
+    fine = sitk.Resample(src, fine_size, sitk.Transform(), sitk.sitkNearestNeighbor, origin, fine_spacing,
+                         src.GetDirection(), 0.0, sitk.sitkFloat32)
+    shrink = [1, 1, 1]
+    shrink[sitk_axis] = int(round(bin_size))
+    thick = sitk.BinShrink(fine, shrink)
+    thick_label = sitk.Resample(image_to_sitk(label), thick, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
+                                sitk.sitkUInt8)
+    return (sitk_to_image(thick, path=f"{image.path}#thick{thickness_mm:g}ax{axis}", source="nifti"),
+            sitk_to_image(thick_label, path=f"{label.path}#thick{thickness_mm:g}ax{axis}", source="nifti"))
+
+
+def onto_grid(labels: np.ndarray, source, target) -> np.ndarray:
+    """A mask on ``source``'s grid resampled by nearest neighbour onto ``target``'s grid (both Images)."""
+    import SimpleITK as sitk
+
+    from hipposeg.data.readers import Image, image_to_sitk
+
+    moving = image_to_sitk(Image(np.asarray(labels, np.uint8), source.affine))
+    out = sitk.Resample(moving, image_to_sitk(target), sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
+                        sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+
+
+def score_case(segmenter, item: dict, *, thicknesses, axes) -> dict:
+    """Per-case row: the 1 mm Dice and, per thickness and axis, the four scores of the module docstring."""
+    from hipposeg.data.readers import read_image
+    from hipposeg.metrics import dice
+
+    image, label = read_image(item["image"]), read_image(item["label"])
+    t0 = time.perf_counter()
+    base = segmenter.segment(image).labels
+    row = {"case": item["case"], "dice_1mm_native": round(dice(base > 0, label.array > 0), 4),
+           "seconds_1mm": round(time.perf_counter() - t0, 3), "thick": []}
+    for thickness in thicknesses:
+        for axis in axes:
+            thick, thick_label = thick_copy(image, label, axis=axis, thickness_mm=thickness)
+            pred = segmenter.segment(thick).labels > 0
+            truth = thick_label.array > 0
+            base_on_thick = onto_grid(base, image, thick) > 0
+            d_thick, d_1mm = dice(pred, truth), dice(base_on_thick, truth)
+            row["thick"].append({"thickness_mm": thickness, "axis": axis, "shape": list(thick.shape),
+                                 "dice_thick": round(d_thick, 4), "dice_1mm": round(d_1mm, 4),
+                                 "loss": round(d_1mm - d_thick, 4),
+                                 "agreement": round(dice(pred, base_on_thick), 4)})
+    return row
+
+
+def summarise(rows: list[dict], *, thicknesses, axes) -> list[dict]:
+    """Mean (and worst) scores over cases per (thickness, axis)."""
+    out = []
+    for thickness in thicknesses:
+        for axis in axes:
+            cells = [c for r in rows for c in r["thick"] if c["thickness_mm"] == thickness and c["axis"] == axis]
+            mean = {k: round(float(np.mean([c[k] for c in cells])), 4)
+                    for k in ("dice_thick", "dice_1mm", "loss", "agreement")}
+            out.append({"thickness_mm": thickness, "axis": axis, "n": len(cells), **{f"mean_{k}": v for k, v in
+                        mean.items()}, "max_loss": round(max(c["loss"] for c in cells), 4)})
+    return out
+
+
+def write_table(result: dict) -> bool:
+    lines = [f"`{result['command']}` ({result['checkpoint']}; {result['n_cases']} fold-0 crops; "
+             f"{result['date'][:10]}):", "",
+             "| slice thickness | thick axis | mean Dice thick | mean Dice 1 mm (same grid) | mean loss | worst loss | "
+             "agreement with 1 mm |", "|---|---|---|---|---|---|---|"]
+    for s in result["summary"]:
+        lines.append(f"| {s['thickness_mm']:g} mm | {s['axis']} | {s['mean_dice_thick']:.3f} | "
+                     f"{s['mean_dice_1mm']:.3f} | {s['mean_loss']:+.3f} | {s['max_loss']:+.3f} | "
+                     f"{s['mean_agreement']:.3f} |")
+    return replace_block(README, TABLE_BLOCK, "\n".join(lines))
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (how the README names model files)."""
+    repo = Path(__file__).resolve().parents[1]
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(repo)) if resolved.is_relative_to(repo) else str(resolved)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--thickness", type=float, nargs="+", default=[1.6, 2.0], help="slice thicknesses, mm")
+    parser.add_argument("--axes", type=int, nargs="+", default=[0, 1, 2], choices=(0, 1, 2))
+    parser.add_argument("--max-cases", type=int, default=None, help="the first N fold-0 cases (a quick check)")
+    parser.add_argument("--checkpoint", default=None, help="another model file (.pt) or bundle folder")
+    parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    args = parser.parse_args(argv)
+
+    from hipposeg.data.manifest import load_manifest
+    from hipposeg.segmenter import load_segmenter
+
+    items = load_manifest().datalist("msd_hippocampus", "val", 0, args.data_root, max_cases=args.max_cases)
+    segmenter = load_segmenter(checkpoint=args.checkpoint)
+    rows = []
+    for n, item in enumerate(items, 1):
+        rows.append(score_case(segmenter, item, thicknesses=args.thickness, axes=args.axes))
+        worst = max(rows[-1]["thick"], key=lambda c: c["loss"])
+        print(f"[{n}/{len(items)}] {item['case']}: 1 mm {rows[-1]['dice_1mm_native']:.3f}, worst loss "
+              f"{worst['loss']:+.3f} ({worst['thickness_mm']:g} mm, axis {worst['axis']})", flush=True)
+    result = {
+        "command": "python bench/thick_slices.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "checkpoint": _shown(segmenter.checkpoint),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "n_cases": len(rows),
+        "profile": "box: mean of the 1 mm image over each slice thickness (SimpleITK nearest to 0.1 mm + BinShrink); "
+                   "label: nearest neighbour",
+        "summary": summarise(rows, thicknesses=args.thickness, axes=args.axes),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    full = args.max_cases is None and args.checkpoint is None
+    if full and out.resolve() == DEFAULT_OUT.resolve():  # the official run refreshes the README table
+        write_table(result)
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

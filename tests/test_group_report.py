@@ -1,0 +1,139 @@
+"""The group report: one self-contained HTML file, flagged cases first, every case, decodable images, escaped text."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+
+from hipposeg.errors import OutputExistsError
+from hipposeg.group_report import asymmetry_index, is_flagged, load_segment_output, write_group_report
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _png(seed: int) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    plt.imsave(buffer, np.random.default_rng(seed).random((20, 30)), format="png", cmap="gray")
+    return buffer.getvalue()
+
+
+def _row(case: str, left: float, right: float, flags: str = "", etiv: float | None = 1.45e6) -> dict:
+    row = {"case": case, "input_path": f"/data/{case}.nii.gz", "voxel_size_mm": "1.00x1.00x1.00",
+           "model": "model.pt",
+           "volume_left_anterior_mm3": left * 0.55, "volume_left_posterior_mm3": left * 0.45,
+           "volume_right_anterior_mm3": right * 0.55, "volume_right_posterior_mm3": right * 0.45,
+           "volume_left_mm3": left, "volume_right_mm3": right, "volume_total_mm3": left + right,
+           "qc_ok": not flags, "qc_flags": flags}
+    if etiv is not None:
+        row["etiv_mm3"] = etiv
+    return row
+
+
+@pytest.fixture
+def rows() -> list[dict]:
+    return [
+        _row("sub-01", 3100, 3200),
+        _row("sub-02", 2900, 3050, etiv=1.30e6),
+        _row("sub-03", 900, 3300, flags="volume_out_of_range"),
+        _row(EVIL, 3000, 2950),
+        _row("sub-05", 3500, 3400, flags="registration metric -0.080 above -0.15 (poor fit to the template)",
+             etiv=1.62e6),
+        _row("sub-06", 3150, 3100, etiv=None),
+    ]
+
+
+def _images(text: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)]
+
+
+def test_report_is_self_contained_and_complete(tmp_path, rows):
+    pictures = {row["case"]: _png(i) for i, row in enumerate(rows) if row["case"] != "sub-02"}
+    out = write_group_report(rows, tmp_path / "report.html", command="hipposeg segment scans/ -o out --full-head",
+                             model_version="hipposeg 0.4.0 (model.pt)", qc_pictures=pictures)
+    text = out.read_text(encoding="utf-8")
+
+    # self-contained: nothing fetched from anywhere, no scripts
+    assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', text, flags=re.I)
+    assert "<script" not in text.lower() and "<link" not in text.lower() and "@import" not in text
+    assert all(src.startswith("data:image/png;base64,") or src.startswith("#")
+               for src in re.findall(r'(?:src|href)="([^"]*)"', text))
+
+    # every case has a card; flagged cases come first, with their reasons in words
+    cards = re.findall(r'<div class="card( flagged)?" id="case-(\d+)"><h3>([^<]*) &mdash;', text)
+    assert sorted(int(i) for _, i, _ in cards) == list(range(len(rows)))
+    assert [bool(f) for f, _, _ in cards] == [True, True, False, False, False, False]
+    assert {name for _, _, name in cards[:2]} == {"sub-03", "sub-05"}
+    first_flagged = text.index("Cases that need a look")
+    assert first_flagged < text.index("sub-03") < text.index("sub-01")
+    assert "outside the reference range" in text  # the flag code explained
+    assert "poor fit to the template" in text
+    assert "2 of 6 need a look" in text
+
+    # the command and model version, text escaped
+    assert "hipposeg segment scans/ -o out --full-head" in text and "hipposeg 0.4.0 (model.pt)" in text
+    assert EVIL not in text and html_escaped(EVIL) in text
+
+    # images: 5 QC pictures + volume plot + eTIV plot + asymmetry plot, all decodable PNGs
+    images = _images(text)
+    assert len(images) == 5 + 3
+    import matplotlib.image as mpimg
+
+    for png in images:
+        array = mpimg.imread(io.BytesIO(png), format="png")
+        assert array.ndim == 3 and min(array.shape[:2]) >= 20
+    assert text.count("no QC picture") == 1
+
+
+def html_escaped(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def test_report_without_etiv_or_flags(tmp_path):
+    rows = [_row(f"c{i}", 3000 + 50 * i, 3100 - 20 * i, etiv=None) for i in range(7)]
+    out = write_group_report(rows, tmp_path / "r.html", command="hipposeg segment a/", model_version="0.4.0",
+                             qc_pictures=[_png(i) for i in range(7)])
+    text = out.read_text(encoding="utf-8")
+    assert "all 7 cases passed QC" in text and "None: every case passed" in text
+    assert "fraction of intracranial volume" not in text and "No eTIV in these rows" in text
+    assert len(_images(text)) == 7 + 2
+
+
+def test_report_is_never_overwritten_silently(tmp_path, rows):
+    path = tmp_path / "report.html"
+    path.write_text("keep me")
+    with pytest.raises(OutputExistsError):
+        write_group_report(rows, path, command="c", model_version="v", qc_pictures={})
+    assert path.read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name != "report.html"]  # no temporary file left behind
+    write_group_report(rows, path, command="c", model_version="v", qc_pictures={}, overwrite=True)
+    assert path.read_text().startswith("<!DOCTYPE html>")
+    with pytest.raises(ValueError):
+        write_group_report([], tmp_path / "empty.html", command="c", model_version="v", qc_pictures={})
+
+
+def test_row_helpers():
+    assert asymmetry_index({"volume_left_mm3": 3300, "volume_right_mm3": 3000}) == pytest.approx(100 * 300 / 3150)
+    assert asymmetry_index({"volume_left_mm3": "", "volume_right_mm3": 3000}) is None
+    assert is_flagged({"qc_flags": "touches_border"}) and is_flagged({"qc_ok": "False", "qc_flags": ""})
+    assert not is_flagged({"qc_ok": True, "qc_flags": ""})
+
+
+def test_load_segment_output(tmp_path):
+    import json
+
+    rows = [_row("a", 3000, 3000), _row("b", 3000, 3000)]
+    (tmp_path / "volumes.json").write_text(json.dumps(rows))
+    (tmp_path / "a_qc.png").write_bytes(_png(0))
+    loaded, pictures = load_segment_output(tmp_path)
+    assert [r["case"] for r in loaded] == ["a", "b"] and list(pictures) == ["a"]
