@@ -92,6 +92,21 @@ ROWS: dict[str, dict] = {
 }
 
 
+# Cross-validation of the 3D-aware recipe (issue 13): the recipe and epoch counts are fixed on fold 0, then the same
+# training runs with another validation fold and is scored on it with its final-epoch weights (no checkpoint chosen
+# on the fold that is scored): ``python bench/accuracy.py --row default-f1``, ``--row unet3d-partner-f1``, then
+# ``--row default+partner-f1`` (inference only), and the same for fold 2.
+for _fold in (1, 2):
+    ROWS[f"default-f{_fold}"] = {"about": f"default 2.5D recipe, validation fold {_fold}, final-epoch weights",
+                                 "overlays": [], "train": {}, "eval": {}, "fold": _fold, "final_epoch": True}
+    ROWS[f"unet3d-partner-f{_fold}"] = {**ROWS["unet3d-partner"], "fold": _fold,
+                                        "about": f"the 3D partner recipe, validation fold {_fold}, final-epoch weights"}
+    ROWS[f"default+partner-f{_fold}"] = {
+        "about": f"ensemble of default-f{_fold} and unet3d-partner-f{_fold} (1:1), scored on fold {_fold}",
+        "from": f"default-f{_fold}", "ckpt": str(RUNS / f"default-f{_fold}" / "model_final.pt"),
+        "eval": {"partner_ckpt_path": str(RUNS / f"unet3d-partner-f{_fold}" / "model_final.pt")}}
+
+
 def overlay_path(name: str) -> str:
     """An overlay config of a row: the bundle's own (``configs/train_3d.json``) or a bench one (``bench/configs``)."""
     return str(CONFIGS / name if (CONFIGS / name).is_file() else BENCH / "configs" / name)
@@ -276,11 +291,20 @@ def _volume_error_cell(result: dict) -> str:
     return "–" if errors is None else f"{errors[0]:.1f} / {errors[1]:+.1f}"
 
 
+def _scored_on(name: str) -> str:
+    """Which fold a row is scored on, and whether its weights were picked on that fold (best validation epoch) or
+    are the final epoch's (a held-out number when the fold is not 0, the fold on which recipes are chosen)."""
+    trained = ROWS[ROWS[name].get("from", name)]
+    partner = " + final" if "partner_ckpt_path" in ROWS[name].get("eval", {}) else ""
+    weights = "final epoch" if trained.get("final_epoch") else "best epoch on it"
+    return f"fold {trained.get('fold', 0)} ({weights}{partner})"
+
+
 def build_table() -> str:
-    lines = ["| row | what | Dice whole mean / median | Δ whole vs `shipped` | Δ whole vs `unet3d` | anterior mean / median | "
+    lines = ["| row | what | scored on | Dice whole mean / median | Δ whole vs `shipped` | Δ whole vs `unet3d` | anterior mean / median | "
              "posterior mean / median | HD95 mm mean / median | abs. volume error mm³ | volume error % abs. / signed | "
              "train wall (min) | epochs | time to val Dice 0.88 (min) | notebook slice Dice |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     results = {name: json.loads((RESULTS / f"{name}.json").read_text()) for name in ROWS
                if (RESULTS / f"{name}.json").is_file()}
     for name, r in results.items():
@@ -288,7 +312,7 @@ def build_table() -> str:
         wall = r.get("train_elapsed_s")
         reach = r.get("time_to_val_dice_0.88_s")
         lines.append(
-            f"| `{name}` | {ROWS[name]['about']} | {_fmt(s, 'dice_whole')} / {_fmt(s, 'dice_whole', 'median')} | "
+            f"| `{name}` | {ROWS[name]['about']} | {_scored_on(name)} | {_fmt(s, 'dice_whole')} / {_fmt(s, 'dice_whole', 'median')} | "
             f"{paired_difference(r, results.get('shipped', {}))} | {paired_difference(r, results.get('unet3d', {}))} | "
             f"{_fmt(s, 'dice_anterior')} / {_fmt(s, 'dice_anterior', 'median')} | "
             f"{_fmt(s, 'dice_posterior')} / {_fmt(s, 'dice_posterior', 'median')} | "

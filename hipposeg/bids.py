@@ -95,8 +95,8 @@ def find_t1w_images(bids_dir: str | Path, participant_labels: Sequence[str] | No
                 if entities.get("sub") != label:
                     problems.append(f"{path}: subject entity does not match its folder {sub_dir.name}")
                     continue
-                if sessions is not None and entities.get("ses") not in sessions:
-                    continue
+                if sessions is not None and "ses" in entities and entities["ses"] not in sessions:
+                    continue  # a session filter leaves subjects without sessions alone
                 images.append(T1wImage(path, match["stem"], entities))
     found_subjects = {i.subject for i in images}
     for label in subjects or []:
@@ -168,3 +168,201 @@ def write_json(path: Path, content: dict, overwrite: bool = True) -> Path:
     from hipposeg.data.writers import write_text
 
     return write_text(path, json.dumps(content, indent=2) + "\n", overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------------------------- the runs
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"2/8"`` -> ``(2, 8)``: this process takes images ``2, 10, 18, ...`` of the sorted list (0-based index;
+    ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` fits as is)."""
+    if not text:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise InputError(None, f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(match[1]), int(match[2])
+
+
+def case_files(out_dir: str | Path, image: T1wImage):
+    """The :class:`~hipposeg.batch.CaseFiles` of one image in the derivatives layout; its lock is a hidden file at
+    the top of ``out_dir`` (BIDS validators skip dot files), so a bad image leaves no empty subject folder."""
+    from hipposeg.batch import CaseFiles
+
+    paths = derivative_paths(out_dir, image)
+    return CaseFiles(seg=paths["seg"], labels=paths["labels"], qc=paths["qc"], row=paths["row"],
+                     lock=Path(out_dir) / f".{image.stem}_desc-{DESC}.lock")
+
+
+def model_files(segmenter) -> list[Path]:
+    """The weights files behind a segmenter (core, and the 3D partner where there is one)."""
+    files = [getattr(segmenter, "checkpoint", None), getattr(segmenter, "partner_checkpoint", None)]
+    return [Path(f) for f in files if f]
+
+
+def write_dataset_files(out_dir: Path, bids_dir: str | Path, segmenter) -> None:
+    """``dataset_description.json`` and ``desc-hipposeg_dseg.tsv`` of the derivative dataset (derived from the
+    code and model, so rewritten by every run; atomic)."""
+    import hipposeg
+    from hipposeg.data.writers import write_text
+
+    write_json(out_dir / "dataset_description.json",
+               dataset_description(version=hipposeg.__version__, model_files=model_files(segmenter),
+                                   source_dir=bids_dir))
+    write_text(out_dir / f"desc-{DESC}_dseg.tsv", dseg_tsv(), overwrite=True)
+
+
+def segment_participants(bids_dir: str | Path, out_dir: str | Path, segmenter=None, *,
+                         participant_labels: Sequence[str] | None = None, session_labels: Sequence[str] | None = None,
+                         shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True,
+                         log=None):
+    """The BIDS App's ``participant`` level: segment every selected T1w image (or this shard's share) with the
+    whole-head path into BIDS-Derivatives under ``out_dir``. Same rules as ``hipposeg segment`` (the output folder
+    is the state: finished images are skipped, changed or half-done ones redone, one lock per image, a bad image
+    is one line and the rest still run). Returns the :class:`~hipposeg.segment.SegmentRun`."""
+    import sys
+
+    from hipposeg.batch import read_row_file
+    from hipposeg.data.writers import check_output_folder, write_text
+    from hipposeg.segment import CaseInput, SegmentRun, run_case
+
+    log = log or (lambda line: print(line, file=sys.stderr))
+    images, problems = find_t1w_images(bids_dir, participant_labels, session_labels)
+    if shard is not None:
+        images = images[shard[0]::shard[1]]
+    out_dir = check_output_folder(out_dir)
+    if segmenter is None:
+        from hipposeg.segmenter import load_segmenter
+
+        segmenter = load_segmenter()
+    write_dataset_files(out_dir, bids_dir, segmenter)
+    run = SegmentRun()
+    for line in problems:
+        run.failed.append(line)
+        log(f"error: {line}")
+    from tqdm import tqdm
+
+    for image in tqdm(images, desc="participant", unit="image", disable=not progress):
+        files = case_files(out_dir, image)
+        run_case(CaseInput(image.stem, image.path), segmenter, out_dir, run, log, overwrite=overwrite,
+                 options={"mode": "full-head"}, files=files)
+        record = read_row_file(files.row)
+        tsv = derivative_paths(out_dir, image)["tsv"]
+        if record is not None and files.seg.exists():  # the per-image table, derived from the row file
+            text = row_to_tsv(record["row"])
+            if not tsv.is_file() or tsv.read_text() != text:
+                write_text(tsv, text, overwrite=True)
+    return run
+
+
+def finished_images(out_dir: str | Path) -> list[tuple[dict, Path]]:
+    """(volume row, QC picture path) of every finished image under ``out_dir`` (row file and mask present)."""
+    from hipposeg.batch import read_row_file
+
+    out = []
+    for row_file in sorted(Path(out_dir).glob(f"sub-*/**/anat/*_desc-{DESC}_volumes.json")):
+        record = read_row_file(row_file)
+        stem = row_file.name[: -len(f"_desc-{DESC}_volumes.json")]
+        seg = row_file.with_name(f"{stem}_space-T1w_desc-{DESC}_dseg.nii.gz")
+        if record is None or not seg.exists():
+            continue
+        subject = parse_entities(stem)["sub"]
+        out.append((record["row"], Path(out_dir) / f"sub-{subject}" / "figures" / f"{stem}_desc-{DESC}_qc.png"))
+    return sorted(out, key=lambda item: str(item[0].get("case", "")))
+
+
+def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...]:
+    """The BIDS App's ``group`` level: ``group_volumes.tsv``/``.json`` from every finished image and the
+    self-contained ``group_report.html`` (all derived, so rewritten atomically at every call). Raises
+    :class:`~hipposeg.errors.InputError` when no image is finished yet."""
+    import hipposeg
+    from hipposeg.data.writers import write_text
+    from hipposeg.group_report import write_group_report
+
+    out_dir = Path(out_dir)
+    images = finished_images(out_dir)
+    if not images:
+        raise InputError(out_dir, "no finished participant outputs to collect; run the participant level first")
+    from hipposeg.volumes import volume_table
+
+    rows = [row for row, _ in images]
+    columns, table_rows = volume_table(rows)
+    tsv = write_text(out_dir / "group_volumes.tsv", row_to_tsv(table_rows, columns), overwrite=True)
+    table = write_text(out_dir / "group_volumes.json", json.dumps(table_rows, indent=1) + "\n", overwrite=True)
+    models = sorted({str(Path(r["model"]).name) for r in rows if r.get("model")})
+    report = write_group_report(rows, out_dir / "group_report.html", command=command, overwrite=True,
+                                model_version=f"hipposeg {hipposeg.__version__} ({', '.join(models) or 'model ?'})",
+                                qc_pictures={str(row.get("case")): qc for row, qc in images if qc.is_file()})
+    return tsv, table, report
+
+
+def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, participant_labels=None,
+                 session_labels=None, shard: tuple[int, int] | None = None, distributed: bool = False,
+                 model: str | Path | None = None, device: str | None = None, overwrite: bool = False,
+                 progress: bool = True, command: str = "") -> int:
+    """``hipposeg bids``: the ``participant`` or ``group`` level; returns the exit code (2 when an image failed).
+
+    ``distributed``: run under torch's distributed engine (``torchrun --nnodes N --nproc_per_node K -m hipposeg
+    bids ... --distributed``): each rank takes a disjoint shard of the images (rank ``r`` of ``W`` takes images
+    ``r, r + W, ...``; with ``shard`` too, the shard is split further), on its own GPU when there are GPUs and on
+    the CPU otherwise (gloo); rank 0 writes the group table and report once every rank is done. A rank that dies
+    leaves its images unfinished; re-running the same command picks them up (finished ones are skipped).
+    """
+    import sys
+
+    if level not in ("participant", "group"):
+        raise InputError(None, f"analysis level {level!r}: expected participant or group")
+    out_dir = Path(out_dir)
+    if level == "group":
+        paths = write_group_outputs(out_dir, command=command)
+        print(f"group table: {paths[0]}; report: {paths[2]}")
+        return 0
+    rank, world = 0, 1
+    if distributed:
+        rank, world, device = _start_distributed(device)
+        lo, n = shard or (0, 1)
+        shard = (lo + rank * n, n * world)  # the shard of this rank within the scheduler's shard
+    from hipposeg.segmenter import load_segmenter
+
+    segmenter = load_segmenter(checkpoint=model, device=device or "cpu")
+    run = segment_participants(bids_dir, out_dir, segmenter, participant_labels=participant_labels,
+                               session_labels=session_labels, shard=shard, overwrite=overwrite,
+                               progress=progress and rank == 0)
+    prefix = f"[rank {rank}/{world}] " if distributed else ""
+    print(prefix + run.summary().split("; volume table")[0])
+    if run.failed:
+        print(prefix + "failed:\n  " + "\n  ".join(run.failed), file=sys.stderr)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank's images are written
+        if rank == 0 and finished_images(out_dir):
+            paths = write_group_outputs(out_dir, command=command)
+            print(f"group table: {paths[0]}; report: {paths[2]}")
+        dist.destroy_process_group()
+    return 2 if run.failed else 0
+
+
+def _start_distributed(device: str | None) -> tuple[int, int, str]:
+    """Join torchrun's process group (NCCL with GPUs, else gloo; a week's timeout, since a rank waits at the end
+    for the slowest shard); return (rank, world size, this rank's device)."""
+    import datetime
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise InputError(None, "--distributed needs torchrun (or RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set); "
+                               "for a scheduler's array job use --shard I/N instead")
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(days=7))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    else:
+        device = "cpu"
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    return dist.get_rank(), dist.get_world_size(), device

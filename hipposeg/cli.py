@@ -138,6 +138,20 @@ def cmd_segment(args) -> int:
     return EXIT_BAD_INPUT if run.failed else EXIT_OK
 
 
+# --------------------------------------------------------------------------- bids
+def cmd_bids(args) -> int:
+    import shlex
+
+    from hipposeg.bids import parse_shard, run_bids_app
+
+    shard = parse_shard(args.shard)
+    command = "hipposeg " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    return run_bids_app(args.bids_dir, args.output_dir, args.analysis_level,
+                        participant_labels=args.participant_label, session_labels=args.session_label, shard=shard,
+                        distributed=args.distributed, model=_model_path(args.model), device=args.device,
+                        overwrite=args.overwrite, progress=not args.quiet, command=command)
+
+
 # --------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
     from hipposeg.data.manifest import load_manifest
@@ -295,6 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)
 
+    p = sub.add_parser("bids", help="BIDS App: whole-head T1w images of a BIDS dataset -> BIDS-Derivatives "
+                                    "(masks, volumes, eTIV, QC), then a group table and report")
+    p.add_argument("bids_dir", help="the BIDS dataset (with dataset_description.json)")
+    p.add_argument("output_dir", help="the derivatives folder, e.g. BIDS_DIR/derivatives/hipposeg")
+    p.add_argument("analysis_level", choices=["participant", "group"],
+                   help="participant: segment each image; group: group table and report of every finished image")
+    p.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                   help="only these subjects (01 or sub-01)")
+    p.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL", help="only these sessions")
+    p.add_argument("--shard", metavar="I/N", help="take images I, I+N, I+2N, ... (0-based), e.g. a SLURM array "
+                                                   "task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    p.add_argument("--distributed", action="store_true",
+                   help="run under torchrun: each rank takes a disjoint share, rank 0 writes the group outputs")
+    p.add_argument("--model", help="as for segment: a shipped model's name, a bundle folder or a checkpoint")
+    p.add_argument("--device", help="cpu or cuda (default: cpu; with --distributed, one GPU per rank if present)")
+    p.add_argument("--overwrite", action="store_true", help="redo images that are already finished")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_bids)
+
     p = sub.add_parser("evaluate", help="per-case Dice, HD95 and volumes of predictions against ground truth")
     p.add_argument("pred_dir")
     p.add_argument("gt_dir")
@@ -349,6 +382,7 @@ def _known_cause(exc: BaseException | None):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the exact command, for reports
     try:
         return args.func(args)
     except Exception as exc:

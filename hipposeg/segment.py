@@ -111,12 +111,21 @@ def segment_case(image: Image, segmenter, mode: str = "auto") -> tuple[np.ndarra
     full = mode == "full-head" or (mode == "auto" and is_full_head(image))
     if not full:
         return segmenter.segment(image).labels, getattr(segmenter, "label_names", CROP_LABELS), {}
-    result = segment_full_head(image, segmenter.predict_probabilities)
-    return result.labels, {0: "background", **result.label_names}, result.qc
+    from hipposeg.fullhead.icv import check_t1_weighted, intracranial_volume
+    from hipposeg.fullhead.registration import register_to_template
+
+    registration = register_to_template(image)
+    check_t1_weighted(image, registration)  # a T2/FLAIR/PD image or a label map: one line, nothing written
+    result = segment_full_head(image, segmenter.predict_probabilities, registration=registration)
+    icv = intracranial_volume(image, registration)
+    qc = {**result.qc, "etiv_mm3": icv["etiv_mm3"], "icv_mask_mm3": icv["icv_mask_mm3"],
+          "flags": [*result.qc.get("flags", []), *icv["flags"]]}
+    return result.labels, {0: "background", **result.label_names}, qc
 
 
 def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: str = "auto",
-                     series_uid: str | None = None, qc_png: bool = True, sha256: str | None = None) -> dict:
+                     series_uid: str | None = None, qc_png: bool = True, sha256: str | None = None,
+                     files: CaseFiles | None = None) -> dict:
     """Read -> check -> segment -> volume row and flags -> write the case's outputs into ``out_dir``; return the
     row file's record (:func:`hipposeg.batch.row_record`; ``sha256``: the input's, when the caller has it).
 
@@ -128,7 +137,7 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
     from hipposeg.qc_picture import save_qc_png
     from hipposeg.volumes import reference_volume_ranges, volume_row
 
-    files = CaseFiles.of(out_dir, item.case)
+    files = files or CaseFiles.of(out_dir, item.case)  # another layout: e.g. BIDS-Derivatives (hipposeg.bids)
     image = check_volume(read_image(item.path, series_uid=series_uid))
     labels, names, qc = segment_case(image, segmenter, mode)
     row = volume_row(item.case, str(item.path), labels, image.affine, names, reference_volume_ranges(),
@@ -136,10 +145,16 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
     if getattr(segmenter, "checkpoint", None):  # which model made the mask (two are shipped)
         row["model"] = str(segmenter.checkpoint)
     row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
+    if "etiv_mm3" in row:  # whole heads: each volume also as a fraction of the intracranial volume
+        from hipposeg.fullhead.icv import etiv_columns
+
+        row.update(etiv_columns(row, row))
     record = row_record(item.case, item.path, sha256 or input_sha256(item.path), row)
     written: list[Path] = []
     try:
         files.row.unlink(missing_ok=True)
+        for folder in {files.seg.parent, files.qc.parent, files.row.parent}:
+            folder.mkdir(parents=True, exist_ok=True)
         written += [files.seg, files.labels]
         write_segmentation(files.seg, labels, image.affine, names, overwrite=True)
         if qc_png:
@@ -173,15 +188,17 @@ def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=
         log(f"error: {line}")
     options = {"mode": mode, "series_uid": series_uid, "qc_png": qc_png}
     for item in tqdm(cases, desc="segment", unit="case", disable=not progress):
-        _run_case(item, segmenter, out_dir, run, log, overwrite=overwrite, options=options)
+        run_case(item, segmenter, out_dir, run, log, overwrite=overwrite, options=options)
     run.tables = rebuild_volume_tables(out_dir)
     return run
 
 
-def _run_case(item: CaseInput, segmenter, out_dir: Path, run: SegmentRun, log: Callable[[str], None], *,
-              overwrite: bool, options: dict) -> None:
-    """One case of :func:`segment_inputs`: take its lock, decide from the folder's state, segment, record."""
-    files = CaseFiles.of(out_dir, item.case)
+def run_case(item: CaseInput, segmenter, out_dir: Path, run: SegmentRun, log: Callable[[str], None], *,
+             overwrite: bool, options: dict, files: CaseFiles | None = None) -> None:
+    """One case of a batch (:func:`segment_inputs`, the BIDS App): take its lock, decide from the folder's state,
+    segment, record in ``run``. ``files``: where the case's outputs go (default: ``<case>_*`` in ``out_dir``)."""
+    files = files or CaseFiles.of(out_dir, item.case)
+    files.lock.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(files.lock)
     if not lock.acquire():
         line = f"{item.case}: being segmented by another run ({lock.holder() or 'unknown'})"
@@ -203,7 +220,7 @@ def _run_case(item: CaseInput, segmenter, out_dir: Path, run: SegmentRun, log: C
             log(f"redo: {item.case}: the input {item.path} changed since it was segmented (sha256 differs)")
         elif status == "unfinished" and not overwrite:
             log(f"redo: {item.case}: outputs left unfinished by an interrupted run")
-        record = segment_one_case(item, segmenter, out_dir, sha256=sha256, **options)
+        record = segment_one_case(item, segmenter, out_dir, sha256=sha256, files=files, **options)
         run.rows.append(record["row"])
         run.done.append(item.case)
         run.seconds_per_case.append(time.perf_counter() - t0)

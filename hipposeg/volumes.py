@@ -280,6 +280,12 @@ def _cell(value, significant_digits: int | None):
     return value
 
 
+def volume_table(rows: list[dict]) -> tuple[list[str], list[dict]]:
+    """(columns, rows with every column, plain JSON values) of the volume table (see :func:`write_volume_tables`)."""
+    columns = _table_columns(rows)
+    return columns, [{c: _plain(row.get(c)) for c in columns} for row in rows]
+
+
 def write_volume_tables(rows: list[dict], out_dir: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``volumes.csv`` and ``volumes.json`` in ``out_dir``, atomically; return their paths.
 
@@ -291,8 +297,7 @@ def write_volume_tables(rows: list[dict], out_dir: str | Path, overwrite: bool =
     csv_path, json_path = out_dir / "volumes.csv", out_dir / "volumes.json"
     check_writable(csv_path, overwrite)
     check_writable(json_path, overwrite)
-    columns = _table_columns(rows)
-    table = [{c: _plain(row.get(c)) for c in columns} for row in rows]
+    columns, table = volume_table(rows)
     write_text(csv_path, rows_to_csv(table, columns=columns, significant_digits=None), overwrite=overwrite)
     write_text(json_path, json.dumps(table, indent=1) + "\n", overwrite=overwrite)
     return csv_path, json_path

@@ -12,6 +12,7 @@ import pytest
 
 from hipposeg.data.readers import Image, read_image
 from hipposeg.fullhead.evaluation import move_and_regrid
+from hipposeg.fullhead import icv
 from hipposeg.fullhead.icv import (
     ADULT_ETIV_RANGE_MM3,
     etiv_columns,
@@ -71,7 +72,7 @@ def test_refinement_recovers_the_template_mask():
     """On the template itself the intensity refinement finds the template's own mask (the calibration step)."""
     tpl = load_template()
     refined, voxel_mm3 = intracranial_mask(Image(tpl.array, tpl.affine), np.eye(4))
-    assert voxel_mm3 == pytest.approx(8.0)
+    assert voxel_mm3 == pytest.approx(icv.WORK_MM ** 3)
     assert 0.93 < refined.sum() * voxel_mm3 / template_icv_mm3() < 1.0
 
 
@@ -125,3 +126,16 @@ def test_etiv_columns():
     assert cols["volume_left_etiv_fraction"] == pytest.approx(0.002)
     assert cols["volume_total_etiv_fraction"] == pytest.approx(5800.0 / 1.5e6)
     assert "volume_left_anterior_etiv_fraction" not in cols
+
+
+def test_t1_contrast_check(head):
+    """T1 heads have white matter brighter than grey matter; the same head with inverted contrast (as a T2-like
+    image) is refused in one line, before any segmentation."""
+    from hipposeg.errors import InputError
+
+    image = head
+    reg = _icv("original", head)["registration"]
+    assert 1.2 < icv.check_t1_weighted(image, reg) < 1.6
+    inverted = Image(float(image.array.max()) - np.asarray(image.array, dtype=np.float32), image.affine, path="t2.nii.gz")
+    with pytest.raises(InputError, match="t2.nii.gz: does not look T1-weighted"):
+        icv.check_t1_weighted(inverted, reg)

@@ -79,14 +79,20 @@ def test_bundle_configs_build_the_architecture_of_their_checkpoint(tmp_path, con
         ckpt = tmp_path / f"skip_{skip}.pt"
         torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=skip).state_dict(), ckpt)
         parser = parse_bundle(configs, overrides={"ckpt_path": str(ckpt)})
-        assert isinstance(parser.get_parsed_content("network_def"), FullResolutionUnet) is skip
+        assert isinstance(_core(parser), FullResolutionUnet) is skip
     ckpt = tmp_path / "scaled.pt"
     torch.save(build_network(in_channels=3, num_classes=3, input_scale=1.5).state_dict(), ckpt)
-    net = parse_bundle(configs, overrides={"ckpt_path": str(ckpt)}).get_parsed_content("network_def")
+    net = _core(parse_bundle(configs, overrides={"ckpt_path": str(ckpt)}))
     assert float(net.input_scale) == 1.5
     # a missing checkpoint builds the default network; loading the weights then names the file
     parser = parse_bundle(configs, overrides={"ckpt_path": str(tmp_path / "missing.pt")})
-    assert type(parser.get_parsed_content("network_def")).__name__ == "Unet"
+    assert type(_core(parser)).__name__ == "Unet"
+
+
+def _core(parser):
+    """The 2.5D network a config builds (alone, or as the core of hipposeg.ensemble.CoreAndPartner)."""
+    network = parser.get_parsed_content("network_def")
+    return getattr(network, "core", network)
 
 
 def test_scaled_input_network_runs_on_upsampled_slices(tmp_path):

@@ -29,14 +29,16 @@ users of FreeSurfer report, e.g. FastSurfer issues #800 and #378).
      cuts the thin bridges to scalp, marrow and muscle), grown back by the same distance inside the tissue, closed
      by :data:`CLOSE_MM` (sulci) and hole-filled (ventricles).
 
-   The same refinement run on the template itself (identity registration) finds 1,811,840 mm3 of its 1,869,376
-   mm3 mask on the 2 mm grid (the outermost CSF is darker than the threshold); the scan's refined volume is scaled
+   The same refinement run on the template itself (identity registration) finds about 96 % of its mask on the
+   2 mm grid (the outermost CSF is darker than the threshold); the scan's refined volume is scaled
    by that ratio (:func:`template_refined_mm3`), so on the template both estimates equal ``c`` exactly.
 
 QC (``flags`` in the result, one readable line each):
 
 * the two estimates disagree by more than :data:`AGREEMENT_TOLERANCE` (relative). Measured on the three
-  whole-head test scans (``python bench/report_screenshot.py`` prints them): mask / eTIV = 0.99-1.07. A
+  whole-head test scans (``python bench/cohort.py`` prints them): mask / eTIV = 0.99-1.07 (on a 3 mm grid the
+  refinement takes half the time, 0.45 s instead of 1 s a head on 2 loaded cores, but follows a wrong affine more:
+  a scale wrong by 12 % per axis moved it by 18 % instead of < 8 %, so the 2 mm grid stays). A
   registration wrong by 5 % along each axis moves eTIV by 16 % but the refined mask by little, so it is flagged;
   with a deliberately wrong scale of 0.87 or 1.15 per axis the ratio was 1.44-1.55 and 0.64-0.70.
 * eTIV outside :data:`ADULT_ETIV_RANGE_MM3`, 900,000-1,830,000 mm3. Manual MRI segmentation of 49 healthy adults
@@ -232,6 +234,60 @@ def icv_mask_mm3(image: Image, registration: RegistrationResult | np.ndarray) ->
     """Intracranial volume from :func:`intracranial_mask`, calibrated so that the template measures ``c``."""
     mask, voxel_mm3 = intracranial_mask(image, registration)
     return float(mask.sum()) * voxel_mm3 * template_icv_mm3() / template_refined_mm3()
+
+
+# ------------------------------------------------------------------------------------------------- contrast
+
+GM_MAP_FILE = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"  # nilearn wheel, beside the T1 template
+T1_WHITE_TO_GREY_MIN = 1.03  # T1-weighted: white matter brighter than grey matter; T2/FLAIR/PD: the reverse
+CONTRAST_POINTS = 4000
+
+
+@lru_cache(maxsize=1)
+def _tissue_core_points_mni() -> tuple[np.ndarray, np.ndarray]:
+    """(white-matter core, grey-matter core) sample points in MNI mm: voxels of the ICBM152 2009a tissue maps with
+    probability > 0.9, a fixed subsample of :data:`CONTRAST_POINTS` each."""
+    import nibabel as nib
+
+    tpl = load_template()
+    rng = np.random.default_rng(0)
+    out = []
+    for name in (WM_MAP_FILE, GM_MAP_FILE):
+        path = nilearn_data_dir() / name
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: an ICBM152 2009a tissue map is missing from the nilearn installation")
+        prob = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+        ijk = np.argwhere(prob > 0.9 * prob.max())
+        ijk = ijk[rng.choice(len(ijk), size=min(CONTRAST_POINTS, len(ijk)), replace=False)]
+        out.append(ijk @ tpl.affine[:3, :3].T + tpl.affine[:3, 3])
+    return out[0], out[1]
+
+
+def white_to_grey_ratio(image: Image, registration: RegistrationResult | np.ndarray) -> float:
+    """Median scan intensity in the template's white-matter core over that in its grey-matter core, both mapped
+    into the scan by the registration: 1.2-1.6 on T1-weighted heads, below 1 on T2-weighted, FLAIR or PD images
+    (and on a T1 whose registration failed badly). Cheap: 8,000 trilinear samples."""
+    matrix = _matrix(registration)
+    to_vox = np.linalg.inv(np.asarray(image.affine, dtype=np.float64)) @ matrix
+    medians = []
+    for points in _tissue_core_points_mni():
+        ijk = points @ to_vox[:3, :3].T + to_vox[:3, 3]
+        values = ndimage.map_coordinates(np.asarray(image.array, dtype=np.float32), ijk.T, order=1, mode="nearest")
+        medians.append(float(np.median(values)))
+    return medians[0] / medians[1] if medians[1] > 0 else float("inf")
+
+
+def check_t1_weighted(image: Image, registration: RegistrationResult | np.ndarray) -> float:
+    """:func:`white_to_grey_ratio`, raising :class:`~hipposeg.errors.InputError` when the image does not look
+    T1-weighted (white matter not brighter than grey matter by :data:`T1_WHITE_TO_GREY_MIN`)."""
+    from hipposeg.errors import InputError
+
+    ratio = white_to_grey_ratio(image, registration)
+    if not T1_WHITE_TO_GREY_MIN <= ratio < 3.0:  # a label map (grey matter at 0) gives infinity
+        raise InputError(image.path or None, f"does not look T1-weighted: white matter / grey matter intensity "
+                                             f"{ratio:.2f} (T1 heads: 1.2-1.6); a T2, FLAIR or PD image, or a failed "
+                                             f"registration")
+    return ratio
 
 
 # ------------------------------------------------------------------------------------------------------- QC
