@@ -141,34 +141,6 @@ def keep_largest_component(labels, *, connectivity: int = LARGEST_COMPONENT_CONN
     return np.asarray(keep(array[None].copy())[0], dtype=array.dtype)
 
 
-def probabilities_to_labels(prob, keep_largest: bool = True) -> "np.ndarray":
-    """Class probabilities ``(C, X, Y, Z)`` -> uint8 labels ``(X, Y, Z)``: argmax, then (``keep_largest``)
-    :func:`keep_largest_component`. The same steps as the bundle's ``postprocessing`` (``AsDiscreted`` +
-    ``KeepLargestConnectedComponentd``), for callers holding an array (training's validation)."""
-    import numpy as np
-
-    prob = prob.detach().cpu().numpy() if hasattr(prob, "detach") else np.asarray(prob)
-    labels = np.argmax(prob, axis=0).astype(np.uint8)
-    return keep_largest_component(labels) if keep_largest else labels
-
-
-class ProbabilitiesToLabelsd:
-    """Dictionary transform: ``d[key]`` probabilities ``(C, ...)`` -> labels ``(1, ...)`` (MetaTensor kept)."""
-
-    def __init__(self, keys: str = "pred", keep_largest: bool = True):
-        self.keys = [keys] if isinstance(keys, str) else list(keys)
-        self.keep_largest = keep_largest
-
-    def __call__(self, data: dict) -> dict:
-        from monai.data import MetaTensor
-
-        d = dict(data)
-        for key in self.keys:
-            labels = torch.as_tensor(probabilities_to_labels(d[key], self.keep_largest))[None]
-            d[key] = MetaTensor(labels, meta=d[key].meta) if isinstance(d[key], MetaTensor) else labels
-        return d
-
-
 def list_volumes(folder: str) -> list[dict]:
     """MONAI datalist of the NIfTI files in ``folder`` (sorted), or of one file. Files named like hipposeg's
     outputs (``*_seg.nii.gz``, ``*_prob.nii.gz``) are not inputs: a run into its input folder never reads them."""

@@ -275,9 +275,10 @@ def test_largest_component_rule_is_monai_with_26_connectivity():
     np.testing.assert_array_equal(kept, np.where(components == sizes.argmax(), labels, 0))
     assert keep_largest_component(labels, connectivity=1)[4, 4, 5] == 0  # 6-connectivity would cut it off
     assert not keep_largest_component(np.zeros((4, 4, 4), np.uint8)).any()
-    recipe = json.loads((BUNDLE / "configs" / "inference.json").read_text())["postprocessing"]["transforms"]
-    step = next(t for t in recipe if t["_target_"] == "KeepLargestConnectedComponentd")
-    assert step["connectivity"] == LARGEST_COMPONENT_CONNECTIVITY and step["independent"] is False
+    for config, key in (("inference.json", "postprocessing"), ("evaluate.json", "validate#postprocessing")):
+        recipe = json.loads((BUNDLE / "configs" / config).read_text())[key]["transforms"]  # what is scored = shipped
+        step = next(t for t in recipe if t["_target_"] == "KeepLargestConnectedComponentd")
+        assert step["connectivity"] == LARGEST_COMPONENT_CONNECTIVITY and step["independent"] is False
 
 
 def test_segmenter_runs_the_bundle_recipe_without_its_writer(segmenter):
