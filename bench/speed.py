@@ -29,7 +29,9 @@ def bare_forward_seconds(segmenter, image) -> float:
     """Seconds of the network forward passes alone, on the slice batches the inferer builds for ``image``."""
     from hipposeg.inference import _pad_to_multiple
 
-    inferer = segmenter.inferer
+    inferer = getattr(segmenter.inferer, "slice_inferer", segmenter.inferer)  # the 2.5D core's slice inferer
+    core = getattr(segmenter.network, "core", segmenter.network)
+    partner = getattr(segmenter.network, "partner", None)  # the 3D partner network, when the model has one
     from monai.data import MetaTensor
 
     tensor = MetaTensor(torch.as_tensor(image.array.astype(np.float32)), affine=torch.as_tensor(image.affine))
@@ -46,7 +48,9 @@ def bare_forward_seconds(segmenter, image) -> float:
     with torch.inference_mode():
         start = time.perf_counter()
         for batch in batches:
-            segmenter.network(batch)
+            core(batch)
+        if partner is not None:
+            segmenter.inferer.volume_inferer(volume[None, None], partner)
         return time.perf_counter() - start
 
 
@@ -56,6 +60,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--checkpoint", default=None, help="a .pt file (default: the shipped models/model.pt)")
+    parser.add_argument("--partner", default=None, help="a 3D partner checkpoint to average with (hipposeg.ensemble)")
     parser.add_argument("--out", default=str(BENCH / "results" / "speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,7 +72,8 @@ def main() -> None:
     from hipposeg.segment import CROP_LABELS
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(checkpoint=args.checkpoint, flip_tta=args.tta)
+    segmenter = load_segmenter(checkpoint=args.checkpoint, flip_tta=args.tta,
+                               overrides={"partner_ckpt_path": args.partner} if args.partner else None)
     paths = [d["image"] for d in load_manifest().datalist("msd_hippocampus", "all")][: args.n]
     ranges = reference_volume_ranges()
     warm = read_image(paths[0])
@@ -91,15 +97,17 @@ def main() -> None:
             for key in ("preprocess", "predict", "postprocess"):
                 stages[key].append(result.seconds[key])
             bare.append(bare_forward_seconds(segmenter, image))
-    n_dirs = len(segmenter.inferer.axes) * (2 if segmenter.inferer.flip_tta else 1)
+    slices = getattr(segmenter.inferer, "slice_inferer", segmenter.inferer)
+    n_dirs = len(slices.axes) * (2 if slices.flip_tta else 1)
     med_e2e, med_bare = statistics.median(end_to_end), statistics.median(bare)
     result = {
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__, "checkpoint": args.checkpoint or "bundles/hipposeg/models/model.pt",
-        "input_scale": float(getattr(segmenter.network, "input_scale", 1.0)),
+        "partner": args.partner,
+        "input_scale": float(getattr(getattr(segmenter.network, "core", segmenter.network), "input_scale", 1.0)),
         "n_volumes": len(paths), "tta": args.tta,
-        "slicing_directions": list(segmenter.inferer.axes), "passes_per_volume": n_dirs,
+        "slicing_directions": list(slices.axes), "passes_per_volume": n_dirs,
         "median_end_to_end_s": med_e2e, "median_bare_forward_s": med_bare, "ratio": med_e2e / med_bare,
         "median_end_to_end_per_direction_s": med_e2e / n_dirs,
         "median_stage_s": {k: statistics.median(v) for k, v in stages.items()},

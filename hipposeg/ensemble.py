@@ -58,17 +58,19 @@ class EnsembleInferer(Inferer):
         return prob
 
 
-def load_network(network: nn.Module, ckpt_path: str | Path, partner_ckpt_path: str | Path | None = None) -> nn.Module:
-    """Load ``ckpt_path`` into ``network`` (or into its ``core`` for a :class:`CoreAndPartner`) and
-    ``partner_ckpt_path`` into its ``partner``; one loader for every door (bundle run, ``hipposeg segment``, benches)."""
+def load_network(core: nn.Module, ckpt_path: str | Path, *, partner: nn.Module | None = None,
+                 partner_ckpt_path: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """The bundle's ``network``: ``core`` with the weights of ``ckpt_path`` alone, or, given a ``partner`` (the
+    3D network) and its ``partner_ckpt_path``, both as a :class:`CoreAndPartner`; on ``device``. One loader for every
+    door (bundle run, ``hipposeg segment``, benches). ``network_def`` stays the plain core network, so MONAI's
+    ``verify_net_in_out`` and ``ckpt_export`` work on it as on any bundle."""
     from hipposeg.errors import InputError
     from hipposeg.model import load_weights
 
-    if isinstance(network, CoreAndPartner):
-        load_weights(network.core, ckpt_path)
-        if network.partner is not None:
-            if partner_ckpt_path is None:
-                raise InputError(None, "the network has a 3D partner but no partner checkpoint was given")
-            load_weights(network.partner, partner_ckpt_path)
-        return network
-    return load_weights(network, ckpt_path)
+    load_weights(core, ckpt_path)
+    if partner is None:
+        return core.to(device)
+    if partner_ckpt_path is None:
+        raise InputError(None, "a 3D partner network was given without its checkpoint (partner_ckpt_path)")
+    load_weights(partner, partner_ckpt_path)
+    return CoreAndPartner(core, partner).to(device)

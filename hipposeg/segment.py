@@ -144,6 +144,8 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
                      extra_flags=list(qc.get("flags", [])))
     if getattr(segmenter, "checkpoint", None):  # which model made the mask (two are shipped)
         row["model"] = str(segmenter.checkpoint)
+    if getattr(segmenter, "partner_checkpoint", None):  # and the 3D partner network averaged with it
+        row["model_3d"] = str(segmenter.partner_checkpoint)
     row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
     if "etiv_mm3" in row:  # whole heads: each volume also as a fraction of the intracranial volume
         from hipposeg.fullhead.icv import etiv_columns

@@ -51,7 +51,7 @@ class Segmenter:
 
     def __init__(self, network: torch.nn.Module, preprocessing: Callable, inferer: Callable,
                  postprocessing: Callable, *, device="cpu", label_names: dict | None = None,
-                 checkpoint: str | None = None):
+                 checkpoint: str | None = None, partner_checkpoint: str | None = None):
         from hipposeg.training import set_threads
 
         set_threads(None)  # flush denormals: a trained network on a CPU is otherwise up to 10x slower
@@ -61,6 +61,7 @@ class Segmenter:
         self.device = torch.device(device)
         self.label_names = label_names or {0: "background", 1: "anterior", 2: "posterior"}
         self.checkpoint = checkpoint  # the weights file, recorded in volumes.csv
+        self.partner_checkpoint = partner_checkpoint  # the 3D partner's weights (hipposeg.ensemble), if any
 
     @torch.inference_mode()
     def predict_probabilities(self, image: Image) -> np.ndarray:
@@ -112,7 +113,12 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
     content = parser.get_parsed_content
     return Segmenter(network=content("network"), preprocessing=content("preprocessing"), inferer=content("inferer"),
                      postprocessing=content("postprocessing"), device=device, label_names=content("label_names"),
-                     checkpoint=str(Path(content("ckpt_path")).resolve()))
+                     checkpoint=str(Path(content("ckpt_path")).resolve()),
+                     partner_checkpoint=_resolved(content("partner_ckpt_path")))
+
+
+def _resolved(path) -> str | None:
+    return str(Path(path).resolve()) if path else None
 
 
 def load_crop_predictor(**kwargs) -> Callable[[Image], np.ndarray]:

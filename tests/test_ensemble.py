@@ -69,14 +69,59 @@ def test_volume_inferer_pads_and_crops_back_exactly():
 def test_load_network_core_and_partner(tmp_path):
     from hipposeg.model import build_network
 
-    core, partner = build_network(num_classes=3), build_network_3d(num_classes=3, channels=(4, 8, 16, 32, 64))
+    small = dict(num_classes=3, channels=(4, 8, 16, 32, 64))
+    core, partner = build_network(num_classes=3), build_network_3d(**small)
     torch.save(core.state_dict(), tmp_path / "core.pt")
     torch.save(partner.state_dict(), tmp_path / "partner.pt")
-    net = CoreAndPartner(build_network(num_classes=3), build_network_3d(num_classes=3, channels=(4, 8, 16, 32, 64)))
-    load_network(net, tmp_path / "core.pt", tmp_path / "partner.pt")
+    net = load_network(build_network(num_classes=3), tmp_path / "core.pt", partner=build_network_3d(**small),
+                       partner_ckpt_path=tmp_path / "partner.pt")
+    assert isinstance(net, CoreAndPartner)
     for a, b in zip(net.partner.state_dict().values(), partner.state_dict().values()):
         assert torch.equal(a, b)
-    with pytest.raises(InputError, match="partner checkpoint"):
-        load_network(net, tmp_path / "core.pt", None)
+    alone = load_network(build_network(num_classes=3), tmp_path / "core.pt")  # no partner: the plain core
+    assert not isinstance(alone, CoreAndPartner)
+    with pytest.raises(InputError, match="partner_ckpt_path"):
+        load_network(build_network(num_classes=3), tmp_path / "core.pt", partner=build_network_3d(**small))
     with pytest.raises(InputError, match="does not fit"):  # a 3D checkpoint given as the core
-        load_network(CoreAndPartner(build_network(num_classes=3)), tmp_path / "partner.pt")
+        load_network(build_network(num_classes=3), tmp_path / "partner.pt")
+
+
+def test_bundle_runs_the_ensemble_when_given_a_partner(tmp_path):
+    """inference.json with --partner_ckpt_path: the network is core + partner and the inferer mixes both; without
+    it, the plain core (what MONAI's verify_net_in_out / ckpt_export see as network_def in both cases)."""
+    from hipposeg.bundle import parse_bundle, shipped_model
+
+    partner = build_network_3d(num_classes=3)
+    torch.save(partner.state_dict(), tmp_path / "partner.pt")
+    for value, kind in ((None, "Unet"), (str(tmp_path / "partner.pt"), "CoreAndPartner")):
+        parser = parse_bundle(["inference.json"], overrides={"partner_ckpt_path": value, "device": "cpu"})
+        assert type(parser.get_parsed_content("network")).__name__ == kind
+        assert type(parser.get_parsed_content("network_def")).__name__ == "Unet"
+        assert parser.get_parsed_content("ckpt_path") == str(shipped_model("default"))
+
+
+def test_multi_axis_slice_inferer_alone():
+    """Each axis sees every slice with its neighbours as channels (edges replicated), planes padded to the divisor
+    and cropped back; the axes' probabilities are averaged; flip TTA mirrors left-right and back."""
+    seen = []
+
+    class SliceProbe(torch.nn.Module):
+        def forward(self, x):  # (B, context, H, W): class 1 logit = the centre slice's intensity, class 0 = 0
+            seen.append(tuple(x.shape))
+            assert x.shape[-1] % 8 == 0 and x.shape[-2] % 8 == 0
+            centre = x[:, x.shape[1] // 2]
+            return torch.stack([torch.zeros_like(centre), 50 * centre], 1)
+
+    volume = torch.zeros(1, 1, 6, 10, 7)
+    volume[0, 0, 2:4, 3:7, 2:5] = 1.0
+    inferer = MultiAxisSliceInferer(axes=(0, 1, 2), context=3, batch_size=4, divisor=8)
+    out = inferer(volume, SliceProbe())
+    assert out.shape == (1, 2, 6, 10, 7)
+    np.testing.assert_allclose(out.sum(1).numpy(), 1.0, atol=1e-5)
+    assert torch.equal(out[0, 1] > 0.5, volume[0, 0] > 0.5)  # every axis agrees on a box
+    assert len(seen) == 2 + 3 + 2 and all(s[1] == 3 for s in seen)  # ceil(6/4) + ceil(10/4) + ceil(7/4) batches
+    seen.clear()
+    mirrored = MultiAxisSliceInferer(axes=(2,), context=1, divisor=8, flip_tta=True)(volume, SliceProbe())
+    assert torch.equal(mirrored[0, 1] > 0.5, volume[0, 0] > 0.5)
+    with pytest.raises(ValueError, match="expected volumes"):
+        inferer(torch.zeros(1, 6, 10, 7), SliceProbe())

@@ -100,8 +100,8 @@ def test_tta_changes_only_voxels_where_the_flipped_prediction_disagrees(msd, tmp
     assert tuple(data["image"].shape[1:]) == image.shape
     with torch.inference_mode():
         vol = data["image"].as_tensor()[0]
-        mirrored = segmenter.inferer._predict_volume(vol.flip(0), segmenter.network).flip(1)
-        direct = segmenter.inferer._predict_volume(vol, segmenter.network)
+        mirrored = segmenter.inferer.slice_inferer._predict_volume(vol.flip(0), segmenter.network).flip(1)
+        direct = segmenter.inferer.slice_inferer._predict_volume(vol, segmenter.network)
     agree = (mirrored.argmax(0) == direct.argmax(0)).numpy()
     # where plain and mirrored passes agree, TTA (their average) must agree too; the largest-component step
     # may only remove islands, which the tolerance of a few voxels covers
