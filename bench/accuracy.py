@@ -75,6 +75,10 @@ ROWS: dict[str, dict] = {
                               "from": "upsampled-1.5x",
                               "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_hires.pt"),
                               "eval": {"partner_ckpt_path": str(RUNS / "unet3d-partner" / "model_final.pt")}},
+    "shipped-ensemble": {"about": "the shipped ensemble (hipposeg segment --model ensemble): models/model.pt + "
+                                  "models/model_3d.pt (the unet3d-partner final epoch in half precision)",
+                         "from": "default", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
+                         "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt")}},
     # inference-only variants of trained rows
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},

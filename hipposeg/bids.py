@@ -298,7 +298,8 @@ def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...
 
 def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, participant_labels=None,
                  session_labels=None, shard: tuple[int, int] | None = None, distributed: bool = False,
-                 model: str | Path | None = None, device: str | None = None, overwrite: bool = False,
+                 model: str | Path | None = None, partner: str | Path | None = None, device: str | None = None,
+                 overwrite: bool = False,
                  progress: bool = True, command: str = "") -> int:
     """``hipposeg bids``: the ``participant`` or ``group`` level; returns the exit code (2 when an image failed).
 
@@ -324,7 +325,8 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
         shard = (lo + rank * n, n * world)  # the shard of this rank within the scheduler's shard
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(checkpoint=model, device=device or "cpu")
+    segmenter = load_segmenter(checkpoint=model, device=device or "cpu",
+                               overrides={"partner_ckpt_path": str(partner)} if partner else None)
     run = segment_participants(bids_dir, out_dir, segmenter, participant_labels=participant_labels,
                                session_labels=session_labels, shard=shard, overwrite=overwrite,
                                progress=progress and rank == 0)

@@ -20,11 +20,14 @@ def find_bundle() -> Path:
 
 BUNDLE_DIR = find_bundle()
 
-# the trained models shipped in the bundle's models/ folder, by the name the CLI's --model takes
+# the trained models shipped in the bundle's models/ folder, by the name the CLI's --model takes (bench/README.md)
 SHIPPED_MODELS = {
-    "default": "model.pt",  # 1 mm slices: fold-0 whole Dice 0.885, 0.23 s per crop on 2 CPU cores (bench/speed.py)
+    "default": "model.pt",  # 1 mm slices: fold-0 whole Dice 0.885, 0.23-0.29 s per crop on 2 CPU cores
     "hires": "model_hires.pt",  # trained on slices upsampled 1.5x: whole Dice 0.896, 0.55 s per crop
+    "ensemble": "model.pt",  # model.pt averaged with the 3D partner model_3d.pt: whole Dice 0.897, HD95 1.17 mm
 }
+# the 3D partner network (hipposeg.ensemble) averaged with a shipped model's core, by model name
+SHIPPED_PARTNERS = {"ensemble": "model_3d.pt"}
 
 
 def bundle_root() -> str:
@@ -39,6 +42,13 @@ def shipped_model(name: str, bundle_dir: str | Path | None = None) -> Path | Non
     if name not in SHIPPED_MODELS:
         return None
     return Path(bundle_dir or BUNDLE_DIR) / "models" / SHIPPED_MODELS[name]
+
+
+def shipped_partner(name: str | None, bundle_dir: str | Path | None = None) -> Path | None:
+    """The 3D partner checkpoint of a shipped model named in :data:`SHIPPED_PARTNERS` (``None`` otherwise)."""
+    if name not in SHIPPED_PARTNERS:
+        return None
+    return Path(bundle_dir or BUNDLE_DIR) / "models" / SHIPPED_PARTNERS[name]
 
 
 def config_files(bundle_dir: str | Path, *names: str) -> list[str]:
