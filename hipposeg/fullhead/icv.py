@@ -98,16 +98,22 @@ def template_icv_mm3() -> float:
     return float(tpl.brain_mask.sum()) * float(abs(np.linalg.det(tpl.affine[:3, :3])))
 
 
-@lru_cache(maxsize=1)
-def _template_wm() -> np.ndarray:
-    """The ICBM152 2009a white-matter probability (0..1) on the template grid."""
+@lru_cache(maxsize=2)
+def _template_tissue(name: str) -> np.ndarray:
+    """An ICBM152 2009a tissue probability map shipped with nilearn (``WM_MAP_FILE``, ``GM_MAP_FILE``), scaled to
+    0..1, on the template grid."""
     import nibabel as nib
 
-    path = nilearn_data_dir() / WM_MAP_FILE
+    path = nilearn_data_dir() / name
     if not path.exists():
-        raise FileNotFoundError(f"{path}: the ICBM152 2009a white-matter map is missing from the nilearn installation")
-    wm = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
-    return wm / wm.max()
+        raise FileNotFoundError(f"{path}: an ICBM152 2009a tissue map is missing from the nilearn installation")
+    prob = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+    return prob / prob.max()
+
+
+def _template_wm() -> np.ndarray:
+    """The ICBM152 2009a white-matter probability (0..1) on the template grid."""
+    return _template_tissue(WM_MAP_FILE)
 
 
 @lru_cache(maxsize=1)
@@ -247,17 +253,11 @@ CONTRAST_POINTS = 4000
 def _tissue_core_points_mni() -> tuple[np.ndarray, np.ndarray]:
     """(white-matter core, grey-matter core) sample points in MNI mm: voxels of the ICBM152 2009a tissue maps with
     probability > 0.9, a fixed subsample of :data:`CONTRAST_POINTS` each."""
-    import nibabel as nib
-
     tpl = load_template()
     rng = np.random.default_rng(0)
     out = []
     for name in (WM_MAP_FILE, GM_MAP_FILE):
-        path = nilearn_data_dir() / name
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: an ICBM152 2009a tissue map is missing from the nilearn installation")
-        prob = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
-        ijk = np.argwhere(prob > 0.9 * prob.max())
+        ijk = np.argwhere(_template_tissue(name) > 0.9)
         ijk = ijk[rng.choice(len(ijk), size=min(CONTRAST_POINTS, len(ijk)), replace=False)]
         out.append(ijk @ tpl.affine[:3, :3].T + tpl.affine[:3, 3])
     return out[0], out[1]
