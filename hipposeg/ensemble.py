@@ -51,6 +51,8 @@ class EnsembleInferer(Inferer):
             other = self.volume_inferer(inputs, partner)
             w = self.partner_weight
             mixed = (1.0 - w) * torch.as_tensor(prob) + w * torch.as_tensor(other)
+            # classes fastest in memory, like the slice inferer's output: AsDiscreted's argmax is ~50x faster
+            mixed = mixed.contiguous(memory_format=torch.channels_last_3d)
             if isinstance(inputs, MetaTensor):
                 mixed = MetaTensor(mixed)
                 mixed.copy_meta_from(inputs)
