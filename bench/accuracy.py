@@ -61,6 +61,10 @@ ROWS: dict[str, dict] = {
     "upsampled-1.5x-10ep": {"about": "upsampled-1.5x with 10 epochs, channels-last weights (0.3.1): the 1.5x recipe "
                                      "sized to the one-hour training budget", "overlays": [], "eval": {},
                             "train": {"input_scale": 1.5, "epochs": 10}},
+    "default-thick": {"about": "default + thick-slice simulation in training (a quarter of the slices cut from the "
+                               "volume as acquired with 1.3-2.5 mm slices along a random axis, random phase), "
+                               "final-epoch weights", "overlays": [], "eval": {}, "final_epoch": True,
+                      "train": {"train#dataset#thick_slice_prob": 0.25}},
     "unet3d-partner": {"about": "the 3D partner network alone (bundle overlay train_3d.json): MONAI residual UNet "
                                 "32-320, 3D flip/rotation/scaling, thick-slice simulation, intensity/gamma/noise, "
                                 "150 epochs, final-epoch weights", "overlays": ["train_3d.json"], "train": {},

@@ -1,8 +1,9 @@
 """Thick slices: how much whole-hippocampus Dice a crop loses when it is acquired with 1.6 or 2.0 mm slices.
 
-Run: ``python bench/thick_slices.py [--thickness 1.6 2.0] [--axes 0 1 2] [--max-cases N] [--checkpoint FILE]``;
-writes ``bench/results/thick_slices.json`` (or ``--out``) and, for a full run of the default model to the default
-output, the table between the ``thick-slices-table`` markers of ``bench/README.md``.
+Run: ``python bench/thick_slices.py [--thickness 1.6 2.0] [--axes 0 1 2] [--max-cases N] [--checkpoint FILE]
+[--partner FILE]``;
+writes ``bench/results/thick_slices.json`` (or ``--out``); a full run saved in ``bench/results/`` refreshes the
+table between the ``thick-slices-table`` markers of ``bench/README.md`` (one row per ``thick_slices*.json`` there).
 
 Cases: the 42 fold-0 validation crops of Task04 (``datalist("msd_hippocampus", "val", 0)``, 1 mm voxels).
 For each case, slice thickness T and voxel axis A, the crop is "re-acquired" with slices T mm thick along A (the
@@ -128,15 +129,29 @@ def summarise(rows: list[dict], *, thicknesses, axes) -> list[dict]:
     return out
 
 
-def write_table(result: dict) -> bool:
-    lines = [f"`{result['command']}` ({result['checkpoint']}; {result['n_cases']} fold-0 crops; "
-             f"{result['date'][:10]}):", "",
-             "| slice thickness | thick axis | mean Dice thick | mean Dice 1 mm (same grid) | mean loss | worst loss | "
-             "agreement with 1 mm |", "|---|---|---|---|---|---|---|"]
-    for s in result["summary"]:
-        lines.append(f"| {s['thickness_mm']:g} mm | {s['axis']} | {s['mean_dice_thick']:.3f} | "
-                     f"{s['mean_dice_1mm']:.3f} | {s['mean_loss']:+.3f} | {s['max_loss']:+.3f} | "
-                     f"{s['mean_agreement']:.3f} |")
+def write_table(results_dir: Path = DEFAULT_OUT.parent) -> bool:
+    """The README table from every full run (all 42 cases, 1.6 and 2.0 mm, three axes) saved in ``results_dir`` as
+    ``thick_slices*.json``: one row per model, the mean Dice loss per thickness and axis."""
+    runs = []
+    for path in sorted(results_dir.glob("thick_slices*.json")):
+        result = json.loads(path.read_text())
+        cells = {(c["thickness_mm"], c["axis"]): c for c in result["summary"]}
+        if result["n_cases"] == 42 and all((t, a) in cells for t in (1.6, 2.0) for a in (0, 1, 2)):
+            runs.append((path, result, cells))
+    if not runs:
+        return False
+    head = [f"{t:g} mm, axis {a}" for t in (1.6, 2.0) for a in (0, 1, 2)]
+    lines = ["Mean whole-hippocampus Dice loss of the thick copy against the 1 mm crop (same case, reference and grid; "
+             "target <= 0.02), 42 fold-0 crops; worst case in brackets:", "",
+             "| model | command | 1 mm Dice | " + " | ".join(head) + " | mean |",
+             "|---|---|---|" + "---|" * (len(head) + 1)]
+    for path, result, cells in runs:
+        model = result["checkpoint"] + (f" + {result['partner_checkpoint']}" if result.get("partner_checkpoint") else "")
+        one_mm = float(np.mean([r["dice_1mm_native"] for r in result["rows"]]))
+        losses = [cells[(t, a)] for t in (1.6, 2.0) for a in (0, 1, 2)]
+        lines.append(f"| {model} ({result['date'][:10]}) | `{result['command']}` | {one_mm:.3f} | "
+                     + " | ".join(f"{c['mean_loss']:+.3f} ({c['max_loss']:+.2f})" for c in losses)
+                     + f" | {np.mean([c['mean_loss'] for c in losses]):+.3f} |")
     return replace_block(README, TABLE_BLOCK, "\n".join(lines))
 
 
@@ -153,6 +168,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--axes", type=int, nargs="+", default=[0, 1, 2], choices=(0, 1, 2))
     parser.add_argument("--max-cases", type=int, default=None, help="the first N fold-0 cases (a quick check)")
     parser.add_argument("--checkpoint", default=None, help="another model file (.pt) or bundle folder")
+    parser.add_argument("--partner", default=None,
+                        help="a 3D partner checkpoint averaged with the model (hipposeg.ensemble), e.g. "
+                             "bundles/hipposeg/models/model_3d.pt")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
@@ -161,7 +179,8 @@ def main(argv=None) -> dict:
     from hipposeg.segmenter import load_segmenter
 
     items = load_manifest().datalist("msd_hippocampus", "val", 0, args.data_root, max_cases=args.max_cases)
-    segmenter = load_segmenter(checkpoint=args.checkpoint)
+    segmenter = load_segmenter(checkpoint=args.checkpoint,
+                               overrides={"partner_ckpt_path": args.partner} if args.partner else None)
     rows = []
     for n, item in enumerate(items, 1):
         rows.append(score_case(segmenter, item, thicknesses=args.thickness, axes=args.axes))
@@ -171,6 +190,7 @@ def main(argv=None) -> dict:
     result = {
         "command": "python bench/thick_slices.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "checkpoint": _shown(segmenter.checkpoint),
+        "partner_checkpoint": _shown(segmenter.partner_checkpoint) if segmenter.partner_checkpoint else None,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -185,9 +205,8 @@ def main(argv=None) -> dict:
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)
-    full = args.max_cases is None and args.checkpoint is None
-    if full and out.resolve() == DEFAULT_OUT.resolve():  # the official run refreshes the README table
-        write_table(result)
+    if args.max_cases is None and out.parent.resolve() == DEFAULT_OUT.parent.resolve():
+        write_table()  # a full run saved among the bench results refreshes the README table
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     return result
 

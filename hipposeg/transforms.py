@@ -206,8 +206,9 @@ def slice_padding(divisor: int = ENCODER_DIVISOR) -> Compose:
 
 class RandThickSlicesd(RandomizableTransform, MapTransform):
     """Simulate a thick-slice (anisotropic) acquisition of a 1 mm image: along one random axis, average blocks
-    of ``thickness`` voxels (a box slice profile, what a thick slice records) and interpolate back linearly to the
-    original grid. Labels are left alone: the network learns to draw the 1 mm truth from a thick-slice image.
+    of ``thickness`` voxels (a box slice profile, what a thick slice records), the first block starting at a random
+    phase, and interpolate back linearly to the original grid (:func:`thicken_along_axis`). Labels are left alone:
+    the network learns to draw the 1 mm truth from a thick-slice image.
 
     ``thickness`` is drawn from ``thickness_range`` (in voxels, e.g. 1.3-2.5 for 1.3-2.5 mm slices of a 1 mm crop).
     """
@@ -216,12 +217,13 @@ class RandThickSlicesd(RandomizableTransform, MapTransform):
         MapTransform.__init__(self, keys)
         RandomizableTransform.__init__(self, prob)
         self.thickness_range = (float(thickness_range[0]), float(thickness_range[1]))
-        self._axis, self._thickness = 0, 1.0
+        self._axis, self._thickness, self._phase = 0, 1.0, 0.0
 
     def randomize(self, data=None) -> None:
         super().randomize(None)
         self._axis = int(self.R.randint(0, 3))
         self._thickness = float(self.R.uniform(*self.thickness_range))
+        self._phase = float(self.R.uniform(0.0, self._thickness))
 
     def __call__(self, data):
         d = dict(data)
@@ -229,23 +231,47 @@ class RandThickSlicesd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         for key in self.key_iterator(d):
-            d[key] = thicken_along_axis(torch.as_tensor(d[key]), self._axis, self._thickness)
+            d[key] = thicken_along_axis(torch.as_tensor(d[key]), self._axis, self._thickness, self._phase)
         return d
 
 
-def thicken_along_axis(image: torch.Tensor, axis: int, thickness: float) -> torch.Tensor:
-    """``image`` (C, X, Y, Z) as if acquired with slices ``thickness`` voxels thick along spatial ``axis``:
-    area-averaged down to ``n / thickness`` slices, then linearly back to ``n``."""
-    import torch.nn.functional as F
+def thick_slice_operator(n: int, thickness: float, phase: float = 0.0) -> np.ndarray:
+    """The (n, n) matrix that turns a line of ``n`` 1-voxel samples into the same line acquired with slices
+    ``thickness`` voxels thick and resampled back to the 1-voxel grid.
 
-    x = image.float().movedim(axis + 1, -1)  # (C, a, b, n)
-    shape = x.shape
-    n = shape[-1]
-    m = max(1, int(round(n / thickness)))
-    flat = x.reshape(1, -1, n)
-    low = F.interpolate(flat, size=m, mode="area")
-    back = F.interpolate(low, size=n, mode="linear", align_corners=False)
-    return back.reshape(shape).movedim(-1, axis + 1).to(image.dtype)
+    Each 1-voxel sample is the constant value of its voxel (a box), and a thick slice records the mean over its
+    extent; thick slice k covers ``[k * thickness - phase, (k + 1) * thickness - phase)`` in voxel-edge
+    coordinates (``0 <= phase < thickness``: where the first slice starts before the line), clipped to the line.
+    The thick slices are then sampled back at the voxel centres by linear interpolation between their centres
+    (constant beyond the first and last centre). Rows sum to 1; ``thickness=1, phase=0`` is the identity.
+    """
+    if not thickness > 0 or n < 1:
+        raise ValueError(f"need n >= 1 and a positive thickness, got n={n}, thickness={thickness}")
+    phase = float(phase) % thickness
+    edges = np.arange(-phase, n + thickness, thickness)
+    edges = np.clip(edges, 0.0, n)
+    edges = np.unique(edges)  # the clipped first/last edges may repeat
+    # averaging: overlap of thick slice k = [edges[k], edges[k+1]) with voxel i = [i, i + 1)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    voxel = np.arange(n)[None, :]
+    overlap = np.clip(np.minimum(hi, voxel + 1) - np.maximum(lo, voxel), 0.0, None)
+    average = overlap / overlap.sum(axis=1, keepdims=True)  # (m, n)
+    # back to the voxel centres, linearly between the thick slices' centres
+    centres = (edges[:-1] + edges[1:]) / 2
+    back = np.stack([np.interp(np.arange(n) + 0.5, centres, np.eye(len(centres))[k]) for k in range(len(centres))],
+                    axis=1)  # (n, m)
+    return back @ average
+
+
+def thicken_along_axis(image: torch.Tensor, axis: int, thickness: float, phase: float = 0.0) -> torch.Tensor:
+    """``image`` (C, X, Y, Z) as if acquired with slices ``thickness`` voxels thick along spatial ``axis`` (the
+    first slice starting ``phase`` voxels before the image) and resampled back to its grid
+    (:func:`thick_slice_operator`)."""
+    x = torch.as_tensor(image)
+    n = x.shape[axis + 1]
+    op = torch.as_tensor(thick_slice_operator(n, thickness, phase), dtype=torch.float32)
+    out = torch.tensordot(x.float().movedim(axis + 1, -1), op.T, dims=1)  # (..., n) @ (n, n)^T
+    return out.movedim(-1, axis + 1).to(x.dtype)
 
 
 def volume_training_transforms(

@@ -111,3 +111,48 @@ def test_volume_training_transforms_give_patches():
     out = Compose(chain.transforms[1:])({"image": image, "label": label})  # skip loading (arrays given)
     assert out["image"].shape == (1, 48, 64, 48) and out["label"].shape == (1, 48, 64, 48)
     assert out["label"].dtype == torch.long and set(out["label"].unique().tolist()) <= {0, 1}
+
+
+def test_thick_slice_operator_is_a_box_average_sampled_back_linearly():
+    from hipposeg.transforms import thick_slice_operator
+
+    assert np.allclose(thick_slice_operator(7, 1.0, 0.0), np.eye(7))
+    # 2 mm slices from the first edge: [0, 2) and [2, 4), centres 1 and 3, sampled back at 0.5 ... 3.5
+    assert np.allclose(thick_slice_operator(4, 2.0, 0.0), [[0.5, 0.5, 0, 0], [0.375, 0.375, 0.125, 0.125],
+                                                          [0.125, 0.125, 0.375, 0.375], [0, 0, 0.5, 0.5]])
+    # the first slice starting 1 mm before the line: [0, 1), [1, 3), [3, 4) after clipping, centres 0.5, 2, 3.5
+    assert np.allclose(thick_slice_operator(4, 2.0, 1.0), [[1, 0, 0, 0], [1 / 3, 1 / 3, 1 / 3, 0],
+                                                          [0, 1 / 3, 1 / 3, 1 / 3], [0, 0, 0, 1]])
+    for n, t, phase in [(35, 1.3, 0.2), (50, 2.5, 2.4), (3, 2.0, 0.5), (1, 1.7, 0.0)]:
+        op = thick_slice_operator(n, t, phase)
+        assert op.shape == (n, n) and np.allclose(op.sum(axis=1), 1.0) and (op >= 0).all()
+    with pytest.raises(ValueError):
+        thick_slice_operator(4, 0.0)
+
+
+def test_slice_dataset_cuts_thick_slice_samples_from_the_volume(msd):
+    from hipposeg.data.slices import SliceDataset
+    from hipposeg.transforms import thicken_along_axis
+
+    data = [{"image": str(msd / "imagesTr" / f"hippocampus_{c}.nii.gz"),
+             "label": str(msd / "labelsTr" / f"hippocampus_{c}.nii.gz"), "case": c} for c in ("003", "004")]
+    plain = SliceDataset(data, context=3, empty_fraction=0.2, progress=False)
+    thick = SliceDataset(data, context=3, empty_fraction=0.2, progress=False, thick_slice_prob=1.0,
+                         thick_slice_range=(2.0, 2.0))
+    assert len(thick) == len(plain)
+    sample = thick.data[len(thick) // 2]
+    volume = thick._volumes[sample["volume_index"]]
+    axis, index = sample["slice_axis"], sample["slice_index"]
+    # 1-voxel slices change nothing; any other thickness gives the slice of the thickened volume
+    same = thick.thick_slice_sample(sample, axis=(axis + 1) % 3, thickness=1.0, phase=0.0)
+    assert np.allclose(same["image"], sample["image"], atol=1e-5)
+    for thick_axis in range(3):
+        out = thick.thick_slice_sample(sample, axis=thick_axis, thickness=2.0, phase=0.5)
+        expected = thicken_along_axis(volume[None], thick_axis, 2.0, 0.5)[0].movedim(axis, 0)
+        rows = [min(max(index + d, 0), expected.shape[0] - 1) for d in (-1, 0, 1)]
+        assert np.allclose(out["image"], expected[rows].numpy(), atol=1e-5)
+        assert not np.allclose(out["image"], sample["image"])
+        assert out["label"] is sample["label"]  # the 1 mm truth
+    drawn = thick[0]  # thick_slice_prob=1: every access is cut afresh, the stored sample is left alone
+    assert drawn["image"].shape == plain[0]["image"].shape
+    assert np.array_equal(thick.data[0]["image"], plain.data[0]["image"])

@@ -2,6 +2,10 @@
 
 Each volume is loaded and preprocessed once (``volume_transforms``), cut by the non-empty-slice filter along
 each configured axis, and the slices are kept in memory; every epoch only the random 2D augmentation runs.
+With ``thick_slice_prob`` a share of the samples is cut afresh, on access, from the volume as acquired with thick
+slices along a random axis (:func:`hipposeg.transforms.thicken_along_axis`): in plane that blurs one direction of
+the slice, through the slice it makes the 2.5D neighbours near copies of the centre, as a thick-slice scan
+resampled to 1 mm does.
 """
 
 from __future__ import annotations
@@ -9,10 +13,12 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from monai.data import Dataset
+from monai.transforms import apply_transform
 from tqdm import tqdm
 
-from hipposeg.transforms import IMAGE, LABEL, cut_slices, volume_transforms
+from hipposeg.transforms import IMAGE, LABEL, context_indices, cut_slices, thicken_along_axis, volume_transforms
 
 
 class SliceDataset(Dataset):
@@ -27,6 +33,9 @@ class SliceDataset(Dataset):
         pixdim: target voxel size of the preprocessing (mm).
         seed: draws the empty slices, so a seed gives the same dataset.
         volume_transform: the deterministic 3D preprocessing; defaults to ``volume_transforms(pixdim=pixdim)``.
+        thick_slice_prob: share of samples (drawn on each access) whose image is cut from the volume as acquired
+            with thick slices along a random axis; 0 = off. The label stays the 1 mm truth.
+        thick_slice_range: slice thickness range of that simulation, in voxels of ``pixdim``.
     """
 
     def __init__(
@@ -40,10 +49,12 @@ class SliceDataset(Dataset):
         seed: int = 0,
         volume_transform: Callable | None = None,
         progress: bool = True,
+        thick_slice_prob: float = 0.0,
+        thick_slice_range: Sequence[float] = (1.3, 2.5),
     ):
         volume_transform = volume_transform or volume_transforms(pixdim=pixdim)
         rng = np.random.default_rng(seed)
-        samples = []
+        samples, self._volumes = [], []
         for item in tqdm(list(data), desc="cutting slices", unit="case", disable=not progress, leave=False):
             vol = volume_transform(dict(item))
             image = np.asarray(vol[IMAGE])[0]
@@ -51,6 +62,31 @@ class SliceDataset(Dataset):
             for axis in axes:
                 for sample in cut_slices(image, label, int(axis), context, empty_fraction, rng):
                     sample["case"] = item.get("case", str(item[IMAGE]))
+                    sample["volume_index"] = len(self._volumes)
                     samples.append(sample)
+            if thick_slice_prob > 0:
+                self._volumes.append(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))
         self.axes, self.context = tuple(axes), context
+        self.thick_slice_prob = float(thick_slice_prob)
+        self.thick_slice_range = (float(thick_slice_range[0]), float(thick_slice_range[1]))
         super().__init__(data=samples, transform=transform)
+
+    def _transform(self, index: int):
+        sample = self.data[index]
+        # torch's generator: seeded by the training's set_determinism, and per worker by the DataLoader
+        if self.thick_slice_prob > 0 and float(torch.rand(())) < self.thick_slice_prob:
+            sample = self.thick_slice_sample(sample)
+        return apply_transform(self.transform, sample) if self.transform is not None else sample
+
+    def thick_slice_sample(self, sample: dict, axis: int | None = None, thickness: float | None = None,
+                           phase: float | None = None) -> dict:
+        """``sample`` with its image cut from its volume as acquired with ``thickness``-voxel slices along voxel
+        ``axis``, the first starting ``phase`` voxels before the volume (random where not given)."""
+        low, high = self.thick_slice_range
+        axis = int(torch.randint(0, 3, ())) if axis is None else int(axis)
+        thickness = low + (high - low) * float(torch.rand(())) if thickness is None else float(thickness)
+        phase = thickness * float(torch.rand(())) if phase is None else float(phase)
+        volume = thicken_along_axis(self._volumes[sample["volume_index"]][None], axis, thickness, phase)[0]
+        stack = volume.movedim(int(sample["slice_axis"]), 0)
+        rows = context_indices(stack.shape[0], int(sample["slice_index"]), self.context)
+        return {**sample, IMAGE: stack[rows].numpy().copy()}
