@@ -246,3 +246,11 @@ def test_rows_to_csv_unions_columns_and_formats_cells():
     full = list(csv.DictReader(rows_to_csv(rows, columns=["dice", "case"], significant_digits=None).splitlines()))
     assert list(full[0]) == ["dice", "case"] and float(full[0]["dice"]) == 0.123456789
     assert rows_to_csv([{"hd95": float("nan")}]).splitlines()[1] == "nan"  # undefined HD95 stays visible
+
+
+@pytest.mark.parametrize("spacing, flagged", [((1, 1, 1), False), ((0.8, 0.8, 2.0), False), ((1, 1, 2.5), True),
+                                              ((0.9, 3.0, 0.9), True)])
+def test_slices_thicker_than_measured_are_flagged(spacing, flagged):
+    row = volume_row("c", "p", blob_case(), np.diag([*spacing, 1.0]), AP, None)
+    assert ("thick_slices" in row["qc_flags"].split(";")) is flagged
+    assert row["qc_ok"] is not flagged
