@@ -211,6 +211,10 @@ class RandThickSlicesd(RandomizableTransform, MapTransform):
     the network learns to draw the 1 mm truth from a thick-slice image.
 
     ``thickness`` is drawn from ``thickness_range`` (in voxels, e.g. 1.3-2.5 for 1.3-2.5 mm slices of a 1 mm crop).
+
+    Why not MONAI's ``RandSimulateLowResolutiond``: it zooms every axis by one factor (isotropic) and samples the
+    low-resolution grid by nearest neighbour, so it makes neither a 1 x 1 x 2 mm acquisition nor the averaging
+    over the slice that blurs a thin structure like the hippocampus.
     """
 
     def __init__(self, keys: KeysCollection, prob: float = 0.25, thickness_range: Sequence[float] = (1.3, 2.5)):
