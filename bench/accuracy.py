@@ -40,6 +40,9 @@ V1 = {"train#augmentation#gamma_prob": 0.0, "train#augmentation#histogram_prob":
 V2 = {"train#augmentation#rotate_prob": 0.3, "train#augmentation#rotate_degrees": 5.0,
       "train#augmentation#zoom_prob": 0.3, "train#augmentation#zoom_range": [0.9, 1.1]}
 
+# Rows trained before thick-slice simulation became part of train.json (0.5.0) switch it off to stay reproducible.
+NO_THICK = {"train#dataset#thick_slice_prob": 0.0}
+
 ROWS: dict[str, dict] = {
     "reference": {"about": "reference notebook recipe (2D, axial, non-empty slices only, Adam + plateau)",
                   "overlays": ["reference_recipe.json"], "train": {}, "eval": {}},
@@ -47,20 +50,20 @@ ROWS: dict[str, dict] = {
                "overlays": ["unet3d.json"], "train": {}, "eval": {}},
     "v1": {"about": "first default: 2.5D (3 slices), 3 axes pooled, 20% empty slices, AdamW one-cycle, flip / rotation / "
                     "scaling / intensity jitter; 3-axis consensus + largest component", "overlays": [],
-           "train": {**V1, **V2}, "eval": {}},
+           "train": {**V1, **V2, **NO_THICK}, "eval": {}},
     "v2": {"about": "0.2.0 default: v1 + scanner-robustness augmentation (gamma, histogram shift, in-plane blur, noise)",
-           "overlays": [], "train": V2, "eval": {}},
+           "overlays": [], "train": {**V2, **NO_THICK}, "eval": {}},
     "default": {"about": "hipposeg default (0.3.0): v2 + stronger spatial augmentation (in-plane rotation up to 15 "
-                         "degrees and scaling 0.85-1.25, each with probability 0.5)", "overlays": [], "train": {},
+                         "degrees and scaling 0.85-1.25, each with probability 0.5)", "overlays": [], "train": NO_THICK,
                 "eval": {}},
     "robust-aug-fullres": {"about": "v2 + a skip connection at full resolution (network option full_res_skip)",
-                           "overlays": [], "eval": {}, "train": {**V2, "full_res_skip": True}},
+                           "overlays": [], "eval": {}, "train": {**V2, "full_res_skip": True, **NO_THICK}},
     "upsampled-1.5x": {"about": "default, network run on slices upsampled 1.5x (input_scale 1.5: finest features "
                                 "at 1.3 mm instead of 2 mm)", "overlays": [], "eval": {},
-                       "train": {"input_scale": 1.5}},
+                       "train": {"input_scale": 1.5, **NO_THICK}},
     "upsampled-1.5x-10ep": {"about": "upsampled-1.5x with 10 epochs, channels-last weights (0.3.1): the 1.5x recipe "
                                      "sized to the one-hour training budget", "overlays": [], "eval": {},
-                            "train": {"input_scale": 1.5, "epochs": 10}},
+                            "train": {"input_scale": 1.5, "epochs": 10, **NO_THICK}},
     "default-thick": {"about": "default + thick-slice simulation in training (a quarter of the slices cut from the "
                                "volume as acquired with 1.3-2.5 mm slices along a random axis, random phase), "
                                "final-epoch weights", "overlays": [], "eval": {}, "final_epoch": True,
@@ -83,6 +86,10 @@ ROWS: dict[str, dict] = {
                                   "models/model_3d.pt (the unet3d-partner final epoch in half precision)",
                          "from": "default", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
                          "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt")}},
+    "default-thick+partner": {"about": "ensemble: default-thick (final epoch) + the shipped 3D partner models/model_3d.pt, "
+                                       "probabilities averaged 1:1", "from": "default-thick",
+                              "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" /
+                                                                "model_3d.pt")}},
     # inference-only variants of trained rows
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},
@@ -105,7 +112,8 @@ ROWS: dict[str, dict] = {
 # on the fold that is scored): ``python bench/accuracy.py --row default-f1``, ``--row unet3d-partner-f1``, then
 # ``--row default+partner-f1`` (inference only), and the same for fold 2.
 for _fold in (1, 2):
-    ROWS[f"default-f{_fold}"] = {"about": f"default 2.5D recipe, validation fold {_fold}, final-epoch weights",
+    ROWS[f"default-f{_fold}"] = {"about": f"default 2.5D recipe (train.json, thick-slice simulation included), validation "
+                                          f"fold {_fold}, final-epoch weights",
                                  "overlays": [], "train": {}, "eval": {}, "fold": _fold, "final_epoch": True}
     ROWS[f"unet3d-partner-f{_fold}"] = {**ROWS["unet3d-partner"], "fold": _fold,
                                         "about": f"the 3D partner recipe, validation fold {_fold}, final-epoch weights"}
