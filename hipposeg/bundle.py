@@ -22,9 +22,9 @@ BUNDLE_DIR = find_bundle()
 
 # the trained models shipped in the bundle's models/ folder, by the name the CLI's --model takes (bench/README.md)
 SHIPPED_MODELS = {
-    "default": "model.pt",  # 1 mm slices: fold-0 whole Dice 0.885, 0.23-0.29 s per crop on 2 CPU cores
-    "hires": "model_hires.pt",  # trained on slices upsampled 1.5x: whole Dice 0.896, 0.55 s per crop
-    "ensemble": "model.pt",  # model.pt averaged with the 3D partner model_3d.pt: whole Dice 0.897, HD95 1.17 mm
+    "default": "model.pt",  # 1 mm slices: fold-0 whole Dice 0.895, about 0.35 s per crop on 2 CPU cores
+    "hires": "model_hires.pt",  # trained on slices upsampled 1.5x: whole Dice 0.899, about 0.74 s per crop
+    "ensemble": "model.pt",  # model.pt averaged with the 3D partner model_3d.pt: whole Dice 0.898, HD95 1.17 mm
 }
 # the 3D partner network (hipposeg.ensemble) averaged with a shipped model's core, by model name
 SHIPPED_PARTNERS = {"ensemble": "model_3d.pt"}

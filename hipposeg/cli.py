@@ -303,9 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="NIfTI files, folders of NIfTI files, DICOM series folders "
                                               "(none: the default demo data)")
     p.add_argument("-o", "--output", default="hipposeg_out", help="output folder (default: hipposeg_out)")
-    p.add_argument("--model", help="a shipped model: 'default' (fold-0 whole Dice 0.885), 'ensemble' (default "
-                                   "averaged with the 3D partner network: 0.897, HD95 1.17 mm, about 1.4 times "
-                                   "the time), 'hires' (slices upsampled 1.5x: 0.896, about 2.4 times the time); "
+    p.add_argument("--model", help="a shipped model: 'default' (fold-0 whole Dice 0.895, HD95 1.23 mm), 'ensemble' "
+                                   "(default averaged with the 3D partner network: 0.898, HD95 1.17 mm, a little "
+                                   "more time), 'hires' (slices upsampled 1.5x: 0.899, about twice the time); "
                                    "or another bundle folder or a checkpoint (.pt)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, help="slices per forward pass")
