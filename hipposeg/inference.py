@@ -2,10 +2,10 @@
 
 :class:`MultiAxisSliceInferer` is a MONAI ``Inferer``: given a batch of 3D volumes ``(B, 1, X, Y, Z)`` and a
 2D network, it returns class probabilities ``(B, C, X, Y, Z)``. Along each configured axis it cuts every slice
-(with ``context`` neighbours as channels, edges replicated), pads the plane to a multiple of 32 and at least 64
-(``min_size``), predicts in
-batches, crops the padding away and stacks. Several axes are averaged (the three-axis consensus); flip
-test-time augmentation mirrors the volume left-right and averages the mirrored prediction back.
+(with ``context`` neighbours as channels, edges replicated), pads the plane to a multiple of 32 and to at least
+64 pixels a side (``min_size``), predicts in batches, crops the padding away and stacks. Several axes are averaged
+(the three-axis consensus); flip test-time augmentation mirrors the volume left-right and averages the mirrored
+prediction back.
 """
 
 from __future__ import annotations

@@ -100,6 +100,28 @@ def test_bundle_runs_the_ensemble_when_given_a_partner(tmp_path):
         assert parser.get_parsed_content("ckpt_path") == str(shipped_model("default"))
 
 
+@pytest.mark.parametrize("shape, expected", [((31, 26), (64, 64)), ((33, 70), (64, 96)), ((64, 64), (64, 64))])
+def test_slice_planes_are_padded_to_a_multiple_and_a_minimum_size(shape, expected):
+    """Planes go to the network at least 64 pixels a side (a 32-pixel plane leaves a 1-pixel bottleneck the
+    network rarely saw in training), the padding centred and cropped off again."""
+    from hipposeg.inference import _pad_to_multiple
+
+    x = torch.arange(shape[0] * shape[1], dtype=torch.float32).reshape(1, 1, *shape)
+    padded, crop = _pad_to_multiple(x, 32, 64)
+    assert tuple(padded.shape[-2:]) == expected
+    assert torch.equal(padded[..., crop[0], crop[1]], x)
+    assert tuple(_pad_to_multiple(x, 32)[0].shape[-2:]) == tuple(-(-n // 32) * 32 for n in shape)  # no minimum
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return torch.zeros(x.shape[0], 2, *x.shape[-2:])
+
+    MultiAxisSliceInferer(axes=(0,), context=1)(torch.zeros(1, 1, 5, *shape), Probe())
+    assert seen == [expected]
+
+
 def test_multi_axis_slice_inferer_alone():
     """Each axis sees every slice with its neighbours as channels (edges replicated), planes padded to the divisor
     and cropped back; the axes' probabilities are averaged; flip TTA mirrors left-right and back."""
