@@ -137,23 +137,23 @@ def summarise(rows: list[dict], *, thicknesses, axes) -> list[dict]:
 def write_table(results_dir: Path = DEFAULT_OUT.parent) -> bool:
     """The README table from every full run (all 42 cases, 1.6 and 2.0 mm, three axes) saved in ``results_dir`` as
     ``thick_slices*.json``: one row per model, the mean Dice loss per thickness and axis."""
+    settings = [(t, a) for t in (1.6, 2.0) for a in (0, 1, 2)]
     runs = []
     for path in sorted(results_dir.glob("thick_slices*.json")):
         result = json.loads(path.read_text())
         cells = {(c["thickness_mm"], c["axis"]): c for c in result["summary"]}
-        if result["n_cases"] == 42 and all((t, a) in cells for t in (1.6, 2.0) for a in (0, 1, 2)):
-            runs.append((path, result, cells))
+        if result["n_cases"] == 42 and all(s in cells for s in settings):
+            runs.append((result, [cells[s] for s in settings]))
     if not runs:
         return False
-    head = [f"{t:g} mm, axis {a}" for t in (1.6, 2.0) for a in (0, 1, 2)]
+    head = [f"{t:g} mm, axis {a}" for t, a in settings]
     lines = ["Mean whole-hippocampus Dice loss of the thick copy against the 1 mm crop (same case, reference and grid; "
              "target <= 0.02), 42 fold-0 crops; worst case in brackets:", "",
              "| model | command | 1 mm Dice | " + " | ".join(head) + " | mean |",
              "|---|---|---|" + "---|" * (len(head) + 1)]
-    for path, result, cells in runs:
+    for result, losses in runs:
         model = result["checkpoint"] + (f" + {result['partner_checkpoint']}" if result.get("partner_checkpoint") else "")
         one_mm = float(np.mean([r["dice_1mm_native"] for r in result["rows"]]))
-        losses = [cells[(t, a)] for t in (1.6, 2.0) for a in (0, 1, 2)]
         lines.append(f"| {model} ({result['date'][:10]}) | `{result['command']}` | {one_mm:.3f} | "
                      + " | ".join(f"{c['mean_loss']:+.3f} ({c['max_loss']:+.2f})" for c in losses)
                      + f" | {np.mean([c['mean_loss'] for c in losses]):+.3f} |")
