@@ -110,17 +110,33 @@ ROWS: dict[str, dict] = {
 # Cross-validation of the 3D-aware recipe (issue 13): the recipe and epoch counts are fixed on fold 0, then the same
 # training runs with another validation fold and is scored on it with its final-epoch weights (no checkpoint chosen
 # on the fold that is scored): ``python bench/accuracy.py --row default-f1``, ``--row unet3d-partner-f1``, then
-# ``--row default+partner-f1`` (inference only), and the same for fold 2.
+# ``--row default+partner-f1`` (inference only), the plain 3D UNet baseline ``--row unet3d-f1`` for the paired
+# difference against it, and the same for fold 2.
 for _fold in (1, 2):
     ROWS[f"default-f{_fold}"] = {"about": f"default 2.5D recipe (train.json, thick-slice simulation included), validation "
                                           f"fold {_fold}, final-epoch weights",
                                  "overlays": [], "train": {}, "eval": {}, "fold": _fold, "final_epoch": True}
     ROWS[f"unet3d-partner-f{_fold}"] = {**ROWS["unet3d-partner"], "fold": _fold,
                                         "about": f"the 3D partner recipe, validation fold {_fold}, final-epoch weights"}
+    ROWS[f"unet3d-f{_fold}"] = {**ROWS["unet3d"], "fold": _fold, "final_epoch": True, "train": {"epochs": 65},
+                                "about": f"the plain 3D UNet baseline (unet3d: 65 epochs, what its 15-minute budget "
+                                         f"reached on fold 0), validation fold {_fold}, final-epoch weights"}
     ROWS[f"default+partner-f{_fold}"] = {
         "about": f"ensemble of default-f{_fold} and unet3d-partner-f{_fold} (1:1), scored on fold {_fold}",
         "from": f"default-f{_fold}", "ckpt": str(RUNS / f"default-f{_fold}" / "model_final.pt"),
         "eval": {"partner_ckpt_path": str(RUNS / f"unet3d-partner-f{_fold}" / "model_final.pt")}}
+
+
+# The cross-validation table: each recipe's row per validation fold. Fold 0 is where the recipes were chosen (its
+# ensemble uses models/model_3d.pt, the fold-0 partner's final epoch in half precision); folds 1 and 2 are held out.
+CV_RECIPES = {
+    "2.5D core (train.json)": ("default-thick", "default-f1", "default-f2"),
+    "3D partner alone (train_3d.json)": ("unet3d-partner", "unet3d-partner-f1", "unet3d-partner-f2"),
+    "core + partner, 1:1 (the ensemble)": ("default-thick+partner", "default+partner-f1", "default+partner-f2"),
+    "plain 3D UNet (baseline)": ("unet3d", "unet3d-f1", "unet3d-f2"),
+}
+CV_CORE, CV_BASELINE = "2.5D core (train.json)", "plain 3D UNet (baseline)"
+HELD_OUT_FOLDS = (1, 2)
 
 
 def overlay_path(name: str) -> str:
@@ -340,12 +356,65 @@ def build_table() -> str:
     return "\n".join(lines)
 
 
+def _pooled(results: list[dict], metric: str) -> dict[str, float]:
+    """``{fold:case: value}`` of one per-case metric over several rows (cases of different folds never collide)."""
+    return {f"{r['fold']}:{c}": v for r in results for c, v in r.get(f"per_case_{metric}", {}).items()}
+
+
+def _cv_cells(results: list[dict], by_recipe: dict[str, list[dict]]) -> str:
+    """Per-volume means over ``results`` (one or several folds pooled), and paired whole-Dice differences against
+    the core and the baseline rows of the same folds."""
+    whole = _pooled(results, "dice_whole")
+    if not whole:
+        return "– | – | – | – | – | – | –"
+    cells = []
+    for metric, digits in (("dice_whole", 3), ("dice_anterior", 3), ("dice_posterior", 3), ("hd95_whole_mm", 2)):
+        values = [v for v in _pooled(results, metric).values() if v == v]
+        cells.append(f"{sum(values) / len(values):.{digits}f}")
+    pred, true = _pooled(results, "volume_pred_mm3"), _pooled(results, "volume_true_mm3")
+    errors = [100.0 * (pred[c] - true[c]) / true[c] for c in pred if c in true and true[c] > 0]
+    cells.append(f"{sum(map(abs, errors)) / len(errors):.1f} / {sum(errors) / len(errors):+.1f}" if errors else "–")
+    folds = {r["fold"] for r in results}
+    for other in (CV_CORE, CV_BASELINE):
+        base = [r for r in by_recipe[other] if r["fold"] in folds]
+        p = None if base == results or len(base) != len(results) else _paired(whole, _pooled(base, "dice_whole"))
+        cells.append("–" if p is None else f"{p[0]:+.4f} ± {p[1]:.4f}")
+    return " | ".join(cells)
+
+
+def build_cv_table() -> str:
+    """The cross-validation table (issue 13): every recipe per validation fold, final-epoch weights on folds 1 and
+    2, and the two held-out folds pooled per volume."""
+    by_recipe: dict[str, list[dict]] = {}
+    for recipe, rows in CV_RECIPES.items():
+        by_recipe[recipe] = []
+        for fold, row in enumerate(rows):
+            if (RESULTS / f"{row}.json").is_file():
+                by_recipe[recipe].append({**json.loads((RESULTS / f"{row}.json").read_text()), "fold": fold,
+                                          "name": row})
+    lines = ["| recipe | fold (row) | n | Dice whole | anterior | posterior | HD95 mm | volume error % abs. / signed | "
+             "Δ whole vs core | Δ whole vs plain 3D UNet |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for recipe, results in by_recipe.items():
+        for r in results:
+            chosen = " (recipe chosen here)" if r["fold"] == 0 else ""
+            lines.append(f"| {recipe} | {r['fold']}{chosen} (`{r['name']}`) | {len(r.get('per_case_dice_whole', {}))} | "
+                         f"{_cv_cells([r], by_recipe)} |")
+        held = [r for r in results if r["fold"] in HELD_OUT_FOLDS]
+        if held:
+            folds = f"folds {'+'.join(str(r['fold']) for r in held)} pooled" if len(held) > 1 else f"fold {held[0]['fold']}"
+            lines.append(f"| **{recipe}** | **held out ({folds})** | "
+                         f"{sum(len(r.get('per_case_dice_whole', {})) for r in held)} | {_cv_cells(held, by_recipe)} |")
+    return "\n".join(lines)
+
+
 def write_table() -> None:
     readme = BENCH / "README.md"
     if not readme.is_file():
         readme.write_text("# Benchmarks\n\n<!-- accuracy-table -->\n<!-- /accuracy-table -->\n")
     if not replace_block(readme, "accuracy-table", build_table()):
         sys.exit(f"{readme}: the <!-- accuracy-table --> markers are missing")
+    if not replace_block(readme, "cv-table", build_cv_table()):
+        sys.exit(f"{readme}: the <!-- cv-table --> markers are missing")
 
 
 def write_bundle_results(row: str = "shipped") -> None:
