@@ -90,6 +90,12 @@ ROWS: dict[str, dict] = {
                                        "probabilities averaged 1:1", "from": "default-thick",
                               "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" /
                                                                 "model_3d.pt")}},
+    # the ensemble's weight, chosen on fold 0 (the CV rows then use what is chosen here)
+    **{f"default-thick+partner-w{w:g}": {
+        "about": f"default-thick + the shipped 3D partner, partner weight {w:g} (probabilities "
+                 f"{1 - w:g} core + {w:g} partner)", "from": "default-thick",
+        "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt"),
+                 "partner_weight": w}} for w in (0.35, 0.65)},
     # inference-only variants of trained rows
     "v1-axis0": {"about": "v1 model, sagittal slices only", "from": "v1", "eval": {"inference_axes": [0]}},
     "v1-axis1": {"about": "v1 model, coronal slices only", "from": "v1", "eval": {"inference_axes": [1]}},

@@ -176,6 +176,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--partner", default=None,
                         help="a 3D partner checkpoint averaged with the model (hipposeg.ensemble), e.g. "
                              "bundles/hipposeg/models/model_3d.pt")
+    parser.add_argument("--partner-weight", type=float, default=None,
+                        help="the ensemble's partner weight (inference.json's partner_weight, 0.5)")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--seed", type=int, default=0, help="draws the slice phases")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
@@ -185,8 +187,10 @@ def main(argv=None) -> dict:
     from hipposeg.segmenter import load_segmenter
 
     items = load_manifest().datalist("msd_hippocampus", "val", 0, args.data_root, max_cases=args.max_cases)
-    segmenter = load_segmenter(checkpoint=args.checkpoint,
-                               overrides={"partner_ckpt_path": args.partner} if args.partner else None)
+    overrides = {"partner_ckpt_path": args.partner} if args.partner else {}
+    if args.partner_weight is not None:
+        overrides["partner_weight"] = args.partner_weight
+    segmenter = load_segmenter(checkpoint=args.checkpoint, overrides=overrides or None)
     rows, rng = [], np.random.default_rng(args.seed)
     for n, item in enumerate(items, 1):
         rows.append(score_case(segmenter, item, thicknesses=args.thickness, axes=args.axes, rng=rng))
