@@ -1,6 +1,7 @@
 """Whole-head path: Dice per side and seconds per scan on the three labelled full-head scans.
 
-Run: ``python bench/fullhead.py [--predictor oracle|model|template] [--moved 2] [--thick 2] [--data-root DIR]``;
+Run: ``python bench/fullhead.py [--predictor oracle|model|template] [--checkpoint F] [--partner F] [--moved 2]
+[--thick 2] [--data-root DIR]``;
 writes ``bench/results/fullhead.json`` (or ``--out``).
 
 For every subject (and ``--moved`` copies of it, each moved by a random rigid transform of up to 20
@@ -14,7 +15,8 @@ mapped through the registration), a floor that any crop model must beat.
 
 Predictors: ``oracle`` resamples the ground truth into each crop (checks registration, boxes, mirroring,
 mapping back and sides end to end; its Dice is 1 minus the loss of two resamplings), ``template`` the
-template region, ``model`` the shipped bundle's crop model (``hipposeg.segmenter.load_crop_predictor``).
+template region, ``model`` the shipped bundle's crop model (``hipposeg.segmenter.load_crop_predictor``; with
+``--partner``, averaged with that 3D network as ``hipposeg segment --model ensemble`` does).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
 README = Path(__file__).parent / "README.md"
 HIRES_OUT = Path(__file__).parent / "results" / "fullhead_hires.json"
+ENSEMBLE_OUT = Path(__file__).parent / "results" / "fullhead_ensemble.json"
 # shipped model name -> (results JSON, bench/README.md block) of its official run
-SHIPPED_TABLES = {"default": (DEFAULT_OUT, "fullhead-table"), "hires": (HIRES_OUT, "fullhead-table-hires")}
+SHIPPED_TABLES = {"default": (DEFAULT_OUT, "fullhead-table"), "hires": (HIRES_OUT, "fullhead-table-hires"),
+                  "ensemble": (ENSEMBLE_OUT, "fullhead-table-ensemble")}
 
 
 def write_table(result: dict, block: str = "fullhead-table") -> None:
@@ -63,6 +67,8 @@ def main(argv=None) -> dict:
                         help="thick-slice copies: anterior-posterior slice thickness in mm (none: --thick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="model predictor: this .pt instead of the shipped model")
+    parser.add_argument("--partner", default=None, help="model predictor: average with this 3D partner checkpoint, "
+                        "e.g. bundles/hipposeg/models/model_3d.pt (the shipped ensemble)")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
@@ -95,7 +101,8 @@ def main(argv=None) -> dict:
     if args.predictor == "model":
         from hipposeg.segmenter import load_crop_predictor
 
-        model = load_crop_predictor(checkpoint=args.checkpoint)
+        model = load_crop_predictor(checkpoint=args.checkpoint,
+                                    overrides={"partner_ckpt_path": args.partner} if args.partner else None)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,6 +184,7 @@ def main(argv=None) -> dict:
     result = {
         "predictor": args.predictor,
         "checkpoint": args.checkpoint or ("shipped bundles/hipposeg/models/model.pt" if model else None),
+        "partner_checkpoint": args.partner,
         "command": "python bench/fullhead.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "threads": N_THREADS,
         "machine": platform.processor() or platform.machine(),
@@ -191,11 +199,14 @@ def main(argv=None) -> dict:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.predictor == "model":  # a shipped model's run to its usual output refreshes its README table
-        from hipposeg.bundle import shipped_model
+        from hipposeg.bundle import shipped_model, shipped_partner
 
         checkpoint = Path(args.checkpoint or shipped_model("default")).resolve()
+        partner = Path(args.partner).resolve() if args.partner else None
         for name, (out, block) in SHIPPED_TABLES.items():
-            if checkpoint == shipped_model(name).resolve() and Path(args.out).resolve() == out.resolve():
+            shipped = shipped_partner(name)
+            if (checkpoint == shipped_model(name).resolve() and partner == (shipped and shipped.resolve())
+                    and Path(args.out).resolve() == out.resolve()):
                 write_table(result, block)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     return result
