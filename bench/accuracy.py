@@ -73,19 +73,20 @@ ROWS: dict[str, dict] = {
                                 "150 epochs, final-epoch weights", "overlays": ["train_3d.json"], "train": {},
                        "eval": {}, "final_epoch": True},
     # the 3D-aware ensembles: a 2.5D core's three-axis consensus averaged with the 3D partner's probabilities
-    "shipped+partner": {"about": "ensemble: shipped model.pt (1 mm slices) + the 3D partner (unet3d-partner, final "
-                                 "epoch), probabilities averaged 1:1", "from": "default",
-                        "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
-                        "eval": {"partner_ckpt_path": str(RUNS / "unet3d-partner" / "model_final.pt")}},
+    "shipped-0.5+partner": {"about": "ensemble: 0.5.0's default models/model_0.5.pt (1 mm slices) + the 3D partner "
+                                     "(unet3d-partner, final epoch), probabilities averaged 1:1", "from": "default",
+                            "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_0.5.pt"),
+                            "eval": {"partner_ckpt_path": str(RUNS / "unet3d-partner" / "model_final.pt")}},
     "shipped-hires+partner": {"about": "ensemble: shipped model_hires.pt (slices upsampled 1.5x) + the 3D partner "
                                        "(unet3d-partner, final epoch), probabilities averaged 1:1",
                               "from": "upsampled-1.5x",
                               "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_hires.pt"),
                               "eval": {"partner_ckpt_path": str(RUNS / "unet3d-partner" / "model_final.pt")}},
-    "shipped-ensemble": {"about": "the shipped ensemble (hipposeg segment --model ensemble): models/model.pt + "
-                                  "models/model_3d.pt (the unet3d-partner final epoch in half precision)",
-                         "from": "default", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
-                         "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt")}},
+    "shipped-0.5-ensemble": {"about": "0.5.0's opt-in ensemble (--model ensemble then): models/model_0.5.pt + "
+                                      "models/model_3d.pt (the unet3d-partner final epoch in half precision)",
+                             "from": "default", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_0.5.pt"),
+                             "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" /
+                                                               "model_3d.pt")}},
     "default-thick+partner": {"about": "ensemble: default-thick (final epoch) + the shipped 3D partner models/model_3d.pt, "
                                        "probabilities averaged 1:1", "from": "default-thick",
                               "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" /
@@ -104,9 +105,17 @@ ROWS: dict[str, dict] = {
                   "eval": {"keep_largest": False}},
     "v1-tta": {"about": "v1 model, consensus + left-right flip TTA", "from": "v1", "eval": {"flip_tta": True}},
     "v2-tta": {"about": "v2 model, consensus + left-right flip TTA", "from": "v2", "eval": {"flip_tta": True}},
-    "shipped": {"about": "the shipped bundles/hipposeg/models/model.pt (default checkpoint in half precision), "
-                         "default inference", "from": "default", "eval": {},
-                "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt")},
+    "shipped": {"about": "the shipped default (0.6.0, hipposeg segment without --model): models/model.pt "
+                         "(default-thick's final epoch in half precision) + models/model_3d.pt (unet3d-partner's), "
+                         "probabilities averaged 1:1", "from": "default-thick",
+                "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
+                "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt")}},
+    "shipped-core": {"about": "the shipped default's 2.5D core alone (--model core): models/model.pt",
+                     "from": "default-thick", "eval": {},
+                     "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt")},
+    "shipped-0.5": {"about": "0.5.0's default (--model default-0.5): models/model_0.5.pt (the default row's best "
+                             "checkpoint in half precision)", "from": "default", "eval": {},
+                    "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_0.5.pt")},
     "shipped-hires": {"about": "the shipped bundles/hipposeg/models/model_hires.pt (upsampled-1.5x checkpoint in half "
                                "precision), default inference", "from": "upsampled-1.5x", "eval": {},
                       "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_hires.pt")},

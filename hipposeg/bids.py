@@ -298,10 +298,11 @@ def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...
 
 def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, participant_labels=None,
                  session_labels=None, shard: tuple[int, int] | None = None, distributed: bool = False,
-                 model: str | Path | None = None, partner: str | Path | None = None, device: str | None = None,
-                 overwrite: bool = False,
+                 model: str | Path | None = None, device: str | None = None, overwrite: bool = False,
                  progress: bool = True, command: str = "") -> int:
     """``hipposeg bids``: the ``participant`` or ``group`` level; returns the exit code (2 when an image failed).
+
+    ``model``: ``--model`` (a shipped model's name, a bundle folder or a checkpoint; ``None``: the default).
 
     ``distributed``: run under torch's distributed engine (``torchrun --nnodes N --nproc_per_node K -m hipposeg
     bids ... --distributed``): each rank takes a disjoint shard of the images (rank ``r`` of ``W`` takes images
@@ -323,10 +324,11 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
         rank, world, device = _start_distributed(device)
         lo, n = shard or (0, 1)
         shard = (lo + rank * n, n * world)  # the shard of this rank within the scheduler's shard
+    from hipposeg.bundle import resolve_model
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(checkpoint=model, device=device or "cpu",
-                               overrides={"partner_ckpt_path": str(partner)} if partner else None)
+    checkpoint, model_overrides = resolve_model(model)
+    segmenter = load_segmenter(checkpoint=checkpoint, device=device or "cpu", overrides=model_overrides or None)
     run = segment_participants(bids_dir, out_dir, segmenter, participant_labels=participant_labels,
                                session_labels=session_labels, shard=shard, overwrite=overwrite,
                                progress=progress and rank == 0)

@@ -20,14 +20,17 @@ def find_bundle() -> Path:
 
 BUNDLE_DIR = find_bundle()
 
-# the trained models shipped in the bundle's models/ folder, by the name the CLI's --model takes (bench/README.md)
+# the trained models shipped in the bundle's models/ folder, by the name the CLI's --model takes (bench/README.md):
+# name -> (2.5D core checkpoint, 3D partner checkpoint averaged with it or None)
 SHIPPED_MODELS = {
-    "default": "model.pt",  # 1 mm slices: fold-0 whole Dice 0.895, about 0.35 s per crop on 2 CPU cores
-    "hires": "model_hires.pt",  # trained on slices upsampled 1.5x: whole Dice 0.899, about 0.74 s per crop
-    "ensemble": "model.pt",  # model.pt averaged with the 3D partner model_3d.pt: whole Dice 0.898, HD95 1.17 mm
+    # 0.6.0 default: the train.json core (final epoch) + the 3D partner (train_3d.json, final epoch), averaged 1:1
+    "default": ("model.pt", "model_3d.pt"),
+    "core": ("model.pt", None),  # the default's 2.5D three-axis consensus alone (a little faster)
+    "hires": ("model_hires.pt", None),  # trained on slices upsampled 1.5x; about twice the time
+    "ensemble": ("model.pt", "model_3d.pt"),  # 0.5.0's opt-in name of what is now the default (kept for 0.6.x)
+    "default-0.5": ("model_0.5.pt", None),  # 0.5.0's default (kept for 0.6.x)
 }
-# the 3D partner network (hipposeg.ensemble) averaged with a shipped model's core, by model name
-SHIPPED_PARTNERS = {"ensemble": "model_3d.pt"}
+DEFAULT_CORE, DEFAULT_PARTNER = SHIPPED_MODELS["default"]
 
 
 def bundle_root() -> str:
@@ -37,18 +40,48 @@ def bundle_root() -> str:
 
 
 def shipped_model(name: str, bundle_dir: str | Path | None = None) -> Path | None:
-    """The checkpoint of a shipped model named in :data:`SHIPPED_MODELS` (``None`` for any other string, which
-    callers then read as a path)."""
+    """The core checkpoint of a shipped model named in :data:`SHIPPED_MODELS` (``None`` for any other string,
+    which callers then read as a path)."""
     if name not in SHIPPED_MODELS:
         return None
-    return Path(bundle_dir or BUNDLE_DIR) / "models" / SHIPPED_MODELS[name]
+    return Path(bundle_dir or BUNDLE_DIR) / "models" / SHIPPED_MODELS[name][0]
 
 
 def shipped_partner(name: str | None, bundle_dir: str | Path | None = None) -> Path | None:
-    """The 3D partner checkpoint of a shipped model named in :data:`SHIPPED_PARTNERS` (``None`` otherwise)."""
-    if name not in SHIPPED_PARTNERS:
+    """The 3D partner checkpoint of a shipped model named in :data:`SHIPPED_MODELS` (``None`` when it has none,
+    or for any other string)."""
+    if name not in SHIPPED_MODELS or SHIPPED_MODELS[name][1] is None:
         return None
-    return Path(bundle_dir or BUNDLE_DIR) / "models" / SHIPPED_PARTNERS[name]
+    return Path(bundle_dir or BUNDLE_DIR) / "models" / SHIPPED_MODELS[name][1]
+
+
+def default_partner(ckpt_path: str | Path, ckpt_dir: str | Path) -> str | None:
+    """``inference.json``'s ``partner_ckpt_path``: ``models/model_3d.pt`` joins the bundle's default checkpoint
+    ``models/model.pt`` when the folder holds one (the shipped default is that pair); any other ``ckpt_path``
+    runs alone unless a partner is given (``--partner_ckpt_path``), and so does a bundle trained without one."""
+    core, partner = Path(ckpt_dir) / DEFAULT_CORE, Path(ckpt_dir) / DEFAULT_PARTNER
+    if Path(ckpt_path).resolve() == core.resolve() and partner.is_file():
+        return str(partner)
+    return None
+
+
+def resolve_model(value: str | Path | None, bundle_dir: str | Path | None = None) -> tuple[Path | None, dict]:
+    """``--model`` of every command: ``(checkpoint, overrides)`` for :func:`hipposeg.segmenter.load_segmenter`
+    (or the bundle's ``ckpt_path`` and overrides). ``value``: a shipped model's name (its core and partner, or
+    explicitly no partner), a bundle folder or a checkpoint file (run alone), or ``None`` (the bundle's default)."""
+    from hipposeg.errors import InputError
+
+    if not value:
+        return None, {}
+    name = str(value)
+    path = shipped_model(name, bundle_dir) or Path(value)
+    if not path.exists():
+        raise InputError(path, "no such model checkpoint or bundle folder (shipped models by name: "
+                               f"{', '.join(SHIPPED_MODELS)})")
+    if name in SHIPPED_MODELS:
+        partner = shipped_partner(name, bundle_dir)
+        return path, {"partner_ckpt_path": str(partner) if partner else None}
+    return path, {}
 
 
 def config_files(bundle_dir: str | Path, *names: str) -> list[str]:

@@ -97,29 +97,8 @@ def cmd_import_mrihs(args) -> int:
 
 
 # --------------------------------------------------------------------------- segment
-def _partner_overrides(value: str | None, bundle_dir: str | None = None) -> dict:
-    """``--model ensemble``: the bundle override that adds the shipped 3D partner network (hipposeg.ensemble)."""
-    from hipposeg.bundle import shipped_partner
-
-    partner = shipped_partner(value, bundle_dir)
-    return {"partner_ckpt_path": str(partner)} if partner else {}
-
-
-def _model_path(value: str | None, bundle_dir: str | None = None) -> Path | None:
-    """``--model``: a shipped model's name (``default``, ``hires``), a bundle folder or a checkpoint file."""
-    from hipposeg.bundle import SHIPPED_MODELS, shipped_model
-    from hipposeg.errors import InputError
-
-    if not value:
-        return None
-    path = shipped_model(value, bundle_dir) or Path(value)
-    if not path.exists():
-        raise InputError(path, "no such model checkpoint or bundle folder (shipped models by name: "
-                               f"{', '.join(SHIPPED_MODELS)})")
-    return path
-
-
 def cmd_segment(args) -> int:
+    from hipposeg.bundle import resolve_model
     from hipposeg.data.writers import check_output_folder
     from hipposeg.segment import default_inputs, segment_inputs
     from hipposeg.segmenter import load_segmenter
@@ -128,10 +107,10 @@ def cmd_segment(args) -> int:
     if not inputs:
         inputs = default_inputs(args.data_root)
         print(f"no INPUT given: segmenting the default data ({len(inputs)} Task04 volumes from {inputs[0].parent.parent})")
-    model = _model_path(args.model)
+    model, model_overrides = resolve_model(args.model)
     check_output_folder(args.output)  # one line naming the folder, before the model is loaded or any case is read
     segmenter = load_segmenter(checkpoint=model, device=args.device, flip_tta=args.tta or None,
-                               batch_size=args.batch_size, overrides=_partner_overrides(args.model) or None)
+                               batch_size=args.batch_size, overrides=model_overrides or None)
     mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
     run = segment_inputs(inputs, args.output, segmenter, overwrite=args.overwrite, series_uid=args.series_uid,
                          mode=mode, qc_png=not args.no_qc, progress=not args.quiet)
@@ -156,8 +135,7 @@ def cmd_bids(args) -> int:
     command = "hipposeg " + " ".join(shlex.quote(a) for a in (args.argv or []))
     return run_bids_app(args.bids_dir, args.output_dir, args.analysis_level,
                         participant_labels=args.participant_label, session_labels=args.session_label, shard=shard,
-                        distributed=args.distributed, model=_model_path(args.model),
-                        partner=_partner_overrides(args.model).get("partner_ckpt_path"), device=args.device,
+                        distributed=args.distributed, model=args.model, device=args.device,
                         overwrite=args.overwrite, progress=not args.quiet, command=command)
 
 
@@ -241,13 +219,13 @@ def _check_resume(path: str, bundle: str | None, overrides: dict) -> None:
 
 
 def cmd_infer(args) -> int:
-    from hipposeg.bundle import run_workflow
+    from hipposeg.bundle import resolve_model, run_workflow
 
     overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
                  "overwrite": args.overwrite, **_overrides(args.set)}
     if args.model:  # inference.json builds the architecture the checkpoint holds
-        overrides = {**overrides, "ckpt_path": str(_model_path(args.model, args.bundle)),
-                     **_partner_overrides(args.model, args.bundle)}
+        model, model_overrides = resolve_model(args.model, args.bundle)
+        overrides = {**overrides, "ckpt_path": str(model), **model_overrides}
     run_workflow(["inference.json"], args.bundle, overrides)
     return EXIT_OK
 
@@ -303,10 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="NIfTI files, folders of NIfTI files, DICOM series folders "
                                               "(none: the default demo data)")
     p.add_argument("-o", "--output", default="hipposeg_out", help="output folder (default: hipposeg_out)")
-    p.add_argument("--model", help="a shipped model: 'default' (fold-0 whole Dice 0.895, HD95 1.23 mm), 'ensemble' "
-                                   "(default averaged with the 3D partner network: 0.898, HD95 1.17 mm, a little "
-                                   "more time), 'hires' (slices upsampled 1.5x: 0.899, about twice the time); "
-                                   "or another bundle folder or a checkpoint (.pt)")
+    p.add_argument("--model", help="a shipped model: 'default' (the 2.5D core averaged with a 3D network: "
+                                   "fold-0 whole Dice 0.898, HD95 1.20 mm), 'core' (the 2.5D three-axis consensus "
+                                   "alone: 0.894, a little faster), 'hires' (slices upsampled 1.5x: 0.899, about "
+                                   "twice the time), 'default-0.5' (0.5.0's default: 0.895), 'ensemble' (0.5.0's "
+                                   "name for what is now the default); or another bundle folder or a checkpoint "
+                                   "(.pt), which runs alone")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, help="slices per forward pass")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (left-right)")
@@ -363,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("infer", help="run the bundle's inference workflow (configs/inference.json) on a folder")
     p.add_argument("input", help="folder of NIfTI volumes (or one file)")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--model", help="'default', 'ensemble', 'hires' (shipped models, see segment --help) or a "
-                                   "checkpoint (.pt)")
+    p.add_argument("--model", help="'default', 'core', 'hires', 'default-0.5', 'ensemble' (shipped models, see "
+                                   "segment --help) or a checkpoint (.pt)")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--bundle")

@@ -100,6 +100,30 @@ def test_bundle_runs_the_ensemble_when_given_a_partner(tmp_path):
         assert parser.get_parsed_content("ckpt_path") == str(shipped_model("default"))
 
 
+def test_the_partner_joins_the_default_checkpoint_only(tmp_path):
+    """inference.json as it stands is the shipped ensemble (models/model.pt + models/model_3d.pt); another
+    --ckpt_path, or a bundle folder without model_3d.pt, runs the core alone; --model names say it explicitly."""
+    from hipposeg.bundle import BUNDLE_DIR, default_partner, parse_bundle, resolve_model, shipped_partner
+
+    parser = parse_bundle(["inference.json"], overrides={"device": "cpu"})
+    assert parser.get_parsed_content("partner_ckpt_path") == str(shipped_partner("default"))
+    assert type(parser.get_parsed_content("network")).__name__ == "CoreAndPartner"
+    other = tmp_path / "models" / "model.pt"
+    other.parent.mkdir()
+    other.write_bytes(b"")
+    assert default_partner(other, BUNDLE_DIR / "models") is None  # another checkpoint: alone
+    assert default_partner(other, other.parent) is None  # a bundle trained without a partner
+    (other.parent / "model_3d.pt").write_bytes(b"")
+    assert default_partner(other, other.parent) == str(other.parent / "model_3d.pt")
+    assert resolve_model(None) == (None, {})
+    assert resolve_model("core")[1] == {"partner_ckpt_path": None}
+    assert resolve_model("default")[1] == resolve_model("ensemble")[1] == {
+        "partner_ckpt_path": str(shipped_partner("default"))}
+    assert resolve_model(str(other)) == (other, {})
+    with pytest.raises(InputError, match="shipped models by name: default, core"):
+        resolve_model(str(tmp_path / "missing.pt"))
+
+
 @pytest.mark.parametrize("shape, expected", [((31, 26), (64, 64)), ((33, 70), (64, 96)), ((64, 64), (64, 64))])
 def test_slice_planes_are_padded_to_a_multiple_and_a_minimum_size(shape, expected):
     """Planes go to the network at least 64 pixels a side (a 32-pixel plane leaves a 1-pixel bottleneck the

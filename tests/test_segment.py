@@ -326,17 +326,20 @@ def test_segment_one_case_writes_the_row_file_last_and_cleans_up_a_failed_case(t
     assert not list(out.glob("bad*"))
 
 
-def test_the_shipped_ensemble_by_name(msd, tmp_path, cli):
-    """--model ensemble: the default core averaged with the shipped 3D partner; the row names both weights files,
-    and the mask agrees closely (not exactly) with the core alone."""
+def test_the_default_is_the_ensemble_and_core_runs_alone(msd, tmp_path, cli):
+    """No --model: the 2.5D core averaged with the shipped 3D partner (both weights files in the row); --model core:
+    the same core alone; --model ensemble (0.5.0's name) is the default. The masks agree closely, not exactly."""
     import nibabel as nib
 
     src = msd / "imagesTr" / "hippocampus_003.nii.gz"
-    result = cli("segment", str(src), "-o", str(tmp_path / "ens"), "--model", "ensemble", "--quiet", "--no-qc")
-    assert result.returncode == 0, result.stderr
-    row = json.loads((tmp_path / "ens" / "volumes.json").read_text())[0]
-    assert row["model"].endswith("model.pt") and row["model_3d"].endswith("model_3d.pt")
-    alone = cli("segment", str(src), "-o", str(tmp_path / "core"), "--quiet", "--no-qc")
-    assert alone.returncode == 0, alone.stderr
-    a, b = (np.asarray(nib.load(str(tmp_path / d / "hippocampus_003_seg.nii.gz")).dataobj) > 0 for d in ("ens", "core"))
+    masks = {}
+    for name, extra in (("default", []), ("core", ["--model", "core"]), ("ensemble", ["--model", "ensemble"])):
+        result = cli("segment", str(src), "-o", str(tmp_path / name), "--quiet", "--no-qc", *extra)
+        assert result.returncode == 0, result.stderr
+        row = json.loads((tmp_path / name / "volumes.json").read_text())[0]
+        assert row["model"] == str(MODEL.resolve())
+        assert row.get("model_3d", "").endswith("model_3d.pt") is (name != "core")
+        masks[name] = np.asarray(nib.load(str(tmp_path / name / "hippocampus_003_seg.nii.gz")).dataobj)
+    assert np.array_equal(masks["default"], masks["ensemble"])
+    a, b = masks["default"] > 0, masks["core"] > 0
     assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.85 and not np.array_equal(a, b)
