@@ -16,7 +16,8 @@ mapped through the registration), a floor that any crop model must beat.
 Predictors: ``oracle`` resamples the ground truth into each crop (checks registration, boxes, mirroring,
 mapping back and sides end to end; its Dice is 1 minus the loss of two resamplings), ``template`` the
 template region, ``model`` the shipped bundle's crop model (``hipposeg.segmenter.load_crop_predictor``; with
-``--partner``, averaged with that 3D network as ``hipposeg segment --model ensemble`` does).
+``--checkpoint``, that checkpoint alone; ``--partner`` averages a 3D network with it; neither: the shipped
+default, ``models/model.pt`` + ``models/model_3d.pt``).
 """
 
 from __future__ import annotations
@@ -40,10 +41,8 @@ SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
 README = Path(__file__).parent / "README.md"
 HIRES_OUT = Path(__file__).parent / "results" / "fullhead_hires.json"
-ENSEMBLE_OUT = Path(__file__).parent / "results" / "fullhead_ensemble.json"
 # shipped model name -> (results JSON, bench/README.md block) of its official run
-SHIPPED_TABLES = {"default": (DEFAULT_OUT, "fullhead-table"), "hires": (HIRES_OUT, "fullhead-table-hires"),
-                  "ensemble": (ENSEMBLE_OUT, "fullhead-table-ensemble")}
+SHIPPED_TABLES = {"default": (DEFAULT_OUT, "fullhead-table"), "hires": (HIRES_OUT, "fullhead-table-hires")}
 
 
 def write_table(result: dict, block: str = "fullhead-table") -> None:
@@ -102,7 +101,8 @@ def main(argv=None) -> dict:
         from hipposeg.segmenter import load_crop_predictor
 
         model = load_crop_predictor(checkpoint=args.checkpoint,
-                                    overrides={"partner_ckpt_path": args.partner} if args.partner else None)
+                                    overrides={"partner_ckpt_path": args.partner}
+                                    if args.partner or args.checkpoint else None)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,8 +183,9 @@ def main(argv=None) -> dict:
         by_subject.setdefault(r["subject"], []).append(round(diff, 4))
     result = {
         "predictor": args.predictor,
-        "checkpoint": args.checkpoint or ("shipped bundles/hipposeg/models/model.pt" if model else None),
-        "partner_checkpoint": args.partner,
+        "checkpoint": args.checkpoint or ("shipped default bundles/hipposeg/models/model.pt" if model else None),
+        "partner_checkpoint": args.partner or ("bundles/hipposeg/models/model_3d.pt"
+                                               if model and not args.checkpoint else None),
         "command": "python bench/fullhead.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "threads": N_THREADS,
         "machine": platform.processor() or platform.machine(),
@@ -202,7 +203,8 @@ def main(argv=None) -> dict:
         from hipposeg.bundle import shipped_model, shipped_partner
 
         checkpoint = Path(args.checkpoint or shipped_model("default")).resolve()
-        partner = Path(args.partner).resolve() if args.partner else None
+        partner_arg = args.partner or (None if args.checkpoint else shipped_partner("default"))
+        partner = Path(partner_arg).resolve() if partner_arg else None
         for name, (out, block) in SHIPPED_TABLES.items():
             shipped = shipped_partner(name)
             if (checkpoint == shipped_model(name).resolve() and partner == (shipped and shipped.resolve())

@@ -54,12 +54,19 @@ def bare_forward_seconds(segmenter, image) -> float:
         return time.perf_counter() - start
 
 
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(BENCH.parent)) if resolved.is_relative_to(BENCH.parent) else str(resolved)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=60, help="number of volumes (Task04 imagesTr, sorted)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tta", action="store_true")
-    parser.add_argument("--checkpoint", default=None, help="a .pt file (default: the shipped models/model.pt)")
+    parser.add_argument("--checkpoint", default=None, help="a .pt file, run alone (default: the shipped default, "
+                        "models/model.pt + models/model_3d.pt)")
     parser.add_argument("--partner", default=None, help="a 3D partner checkpoint to average with (hipposeg.ensemble)")
     parser.add_argument("--out", default=str(BENCH / "results" / "speed.json"))
     args = parser.parse_args()
@@ -73,7 +80,7 @@ def main() -> None:
     from hipposeg.segmenter import load_segmenter
 
     segmenter = load_segmenter(checkpoint=args.checkpoint, flip_tta=args.tta,
-                               overrides={"partner_ckpt_path": args.partner} if args.partner else None)
+                               overrides={"partner_ckpt_path": args.partner} if args.partner or args.checkpoint else None)
     paths = [d["image"] for d in load_manifest().datalist("msd_hippocampus", "all")][: args.n]
     ranges = reference_volume_ranges()
     warm = read_image(paths[0])
@@ -104,7 +111,7 @@ def main() -> None:
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__, "checkpoint": args.checkpoint or "bundles/hipposeg/models/model.pt",
-        "partner": args.partner,
+        "partner": _shown(segmenter.partner_checkpoint) if segmenter.partner_checkpoint else None,
         "input_scale": float(getattr(getattr(segmenter.network, "core", segmenter.network), "input_scale", 1.0)),
         "n_volumes": len(paths), "tta": args.tta,
         "slicing_directions": list(slices.axes), "passes_per_volume": n_dirs,
