@@ -15,7 +15,7 @@ mapped through the registration), a floor that any crop model must beat.
 
 Predictors: ``oracle`` resamples the ground truth into each crop (checks registration, boxes, mirroring,
 mapping back and sides end to end; its Dice is 1 minus the loss of two resamplings), ``template`` the
-template region, ``model`` the shipped bundle's crop model (``hipposeg.segmenter.load_crop_predictor``; with
+template region, ``model`` the shipped bundle's crop model (``hipposeg.segmenter.load_segmenter``; with
 ``--checkpoint``, that checkpoint alone; ``--partner`` averages a 3D network with it; neither: the shipped
 default, ``models/model.pt`` + ``models/model_3d.pt``).
 """
@@ -96,13 +96,13 @@ def main(argv=None) -> dict:
     read_image(Path(args.data_root) / "fullhead" / SUBJECTS[0] / "hippocampus_lr.nii.gz")  # MONAI import
     template_pyramid()
     warmup_s = time.perf_counter() - t
-    model = None
+    model = segmenter = None
     if args.predictor == "model":
-        from hipposeg.segmenter import load_crop_predictor
+        from hipposeg.segmenter import load_segmenter
 
-        model = load_crop_predictor(checkpoint=args.checkpoint,
-                                    overrides={"partner_ckpt_path": args.partner}
-                                    if args.partner or args.checkpoint else None)
+        segmenter = load_segmenter(checkpoint=args.checkpoint,
+                                   overrides={"partner_ckpt_path": args.partner} if args.partner else None)
+        model = segmenter.predict_probabilities
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
         "predictor": args.predictor,
         "checkpoint": args.checkpoint or ("shipped default bundles/hipposeg/models/model.pt" if model else None),
         "partner_checkpoint": args.partner or ("bundles/hipposeg/models/model_3d.pt"
-                                               if model and not args.checkpoint else None),
+                                               if segmenter and segmenter.partner_checkpoint else None),
         "command": "python bench/fullhead.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "threads": N_THREADS,
         "machine": platform.processor() or platform.machine(),
@@ -202,9 +202,8 @@ def main(argv=None) -> dict:
     if args.predictor == "model":  # a shipped model's run to its usual output refreshes its README table
         from hipposeg.bundle import shipped_model, shipped_partner
 
-        checkpoint = Path(args.checkpoint or shipped_model("default")).resolve()
-        partner_arg = args.partner or (None if args.checkpoint else shipped_partner("default"))
-        partner = Path(partner_arg).resolve() if partner_arg else None
+        checkpoint = Path(segmenter.checkpoint)
+        partner = segmenter.partner_checkpoint and Path(segmenter.partner_checkpoint)
         for name, (out, block) in SHIPPED_TABLES.items():
             shipped = shipped_partner(name)
             if (checkpoint == shipped_model(name).resolve() and partner == (shipped and shipped.resolve())

@@ -80,7 +80,7 @@ def main() -> None:
     from hipposeg.segmenter import load_segmenter
 
     segmenter = load_segmenter(checkpoint=args.checkpoint, flip_tta=args.tta,
-                               overrides={"partner_ckpt_path": args.partner} if args.partner or args.checkpoint else None)
+                               overrides={"partner_ckpt_path": args.partner} if args.partner else None)
     paths = [d["image"] for d in load_manifest().datalist("msd_hippocampus", "all")][: args.n]
     ranges = reference_volume_ranges()
     warm = read_image(paths[0])

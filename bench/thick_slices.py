@@ -187,8 +187,7 @@ def main(argv=None) -> dict:
     from hipposeg.segmenter import load_segmenter
 
     items = load_manifest().datalist("msd_hippocampus", "val", 0, args.data_root, max_cases=args.max_cases)
-    # a --checkpoint runs alone unless --partner is given; neither: the shipped default (core + 3D partner)
-    overrides = {"partner_ckpt_path": args.partner} if args.partner or args.checkpoint else {}
+    overrides = {"partner_ckpt_path": args.partner} if args.partner else {}
     if args.partner_weight is not None:
         overrides["partner_weight"] = args.partner_weight
     segmenter = load_segmenter(checkpoint=args.checkpoint, overrides=overrides or None)

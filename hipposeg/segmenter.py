@@ -95,7 +95,8 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
                    device: str = "cpu", flip_tta: bool | None = None, batch_size: int | None = None,
                    overrides: dict | None = None) -> Segmenter:
     """Build a :class:`Segmenter` from a bundle's ``inference.json`` (default: the bundle shipped with hipposeg)
-    and its ``models/model.pt`` (or ``checkpoint``: a bundle folder or a ``.pt`` file). The network (weights
+    and its default model (or ``checkpoint``: a bundle folder, or a ``.pt`` file that runs alone unless
+    ``overrides`` name a ``partner_ckpt_path``). The network (weights
     loaded by the config), inferer and post-processing are the config's own, whatever they are."""
     from hipposeg.bundle import BUNDLE_DIR, parse_bundle
 
@@ -109,6 +110,7 @@ def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path 
         values["batch_size"] = int(batch_size)
     if checkpoint is not None:
         values["ckpt_path"] = str(checkpoint)
+        values.setdefault("partner_ckpt_path", None)  # a checkpoint file runs alone unless a partner is given
     parser = parse_bundle(["inference.json"], bundle_dir, values)
     content = parser.get_parsed_content
     return Segmenter(network=content("network"), preprocessing=content("preprocessing"), inferer=content("inferer"),
