@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from repo_paths import shown  # bench/ is the script's folder
 
 BENCH = Path(__file__).resolve().parent
 
@@ -52,12 +53,6 @@ def bare_forward_seconds(segmenter, image) -> float:
         if partner is not None:
             segmenter.inferer.volume_inferer(volume[None, None], partner)
         return time.perf_counter() - start
-
-
-def _shown(path: str) -> str:
-    """``path`` relative to the repository when it lies inside it."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(BENCH.parent)) if resolved.is_relative_to(BENCH.parent) else str(resolved)
 
 
 def main() -> None:
@@ -111,7 +106,7 @@ def main() -> None:
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__, "checkpoint": args.checkpoint or "bundles/hipposeg/models/model.pt",
-        "partner": _shown(segmenter.partner_checkpoint) if segmenter.partner_checkpoint else None,
+        "partner": shown(segmenter.partner_checkpoint) if segmenter.partner_checkpoint else None,
         "input_scale": float(getattr(getattr(segmenter.network, "core", segmenter.network), "input_scale", 1.0)),
         "n_volumes": len(paths), "tta": args.tta,
         "slicing_directions": list(slices.axes), "passes_per_volume": n_dirs,

@@ -48,6 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from markdown_block import replace_block  # noqa: E402  (bench/ is the script's folder)
+from repo_paths import shown  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "thick_slices.json"
 README = Path(__file__).parent / "README.md"
@@ -160,13 +161,6 @@ def write_table(results_dir: Path = DEFAULT_OUT.parent) -> bool:
     return replace_block(README, TABLE_BLOCK, "\n".join(lines))
 
 
-def _shown(path: str) -> str:
-    """``path`` relative to the repository when it lies inside it (how the README names model files)."""
-    repo = Path(__file__).resolve().parents[1]
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(repo)) if resolved.is_relative_to(repo) else str(resolved)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thickness", type=float, nargs="+", default=[1.6, 2.0], help="slice thicknesses, mm")
@@ -199,8 +193,8 @@ def main(argv=None) -> dict:
               f"{worst['loss']:+.3f} ({worst['thickness_mm']:g} mm, axis {worst['axis']})", flush=True)
     result = {
         "command": "python bench/thick_slices.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "checkpoint": _shown(segmenter.checkpoint),
-        "partner_checkpoint": _shown(segmenter.partner_checkpoint) if segmenter.partner_checkpoint else None,
+        "checkpoint": shown(segmenter.checkpoint),
+        "partner_checkpoint": shown(segmenter.partner_checkpoint) if segmenter.partner_checkpoint else None,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
