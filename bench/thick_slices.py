@@ -1,7 +1,7 @@
 """Thick slices: how much whole-hippocampus Dice a crop loses when it is acquired with 1.6 or 2.0 mm slices.
 
 Run: ``python bench/thick_slices.py [--thickness 1.6 2.0] [--axes 0 1 2] [--max-cases N] [--checkpoint FILE]
-[--partner FILE]``;
+[--partner FILE] [--phase MM]``;
 writes ``bench/results/thick_slices.json`` (or ``--out``); a full run saved in ``bench/results/`` refreshes the
 table between the ``thick-slices-table`` markers of ``bench/README.md`` (one row per ``thick_slices*.json`` there).
 
@@ -96,8 +96,10 @@ def thick_mask(mask, source, *, axis: int, thickness_mm: float, phase_steps: int
     return share.array > 0.5
 
 
-def score_case(segmenter, item: dict, *, thicknesses, axes, rng: np.random.Generator) -> dict:
-    """Per-case row: the 1 mm Dice and, per thickness and axis, the four scores of the module docstring."""
+def score_case(segmenter, item: dict, *, thicknesses, axes, rng: np.random.Generator,
+               phase_steps: int | None = None) -> dict:
+    """Per-case row: the 1 mm Dice and, per thickness and axis, the four scores of the module docstring. The slice
+    phase is drawn from ``rng`` unless ``phase_steps`` fixes it."""
     from hipposeg.data.readers import read_image
     from hipposeg.metrics import dice
 
@@ -109,7 +111,8 @@ def score_case(segmenter, item: dict, *, thicknesses, axes, rng: np.random.Gener
            "seconds_1mm": round(time.perf_counter() - t0, 3), "thick": []}
     for thickness in thicknesses:
         for axis in axes:
-            grid = {"axis": axis, "thickness_mm": thickness, "phase_steps": int(rng.integers(FINE_STEPS_PER_VOXEL))}
+            drawn = int(rng.integers(FINE_STEPS_PER_VOXEL))  # drawn even when fixed: the other draws stay the same
+            grid = {"axis": axis, "thickness_mm": thickness, "phase_steps": drawn if phase_steps is None else phase_steps}
             thick = thick_copy(image, **grid)
             pred = segmenter.segment(thick).labels > 0
             truth = thick_mask(truth_1mm, label, **grid)
@@ -143,7 +146,7 @@ def write_table(results_dir: Path = DEFAULT_OUT.parent) -> bool:
     for path in sorted(results_dir.glob("thick_slices*.json")):
         result = json.loads(path.read_text())
         cells = {(c["thickness_mm"], c["axis"]): c for c in result["summary"]}
-        if result["n_cases"] == 42 and all(s in cells for s in settings):
+        if result["n_cases"] == 42 and result.get("phase_mm") is None and all(s in cells for s in settings):
             runs.append((result, [cells[s] for s in settings]))
     if not runs:
         return False
@@ -174,8 +177,16 @@ def main(argv=None) -> dict:
                         help="the ensemble's partner weight (inference.json's partner_weight, 0.5)")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--seed", type=int, default=0, help="draws the slice phases")
+    parser.add_argument("--phase", type=float, default=None, metavar="MM",
+                        help="start every first slice this far inside the crop (0-0.9 mm in 0.1 mm steps) instead of "
+                             "a drawn phase; such runs are left out of the README table")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
+    phase_steps = None
+    if args.phase is not None:
+        phase_steps = round(args.phase * FINE_STEPS_PER_VOXEL)
+        if not (0 <= phase_steps < FINE_STEPS_PER_VOXEL and abs(args.phase * FINE_STEPS_PER_VOXEL - phase_steps) < 1e-6):
+            parser.error(f"--phase must be one of 0, 0.1, ..., 0.9 mm, not {args.phase:g}")
 
     from hipposeg.data.manifest import load_manifest
     from hipposeg.segmenter import load_segmenter
@@ -187,7 +198,8 @@ def main(argv=None) -> dict:
     segmenter = load_segmenter(checkpoint=args.checkpoint, overrides=overrides or None)
     rows, rng = [], np.random.default_rng(args.seed)
     for n, item in enumerate(items, 1):
-        rows.append(score_case(segmenter, item, thicknesses=args.thickness, axes=args.axes, rng=rng))
+        rows.append(score_case(segmenter, item, thicknesses=args.thickness, axes=args.axes, rng=rng,
+                               phase_steps=phase_steps))
         worst = max(rows[-1]["thick"], key=lambda c: c["loss"])
         print(f"[{n}/{len(items)}] {item['case']}: 1 mm {rows[-1]['dice_1mm_native']:.3f}, worst loss "
               f"{worst['loss']:+.3f} ({worst['thickness_mm']:g} mm, axis {worst['axis']})", flush=True)
@@ -199,6 +211,7 @@ def main(argv=None) -> dict:
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "n_cases": len(rows),
+        "phase_mm": args.phase,  # None: drawn per case, thickness and axis (seeded)
         "profile": "box: mean of the 1 mm image over each slice thickness (SimpleITK nearest to 0.1 mm + BinShrink), "
                    "first slice 0-0.9 mm inside the crop (seeded); reference: the label's box share > 0.5",
         "summary": summarise(rows, thicknesses=args.thickness, axes=args.axes),
