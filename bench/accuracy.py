@@ -142,6 +142,21 @@ for _fold in (1, 2):
         "eval": {"partner_ckpt_path": str(RUNS / f"unet3d-partner-f{_fold}" / "model_final.pt")}}
 
 
+# Learning curve (issue 13: "training on all cases vs folds 1-4"): the same recipes trained on 3/5 of the labelled
+# cases (folds 2-4; fold 1 left out as well) and scored on fold 0, final epoch. Against default-thick and
+# unet3d-partner (4/5, the same fold 0) the paired difference is what a fifth more cases buys; the shipped model may
+# be trained on all 208 only if that gain is clearly positive. ``python bench/accuracy.py --row default-3of5``, then
+# ``--compare default-thick default-3of5``.
+_THREE_FIFTHS = {"train#datalist": "$@manifest.datalist(@dataset, 'train', @fold, dataset_dir=@dataset_dir, "
+                                   "max_cases=@max_cases, exclude_folds=[1])"}
+ROWS["default-3of5"] = {"about": "learning curve: the default 2.5D recipe (train.json) trained on folds 2-4 (3/5 of the "
+                                 "cases) instead of 1-4, scored on fold 0, final-epoch weights",
+                        "overlays": [], "eval": {}, "final_epoch": True, "train": dict(_THREE_FIFTHS)}
+ROWS["unet3d-partner-3of5"] = {**ROWS["unet3d-partner"], "train": {**ROWS["unet3d-partner"]["train"], **_THREE_FIFTHS},
+                               "about": "learning curve: the 3D partner recipe (train_3d.json) trained on folds 2-4 "
+                                        "(3/5 of the cases), scored on fold 0, final-epoch weights"}
+
+
 # The cross-validation table: each recipe's row per validation fold. Fold 0 is where the recipes were chosen (its
 # ensemble uses models/model_3d.pt, the fold-0 partner's final epoch in half precision); folds 1 and 2 are held out.
 CV_RECIPES = {

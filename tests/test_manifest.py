@@ -30,6 +30,11 @@ def test_folds_are_fixed_seeded_and_balanced(manifest):
     train = manifest.datalist("msd_hippocampus", "train", 0)
     assert len(val) + len(train) == 208 and not {v["case"] for v in val} & {t["case"] for t in train}
     assert len(manifest.datalist("msd_hippocampus", "train", None)) == 208
+    # the learning curve's smaller training set: fold 1 left out too, fold 0 still the validation fold
+    fold1 = {v["case"] for v in manifest.datalist("msd_hippocampus", "val", 1)}
+    smaller = manifest.datalist("msd_hippocampus", "train", 0, exclude_folds=[1])
+    assert {t["case"] for t in smaller} == {t["case"] for t in train} - fold1 and len(smaller) == 166 - len(fold1)
+    assert manifest.datalist("msd_hippocampus", "val", 0, exclude_folds=[1]) == val
 
 
 def test_unknown_split_is_refused_not_read_as_train(manifest):

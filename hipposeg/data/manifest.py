@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -163,7 +164,7 @@ class Manifest:
 
     def datalist(
         self, name: str, split: str = "train", fold: int | None = 0, data_root: str | Path | None = None,
-        dataset_dir: str | Path | None = None, max_cases: int | None = None,
+        dataset_dir: str | Path | None = None, max_cases: int | None = None, *, exclude_folds: Sequence[int] = (),
     ) -> list[dict]:
         """MONAI-style datalist ``[{"image": path, "label": path, "case": id}, ...]``.
 
@@ -173,7 +174,9 @@ class Manifest:
         validation). Any other ``split`` is an error (it once fell through to the training cases).
         Datasets with a fixed train/test split (``split`` key per case) use it for ``train``/``test``.
         ``dataset_dir`` overrides where the dataset lives (an MSD folder with cases the manifest does not list
-        brings its own, see :meth:`folder_cases`); ``max_cases`` keeps the first cases (smoke tests).
+        brings its own, see :meth:`folder_cases`); ``max_cases`` keeps the first cases (smoke tests);
+        ``exclude_folds`` leaves these folds out of ``train`` as well (a smaller training set scored on the same
+        validation fold: the learning curve of ``bench/accuracy.py``).
         """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -190,6 +193,8 @@ class Manifest:
                 keep = split in ("all", "train")
             else:
                 keep = (case["fold"] == fold) == (split == "val")
+            if keep and split == "train" and case.get("fold") in exclude_folds:
+                keep = False
             if keep:
                 item = {"image": str(folder / case["image"]), "case": case["id"]}
                 if labelled:
