@@ -292,6 +292,29 @@ def test_segmenter_runs_the_bundle_recipe_without_its_writer(segmenter):
     assert steps[0].transform is segmenter.preprocessing  # Invertd undoes exactly the preprocessing that ran
 
 
+def test_thick_slice_input_round_trips_exactly_through_preprocessing_and_invertd(segmenter):
+    """A 2 mm-slice image, resampled to 1 mm by the bundle's preprocessing and carried back by its ``Invertd``,
+    comes back unchanged (up to the z-score): the 1 mm grid keeps the thick slice centres, so the thick-slice loss
+    of ``bench/thick_slices.py`` is the network's, not the geometry's (bench/README, "Why axis 2 ...")."""
+    import torch
+    from monai.data import MetaTensor
+
+    rng = np.random.default_rng(0)
+    for axis in range(3):
+        array = rng.normal(100.0, 20.0, (20, 24, 18)).astype(np.float32)
+        affine = np.diag([1.0, 1.0, 1.0, 1.0])
+        affine[axis, axis] = 2.0
+        affine[:3, 3] = (3.0, -7.0, 11.3)
+        data = segmenter.preprocessing({"image": MetaTensor(torch.as_tensor(array), affine=torch.as_tensor(affine))})
+        assert data["image"].shape[1 + axis] == 2 * array.shape[axis] - 1  # slice centres and the midpoints
+        x = data["image"]
+        data["pred"] = MetaTensor(x.repeat(3, 1, 1, 1), meta=x.meta, applied_operations=x.applied_operations)
+        back = np.asarray(segmenter.postprocessing.transforms[0](data)["pred"][0])
+        assert back.shape == array.shape
+        fit = np.polyfit(array.ravel(), back.ravel(), 1)  # the z-score is a linear map
+        np.testing.assert_allclose(np.polyval(fit, array), back, atol=1e-4)
+
+
 def test_segment_one_case_writes_the_row_file_last_and_cleans_up_a_failed_case(tmp_path, monkeypatch):
     from test_batch import ThresholdSegmenter, _volume
 
