@@ -407,8 +407,14 @@ def _cv_cells(results: list[dict], by_recipe: dict[str, list[dict]]) -> str:
     folds = {r["fold"] for r in results}
     for other in (CV_CORE, CV_BASELINE):
         base = [r for r in by_recipe[other] if r["fold"] in folds]
-        p = None if base == results or len(base) != len(results) else _paired(whole, _pooled(base, "dice_whole"))
-        cells.append("–" if p is None else f"{p[0]:+.4f} ± {p[1]:.4f}")
+        if not base or base == results:
+            cells.append("–")
+            continue
+        # a pooled row whose baseline is not run on every fold yet: the paired difference on the folds both have
+        common = [r for r in results if r["fold"] in {b["fold"] for b in base}]
+        p = _paired(_pooled(common, "dice_whole"), _pooled(base, "dice_whole"))
+        only = f" (fold {'+'.join(str(b['fold']) for b in base)} only)" if len(common) < len(results) else ""
+        cells.append("–" if p is None else f"{p[0]:+.4f} ± {p[1]:.4f}{only}")
     return " | ".join(cells)
 
 
