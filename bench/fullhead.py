@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from markdown_block import replace_block  # noqa: E402  (bench/ is the script's folder)
+from repo_paths import shown  # noqa: E402
 
 SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
@@ -184,8 +185,8 @@ def main(argv=None) -> dict:
     result = {
         "predictor": args.predictor,
         "checkpoint": args.checkpoint or ("shipped default bundles/hipposeg/models/model.pt" if model else None),
-        "partner_checkpoint": args.partner or ("bundles/hipposeg/models/model_3d.pt"
-                                               if segmenter and segmenter.partner_checkpoint else None),
+        "partner_checkpoint": shown(segmenter.partner_checkpoint) if segmenter and segmenter.partner_checkpoint
+        else None,  # the partner the segmenter loaded (a bundle folder given to --checkpoint brings its own)
         "command": "python bench/fullhead.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "threads": N_THREADS,
         "machine": platform.processor() or platform.machine(),
