@@ -198,7 +198,10 @@ def _overrides(pairs) -> dict:
 def cmd_train(args) -> int:
     from hipposeg.bundle import run_workflow
 
-    overrides = {"dataset": args.dataset, "fold": args.fold, **_overrides(args.set)}
+    # fold < 0: train.json's fold None (every case trains, no validation), as the expression "$None" because
+    # monai.bundle.run drops overrides whose value is None
+    fold = "$None" if args.fold < 0 else args.fold
+    overrides = {"dataset": args.dataset, "fold": fold, **_overrides(args.set)}
     for key in ("epochs", "data_root", "output_dir", "ckpt_dir", "resume_from", "max_minutes"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
@@ -329,12 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="run the bundle's training workflow (configs/train.json)")
     p.add_argument("--dataset", default="msd_hippocampus")
-    p.add_argument("--fold", type=int, default=0, help="validation fold (the others train)")
+    p.add_argument("--fold", type=int, default=0,
+                   help="validation fold (the others train); -1: train on every labelled case, no validation, "
+                        "model.pt is the final epoch (for a recipe fixed by cross-validation)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-minutes", dest="max_minutes", type=float)
     p.add_argument("--data-root")
     p.add_argument("--output-dir", dest="output_dir")
-    p.add_argument("--ckpt-dir", dest="ckpt_dir", help="where the best model.pt goes (default: OUTPUT_DIR/models)")
+    p.add_argument("--ckpt-dir", dest="ckpt_dir", help="where model.pt goes: the best epoch on the validation fold, or the "
+                                                         "final epoch with --fold -1 (default: OUTPUT_DIR/models)")
     p.add_argument("--resume-from", dest="resume_from")
     p.add_argument("--bundle", help="bundle folder (default: the one shipped with hipposeg)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (JSON value)")

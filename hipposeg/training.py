@@ -215,12 +215,15 @@ class TrainingCheckpoint:
     """Save the whole training state every ``interval`` epochs and at the end, and resume from one.
 
     One handler for both directions, so the trainer can be part of what it saves without the bundle config
-    referring to the trainer from inside the trainer's own handler list.
+    referring to the trainer from inside the trainer's own handler list. ``final_model_path``: also write the
+    network's weights there (the ``model.pt`` that inference loads) when training completes, and only then, for
+    runs without a validation fold, where no best epoch exists to be saved (``fold: null``: train on every case).
     """
 
     def __init__(self, save_dir: str, network, optimizer, lr_scheduler=None, resume_from: str | None = None,
-                 interval: int = 1, map_location="cpu"):
+                 interval: int = 1, map_location="cpu", final_model_path: str | None = None):
         self.save_dir, self.resume_from, self.interval, self.map_location = save_dir, resume_from, interval, map_location
+        self.final_model_path = final_model_path
         self.objects = {"network": network, "optimizer": optimizer}
         if lr_scheduler is not None:
             self.objects["lr_scheduler"] = lr_scheduler
@@ -237,6 +240,19 @@ class TrainingCheckpoint:
             CheckpointSaver(save_dir=self.save_dir, save_dict=objects, file_prefix="checkpoint",
                             save_interval=self.interval, save_final=True, final_filename="checkpoint_final.pt",
                             n_saved=1).attach(engine)
+            if self.final_model_path:
+                from ignite.engine import Events
+
+                engine.add_event_handler(Events.COMPLETED, self._save_final_model)
+
+    def _save_final_model(self, engine) -> None:
+        """The network's weights as ``final_model_path``, through a temporary file and a rename."""
+        path = Path(self.final_model_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        network = self.objects["network"]
+        tmp = path.with_name(path.name + ".part")
+        torch.save(getattr(network, "module", network).state_dict(), tmp)
+        os.replace(tmp, path)
 
 
 class _NoOpHandler:
