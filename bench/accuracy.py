@@ -155,6 +155,11 @@ ROWS["default-3of5"] = {"about": "learning curve: the default 2.5D recipe (train
 ROWS["unet3d-partner-3of5"] = {**ROWS["unet3d-partner"], "train": {**ROWS["unet3d-partner"]["train"], **_THREE_FIFTHS},
                                "about": "learning curve: the 3D partner recipe (train_3d.json) trained on folds 2-4 "
                                         "(3/5 of the cases), scored on fold 0, final-epoch weights"}
+ROWS["default+partner-3of5"] = {
+    "about": "learning curve: ensemble of default-3of5 and unet3d-partner-3of5 (1:1; the default's recipe trained on "
+             "3/5 of the cases), scored on fold 0",
+    "from": "default-3of5", "ckpt": str(RUNS / "default-3of5" / "model_final.pt"),
+    "eval": {"partner_ckpt_path": str(RUNS / "unet3d-partner-3of5" / "model_final.pt")}}
 
 
 # The cross-validation table: each recipe's row per validation fold. Fold 0 is where the recipes were chosen (its

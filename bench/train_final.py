@@ -1,0 +1,108 @@
+"""Train the shipped default's networks on every labelled case, with the recipes and epoch counts fixed by
+cross-validation (``bench/README.md``, "Cross-validation"), and export them in half precision.
+
+    python bench/train_final.py                      # the 2.5D core, then the 3D partner
+    python bench/train_final.py --only core          # one of them
+    python bench/train_final.py --only core --install    # then copy the export over bundles/hipposeg/models/
+
+Each network trains through the bundle exactly as the cross-validation rows did (``train.json``; plus
+``train_3d.json`` for the partner), with ``--fold '$None'``: every labelled case trains, no validation runs and
+the final epoch is kept, so nothing is chosen on data that trained it. A run that was killed continues from its
+last epoch checkpoint when started again. Runs go to ``bench/runs/final-<network>/`` (``--runs``), with the
+half-precision export ``model_fp16.pt`` and ``report.json`` (command, wall time of the last part, epochs, size and
+sha256 of the export). Such a model cannot be scored on Task04 (every case
+trained it): its accuracy is its recipe's cross-validated figure, its checks are ``bench/fullhead.py`` and
+``bench/speed.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from accuracy import CONFIGS, RUNS, _args, _config_arg, _run, _shown
+from repo_paths import shown
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "bundles" / "hipposeg" / "models"
+
+# network: (bundle configs, the shipped file it becomes)
+NETWORKS = {
+    "core": (["train.json"], "model.pt"),
+    "partner": (["train.json", "train_3d.json"], "model_3d.pt"),
+}
+
+
+def _last_epoch_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.glob("checkpoint_checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+    return found[-1] if found else None
+
+
+def train(network: str, runs: Path = RUNS, extra: dict | None = None) -> dict:
+    """Train (or finish training) one network on every case; export its final epoch in half precision."""
+    configs, _ = NETWORKS[network]
+    out = runs / f"final-{network}"
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "model.pt").is_file():  # written only when training completed
+        print(f"{network}: {shown(out / 'model.pt')} exists, training skipped", flush=True)
+    else:
+        overrides = {"fold": "$None", "seed": 0, "output_dir": str(out), "ckpt_dir": str(out), **(extra or {})}
+        resume = _last_epoch_checkpoint(out)
+        if resume is not None:
+            overrides["resume_from"] = str(resume)
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
+               _config_arg([str(CONFIGS / c) for c in configs]), *_args(overrides)]
+        wall = _run(cmd, out / "train.log")
+        _write_report(out, {"network": network, "train_command": _shown(cmd), "train_wall_s": round(wall, 1),
+                                "resumed_from": shown(resume) if resume is not None else None})
+    from hipposeg.model import save_half_precision
+
+    export = save_half_precision(out / "model.pt", out / "model_fp16.pt", overwrite=True)
+    history = json.loads((out / "history.json").read_text())["epochs"]
+    report = {"epochs": history[-1]["epoch"], "export": shown(export),
+              "export_mb": round(export.stat().st_size / 1e6, 2),
+              "export_sha256": hashlib.sha256(export.read_bytes()).hexdigest()}
+    return _write_report(out, report)
+
+
+def _write_report(run_dir: Path, fields: dict) -> dict:
+    """Add ``fields`` to ``run_dir/report.json``."""
+    path = run_dir / "report.json"
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    report.update({"fold": None, "cases": "every labelled case of the dataset", **fields})
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(path)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sorted(NETWORKS), action="append", help="train only this network")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="folder for the runs (default: bench/runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="extra bundle override, e.g. max_cases=4 epochs=2 for a smoke run")
+    parser.add_argument("--install", action="store_true",
+                        help="copy each export over the bundle's shipped file (models/model.pt, models/model_3d.pt)")
+    args = parser.parse_args(argv)
+    extra = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
+    for network in args.only or list(NETWORKS):
+        start = time.perf_counter()
+        report = train(network, args.runs, extra)
+        print(f"{network}: {report['epochs']} epochs, {report['export']} ({report['export_mb']} MB), "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+        if args.install:
+            target = MODELS / NETWORKS[network][1]
+            shutil.copyfile(REPO / report["export"], target.with_name(target.name + ".part"))
+            target.with_name(target.name + ".part").replace(target)
+            print(f"installed {shown(target)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
