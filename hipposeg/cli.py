@@ -205,6 +205,9 @@ def cmd_train(args) -> int:
     for key in ("epochs", "data_root", "output_dir", "ckpt_dir", "resume_from", "max_minutes"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    for key in ("output_dir", "ckpt_dir", "resume_from"):  # relative to where the user runs it, not the bundle
+        if key in overrides:
+            overrides[key] = str(Path(overrides[key]).resolve())
     if args.resume_from:  # before any data is loaded: a bad file fails in seconds, with one line
         _check_resume(args.resume_from, args.bundle, overrides)
     run_workflow(["train.json"], args.bundle, overrides)
@@ -338,9 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-minutes", dest="max_minutes", type=float)
     p.add_argument("--data-root")
-    p.add_argument("--output-dir", dest="output_dir")
-    p.add_argument("--ckpt-dir", dest="ckpt_dir", help="where model.pt goes: the best epoch on the validation fold, or the "
-                                                         "final epoch with --fold -1 (default: OUTPUT_DIR/models)")
+    p.add_argument("--output-dir", dest="output_dir", default="runs",
+                   help="logs, history.json and the resumable checkpoints (default: ./runs, never inside the "
+                        "installed bundle)")
+    p.add_argument("--ckpt-dir", dest="ckpt_dir",
+                   help="where model.pt goes: the best epoch on the validation fold, or the final epoch with "
+                        "--fold -1 (default: OUTPUT_DIR/models)")
     p.add_argument("--resume-from", dest="resume_from")
     p.add_argument("--bundle", help="bundle folder (default: the one shipped with hipposeg)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other bundle override (JSON value)")

@@ -63,18 +63,19 @@ def test_training_resumes_an_interrupted_run(tmp_path):
 
 def test_training_on_every_case_skips_validation_and_saves_the_final_epoch(tmp_path):
     """``hipposeg train --fold -1`` (the bundle's ``fold: null``): no validation fold, so no validation runs and
-    model.pt is the last epoch's network, the weights in checkpoint_final.pt, written when training completes."""
+    model.pt is the last epoch's network, the weights in checkpoint_final.pt, written when training completes.
+    Without --output-dir everything goes to ./runs of the working directory, not into the installed bundle."""
     result = run_cli("-m", "hipposeg.cli", "train", "--fold", "-1", "--epochs", "2", "--set", "max_cases=2",
-                     "--output-dir", tmp_path / "runs", "--ckpt-dir", tmp_path / "models", cwd=tmp_path)
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     history = json.loads((tmp_path / "runs" / "history.json").read_text())["epochs"]
     assert [e["epoch"] for e in history] == [1, 2]
     assert not any(key.startswith("val") for e in history for key in e), history
     final = torch.load(tmp_path / "runs" / "checkpoint_final.pt", map_location="cpu", weights_only=True)["network"]
-    model = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    model = torch.load(tmp_path / "runs" / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert model.keys() == final.keys()
     assert all(torch.equal(model[k], final[k]) for k in final)
-    assert not list((tmp_path / "models").glob("*.part"))
+    assert not list((tmp_path / "runs" / "models").glob("*.part"))
 
 
 def _lps_copy(src, dst):
