@@ -186,6 +186,11 @@ def _args(overrides: dict) -> list[str]:
     return out
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``--set KEY=JSON`` options as bundle overrides."""
+    return {key: json.loads(value) for key, value in (item.split("=", 1) for item in items)}
+
+
 def _config_arg(names: list[str]) -> str:
     return "[" + ",".join(f"'{p}'" for p in names) + "]" if len(names) > 1 else names[0]
 
@@ -523,8 +528,7 @@ def main() -> None:
                   "date": time.strftime("%Y-%m-%d %H:%M"),
                   "bench_command": "python bench/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
         if "from" not in ROWS[args.row] and not args.eval_only:
-            extra = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
-            result.update(train_row(args.row, args.minutes, args.epochs, extra))
+            result.update(train_row(args.row, args.minutes, args.epochs, parse_overrides(args.set)))
             result["train_bench_command"] = result["bench_command"]
         elif (RESULTS / f"{args.row}.json").is_file():  # keep how the checkpoint was trained (train_*) and notes
             previous = json.loads((RESULTS / f"{args.row}.json").read_text())

@@ -18,15 +18,16 @@ trained it): its accuracy is its recipe's cross-validated figure, its checks are
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from accuracy import CONFIGS, RUNS, _args, _config_arg, _run, _shown
+from accuracy import CONFIGS, RUNS, _args, _config_arg, _run, _shown, parse_overrides
 from repo_paths import shown
+
+from hipposeg.data.writers import atomic_path, write_text
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "bundles" / "hipposeg" / "models"
@@ -60,13 +61,14 @@ def train(network: str, runs: Path = RUNS, extra: dict | None = None) -> dict:
         wall = _run(cmd, out / "train.log")
         _write_report(out, {"network": network, "train_command": _shown(cmd), "train_wall_s": round(wall, 1),
                                 "resumed_from": shown(resume) if resume is not None else None})
+    from hipposeg.data.manifest import sha256_of
     from hipposeg.model import save_half_precision
 
     export = save_half_precision(out / "model.pt", out / "model_fp16.pt", overwrite=True)
     history = json.loads((out / "history.json").read_text())["epochs"]
     report = {"epochs": history[-1]["epoch"], "export": shown(export),
               "export_mb": round(export.stat().st_size / 1e6, 2),
-              "export_sha256": hashlib.sha256(export.read_bytes()).hexdigest()}
+              "export_sha256": sha256_of(export)}
     return _write_report(out, report)
 
 
@@ -75,9 +77,7 @@ def _write_report(run_dir: Path, fields: dict) -> dict:
     path = run_dir / "report.json"
     report = json.loads(path.read_text()) if path.is_file() else {}
     report.update({"fold": None, "cases": "every labelled case of the dataset", **fields})
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(report, indent=1) + "\n", overwrite=True)
     return report
 
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install", action="store_true",
                         help="copy each export over the bundle's shipped file (models/model.pt, models/model_3d.pt)")
     args = parser.parse_args(argv)
-    extra = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
+    extra = parse_overrides(args.set)
     for network in args.only or list(NETWORKS):
         start = time.perf_counter()
         report = train(network, args.runs, extra)
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - start:.0f} s", flush=True)
         if args.install:
             target = MODELS / NETWORKS[network][1]
-            shutil.copyfile(REPO / report["export"], target.with_name(target.name + ".part"))
-            target.with_name(target.name + ".part").replace(target)
+            with atomic_path(target, overwrite=True) as tmp:
+                shutil.copyfile(REPO / report["export"], tmp)
             print(f"installed {shown(target)}", flush=True)
     return 0
 

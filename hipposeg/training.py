@@ -111,10 +111,9 @@ class TrainingHistory:
         self._pending = {}
         self.epochs.append(record)
         if _rank() == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".json.part")
-            tmp.write_text(json.dumps({"epochs": self.epochs}, indent=1))
-            os.replace(tmp, self.path)
+            from hipposeg.data.writers import write_text
+
+            write_text(self.path, json.dumps({"epochs": self.epochs}, indent=1), overwrite=True)
 
 
 class TimeLimit:
@@ -246,13 +245,13 @@ class TrainingCheckpoint:
                 engine.add_event_handler(Events.COMPLETED, self._save_final_model)
 
     def _save_final_model(self, engine) -> None:
-        """The network's weights as ``final_model_path``, through a temporary file and a rename."""
-        path = Path(self.final_model_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """The network's weights as ``final_model_path``, written atomically (replacing it, as the best-epoch
+        saver replaces its ``model.pt``)."""
+        from hipposeg.data.writers import atomic_path
+
         network = self.objects["network"]
-        tmp = path.with_name(path.name + ".part")
-        torch.save(getattr(network, "module", network).state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.final_model_path, overwrite=True) as tmp:
+            torch.save(getattr(network, "module", network).state_dict(), tmp)
 
 
 class _NoOpHandler:
