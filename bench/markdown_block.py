@@ -1,18 +1,11 @@
-"""Rewrite the generated part of a Markdown file: the text between a pair of HTML-comment markers."""
+"""The bench scripts' Markdown block writer: one implementation, in ``tools/doc_blocks.py`` (atomic; shared with
+``tools/publish_docs.py``, which fills every other generated block of the docs)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
-def replace_block(path: Path, name: str, body: str) -> bool:
-    """Put ``body`` between ``<!-- name -->`` and ``<!-- /name -->`` in ``path``; False (file untouched) when the
-    markers are not there."""
-    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-    text = path.read_text() if path.is_file() else ""
-    if start not in text or end not in text:
-        return False
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{body}\n{end}{tail}")
-    return True
+from doc_blocks import replace_block  # noqa: E402,F401  (re-exported for ``from markdown_block import replace_block``)
