@@ -25,6 +25,7 @@ its ``summary``: ``dice_whole``, ``dice_anterior``, ``dice_posterior``, ``hd95_w
     json FILE KEY [FORMAT]           any value: KEY a dotted path (list indices as numbers), FORMAT a format spec
     minutes FILE KEY [DIGITS]        a value in seconds, shown in minutes
     minmax FILE LIST FIELD FORMAT    "lowest-highest" of FIELD over the list at LIST
+    crop_seconds FILE [DIGITS]       median seconds per crop end to end, from a bench/speed.py result
     machine FILE                     the machine a timing was measured on (CPU model when the file records one)
     lit KEY [FORMAT]                 a figure the project quotes but did not measure (bench/results/literature.json)
     table NAME                       a table built from the results (:data:`TABLES`)
@@ -80,6 +81,8 @@ class Sources:
         name = name if name.endswith(".json") else f"{name}.json"
         if name not in self._cache:
             path = self.dir / name
+            if not path.is_file() and (self.dir.parent / "archive" / name).is_file():
+                path = self.dir.parent / "archive" / name  # a frozen one-off's results, kept beside its script
             if not path.is_file():
                 raise DocError(f"no results file {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
             self._cache[name] = json.loads(path.read_text())
@@ -95,11 +98,19 @@ def _digits(metric: str, digits: str | int | None = None) -> int:
 
 
 def _get(data, key: str):
-    for part in key.split("."):
-        try:
-            data = data[int(part)] if isinstance(data, list) else data[part]
-        except (KeyError, IndexError, ValueError, TypeError):
-            raise DocError(f"no key {key!r}") from None
+    """``data`` at the dotted path ``key`` (list indices as numbers; a dict key that holds dots is matched whole)."""
+    parts = key.split(".")
+    while parts:
+        for n in range(len(parts), 0, -1):  # the longest run of parts that is a key
+            part = ".".join(parts[:n])
+            if isinstance(data, dict) and part in data:
+                data, parts = data[part], parts[n:]
+                break
+        else:
+            try:
+                data, parts = data[int(parts[0])], parts[1:]
+            except (IndexError, ValueError, TypeError, KeyError):
+                raise DocError(f"no key {key!r}") from None
     return data
 
 
@@ -220,6 +231,19 @@ def machine(result: dict) -> str:
     return f"{cpu}, {text}" if cpu else f"{text}; CPU model not recorded"
 
 
+def crop_seconds(result: dict) -> float:
+    """Median seconds per crop end to end, from a ``bench/speed.py`` result of either format (``end_to_end`` of
+    the engine-timing version, or the older top-level ``median_end_to_end_s``)."""
+    value = result.get("end_to_end", {}).get("median_end_to_end_s", result.get("median_end_to_end_s"))
+    if value is None:
+        raise DocError("no median_end_to_end_s")
+    return value
+
+
+def f_crop_seconds(src: Sources, file: str, digits=2) -> str:
+    return f"{crop_seconds(src.load(file)):.{int(digits)}f}"
+
+
 def f_machine(src: Sources, file: str) -> str:
     return machine(src.load(file))
 
@@ -236,7 +260,7 @@ def f_table(src: Sources, name: str) -> str:
 
 FUNCTIONS = {"version": f_version, "mean": f_mean, "median": f_median, "n": f_n, "volerr": f_volerr,
              "volsigned": f_volsigned, "paired": f_paired, "case": f_case, "cv": f_cv, "cv_paired": f_cv_paired,
-             "json": f_json, "minutes": f_minutes, "minmax": f_minmax, "machine": f_machine, "lit": f_lit, "table": f_table}
+             "json": f_json, "minutes": f_minutes, "minmax": f_minmax, "machine": f_machine, "crop_seconds": f_crop_seconds, "lit": f_lit, "table": f_table}
 
 
 # --- tables ---------------------------------------------------------------------------------------------------------
@@ -266,7 +290,7 @@ def table_shipped_models(src: Sources) -> str:
                  f"{f_mean(src, row, 'dice_posterior')}, {f_mean(src, row, 'hd95_whole_mm')} (`{row}`)")
         held = (f"{f_cv(src, recipe, 'dice_whole')}, {f_cv(src, recipe, 'hd95_whole_mm')}" if recipe
                 else "not cross-validated")
-        secs = f"{src.load(speed)['median_end_to_end_s']:.2f}" if speed else "not measured"
+        secs = f"{crop_seconds(src.load(speed)):.2f}" if speed else "not measured"
         lines.append(f"| `{name}` | {files} | {fold0} | {held} | {secs} |")
     return "\n".join(lines)
 
@@ -277,6 +301,14 @@ SPEED_FILES = {"`default` (`model.pt` + `model_3d.pt`)": "speed", "`default`, se
 
 
 def table_speed(src: Sources) -> str:
+    """bench/speed.py's own table (``speed_table``) once its results are in the engine-timing format; until then
+    the older results' table."""
+    speed = _bench("speed")
+    if hasattr(speed, "speed_table"):
+        new = {name: r for name, file in speed.TABLE_RESULTS.items()
+               if (r := src.load(file)) and "median_segment_s" in r}
+        if new:
+            return speed.speed_table(new)
     runs = {title: src.load(name) for title, name in SPEED_FILES.items()}
     stages = list(next(iter(runs.values()))["median_stage_s"])
     rows = [("command", lambda r: f"`{r['command']}`"),
@@ -314,7 +346,10 @@ def _markdown_file(name: str):
         path = src.dir / name
         if not path.is_file():
             raise DocError(f"no results file {name}")
-        return path.read_text().strip()
+        lines = path.read_text().strip().splitlines()
+        while lines and (lines[0].startswith("# ") or not lines[0].strip()):  # the file's own title
+            lines.pop(0)
+        return "\n".join(lines)
     return build
 
 
@@ -346,17 +381,23 @@ def table_thick_phase(src: Sources) -> str:
     return "\n".join(lines)
 
 
-def _captured(script: str, call) -> str:
-    """The text a bench script writes into its block: the script's own table writer, run with its block writer
-    swapped for one that keeps the text (the script stays the one place its table is built)."""
+def _bench_table(script: str, builder: str, *args) -> str:
+    """The table a bench script writes into its block, built by the script itself (it stays the one place its
+    table is built): its ``builder(*args)`` when it has one, else its block writer run with the writer's
+    ``replace_block`` swapped for one that keeps the text."""
     module = _bench(script)
-    kept: list[str] = []
-    saved = module.replace_block
-    module.replace_block = lambda path, name, body: kept.append(body) or True
     try:
-        call(module)
-    finally:
-        module.replace_block = saved
+        if hasattr(module, builder):
+            return getattr(module, builder)(*args)
+        kept: list[str] = []
+        saved = module.replace_block
+        module.replace_block = lambda path, name, body: kept.append(body) or True
+        try:
+            getattr(module, {"build_table": "write_table", "build_tables": "write_tables"}[builder])(*args)
+        finally:
+            module.replace_block = saved
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise DocError(f"bench/{script}.py could not build its table from its results: {type(e).__name__} {e}") from None
     if len(kept) != 1:
         raise DocError(f"bench/{script}.py wrote {len(kept)} blocks, not 1")
     return kept[0]
@@ -373,11 +414,10 @@ TABLES = {
     "thick_phase": table_thick_phase,
     "accuracy": lambda src: _bench("accuracy").build_table(),
     "cv": lambda src: _bench("accuracy").build_cv_table(),
-    "fullhead": lambda src: _captured("fullhead", lambda m: m.write_table(src.load("fullhead"), "fullhead-table")),
-    "fullhead_hires": lambda src: _captured(
-        "fullhead", lambda m: m.write_table(src.load("fullhead_hires"), "fullhead-table-hires")),
-    "thick_slices": lambda src: _captured("thick_slices", lambda m: m.write_table(src.dir)),
-    "cohort": lambda src: _captured("cohort", lambda m: m.write_tables(src.load("cohort"))),
+    "fullhead": lambda src: _bench_table("fullhead", "build_table", src.load("fullhead")),
+    "fullhead_hires": lambda src: _bench_table("fullhead", "build_table", src.load("fullhead_hires")),
+    "thick_slices": lambda src: _bench_table("thick_slices", "build_table", src.dir),
+    "cohort": lambda src: _bench_table("cohort", "build_tables", src.load("cohort")),
 }
 
 
@@ -402,16 +442,23 @@ def template_path(doc: str, name: str) -> Path:
     return TEMPLATES / doc / f"{name}.md"
 
 
-def build_doc(doc: str, text: str, src: Sources) -> tuple[str, list[str]]:
+def build_doc(doc: str, text: str, src: Sources, errors: list[str] | None = None) -> tuple[str, list[str]]:
     """``text`` (doc ``doc``) with every block rendered from its template, and the names of the blocks that
-    changed."""
+    changed. A block that cannot be built is left as it is and its error appended to ``errors`` (raised when
+    ``errors`` is None)."""
     changed = []
     for name in block_names(text):
         path = template_path(doc, name)
-        if not path.is_file():
-            raise DocError(f"{DOCS[doc].relative_to(REPO)}: block {name!r} has no template "
-                           f"{path.relative_to(REPO)}")
-        body = render(path.read_text(), src, str(path.relative_to(REPO)))
+        try:
+            if not path.is_file():
+                raise DocError(f"{DOCS[doc].relative_to(REPO)}: block {name!r} has no template "
+                               f"{path.relative_to(REPO)}")
+            body = render(path.read_text(), src, str(path.relative_to(REPO)))
+        except DocError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+            continue
         if read_block(text, name) != body:
             changed.append(name)
             text = fill_block(text, name, body)
@@ -436,19 +483,24 @@ def metadata_text(meta: dict) -> str:
     return json.dumps(meta, indent=4, ensure_ascii=False) + "\n"
 
 
-def publish(check: bool = False, results: Path = RESULTS) -> list[str]:
-    """Rebuild every generated block and metadata.json's generated fields; return ``file: block`` for each that
-    was stale. With ``check`` nothing is written."""
+def publish(check: bool = False, results: Path = RESULTS) -> tuple[list[str], list[str]]:
+    """Rebuild every generated block and metadata.json's generated fields. Return ``file: block`` for each that
+    was stale, and the errors of the blocks that could not be built (left untouched). With ``check`` nothing is
+    written."""
     from hipposeg.data.writers import write_text
 
-    src, stale, writes = Sources(results), [], {}
-    for doc, path in DOCS.items():  # build everything first: a template error writes nothing
-        text, changed = build_doc(doc, path.read_text(), src)
+    src, stale, errors, writes = Sources(results), [], [], {}
+    for doc, path in DOCS.items():
+        text, changed = build_doc(doc, path.read_text(), src, errors)
         stale += [f"{path.relative_to(REPO)}: {name}" for name in changed]
         if changed:
             writes[path] = text
     meta = json.loads(METADATA.read_text())
-    new = build_metadata(meta, src)
+    try:
+        new = build_metadata(meta, src)
+    except DocError as e:
+        errors.append(str(e))
+        new = meta
     fields = [k for k in new if new[k] != meta.get(k)]
     if fields or metadata_text(new) != METADATA.read_text():
         stale += [f"{METADATA.relative_to(REPO)}: {', '.join(fields) or 'formatting'}"]
@@ -456,21 +508,19 @@ def publish(check: bool = False, results: Path = RESULTS) -> list[str]:
     if not check:
         for path, text in writes.items():
             write_text(path, text, overwrite=True)
-    return stale
+    return stale, errors
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 listing the stale blocks")
     args = parser.parse_args(argv)
-    try:
-        stale = publish(check=args.check)
-    except DocError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    stale, errors = publish(check=args.check)
     for item in stale:
         print(("stale: " if args.check else "rewrote: ") + item)
-    return 1 if args.check and stale else 0
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 2 if errors else 1 if args.check and stale else 0
 
 
 if __name__ == "__main__":
