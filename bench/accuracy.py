@@ -19,18 +19,14 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from markdown_block import replace_block
-
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-CONFIGS = REPO / "bundles" / "hipposeg" / "configs"
-RUNS = BENCH / "runs"  # checkpoints and logs (git-ignored)
-RESULTS = BENCH / "results"
+from common import BENCH, CONFIGS, REPO, RESULTS, RUNS, replace_block, write_result
+from common import config_arg as _config_arg, override_args as _args, paired as _paired, run_logged as _run, \
+    shown_command as _shown  # (evaluate_row's names)
+from hipposeg.bundle import parse_overrides
 
 # name: (description, overlay configs under bench/configs, training overrides, evaluation overrides, trained row)
 # The session-1 default, before the scanner-robustness augmentation became part of train.json.
@@ -179,38 +175,6 @@ def overlay_path(name: str) -> str:
     return str(CONFIGS / name if (CONFIGS / name).is_file() else BENCH / "configs" / name)
 
 
-def _args(overrides: dict) -> list[str]:
-    out = []
-    for key, value in overrides.items():
-        out += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
-    return out
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``--set KEY=JSON`` options as bundle overrides."""
-    return {key: json.loads(value) for key, value in (item.split("=", 1) for item in items)}
-
-
-def _config_arg(names: list[str]) -> str:
-    return "[" + ",".join(f"'{p}'" for p in names) + "]" if len(names) > 1 else names[0]
-
-
-def _shown(cmd: list[str]) -> str:
-    """The command as a user types it from the repository root (``python``, paths relative to the repo)."""
-    root = str(REPO) + "/"
-    return "python " + " ".join(shlex.quote(c.replace(root, "")) for c in cmd[1:])
-
-
-def _run(cmd: list[str], log: Path) -> float:
-    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    start = time.perf_counter()
-    with open(log, "a") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
-    if proc.returncode:
-        sys.exit(f"command failed ({proc.returncode}); see {log}")
-    return time.perf_counter() - start
-
-
 def train_row(name: str, minutes: float | None, epochs: int | None, extra: dict) -> dict:
     row = ROWS[name]
     out = RUNS / name
@@ -279,15 +243,6 @@ def volume_errors_percent(result: dict) -> tuple[float, float] | None:
         return None
     errors = [100.0 * (pred[c] - true[c]) / true[c] for c in pred if c in true and true[c] > 0]
     return sum(abs(e) for e in errors) / len(errors), sum(errors) / len(errors)
-
-
-def _paired(a: dict, b: dict) -> tuple[float, float, int] | None:
-    diffs = [a[c] - b[c] for c in sorted(a) if c in b and a[c] == a[c] and b[c] == b[c]]  # NaN-free pairs
-    if len(diffs) < 2:
-        return None
-    mean = sum(diffs) / len(diffs)
-    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
-    return mean, se, len(diffs)
 
 
 def compare_rows(row: str, base: str) -> None:
@@ -498,12 +453,14 @@ def write_bundle_results(row: str = "shipped") -> None:
     if note:
         lines += ["", f"Note on that run: {note}"]
     lines += ["", "![training curve](training_curve.png)"]
-    meta_path = REPO / "bundles" / "hipposeg" / "configs" / "metadata.json"
+    from hipposeg.data.writers import write_text
+
+    meta_path = CONFIGS / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["eval_metrics"] = {f"mean_{key}": round(s[src]["mean"], 4) for key, src in
                             [("dice_whole", "dice_whole"), ("dice_anterior", "dice_anterior"),
                              ("dice_posterior", "dice_posterior"), ("hd95_whole_mm", "hd95_whole_mm")]}
-    meta_path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
+    write_text(meta_path, json.dumps(meta, indent=4, ensure_ascii=False) + "\n", overwrite=True)
     replace_block(docs, "results", "\n".join(lines))
 
 
@@ -535,7 +492,7 @@ def main() -> None:
             result.update({k: v for k, v in previous.items() if k.startswith("train_") or k == "note"})
         result.update(history_facts(args.row))
         result.update(evaluate_row(args.row))
-        (RESULTS / f"{args.row}.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_result(RESULTS / f"{args.row}.json", result)
         s = result["summary"]
         print(f"{args.row}: Dice whole {_fmt(s, 'dice_whole')} anterior {_fmt(s, 'dice_anterior')} "
               f"posterior {_fmt(s, 'dice_posterior')} HD95 {_fmt(s, 'hd95_whole_mm', digits=2)} mm")

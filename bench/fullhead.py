@@ -1,13 +1,15 @@
 """Whole-head path: Dice per side and seconds per scan on the three labelled full-head scans.
 
-Run: ``python bench/fullhead.py [--predictor oracle|model|template] [--checkpoint F] [--partner F] [--moved 2]
+Run: ``python bench/fullhead.py [--predictor oracle|model|template] [--model NAME|FILE] [--partner F] [--moved 2]
 [--thick 2] [--data-root DIR]``;
 writes ``bench/results/fullhead.json`` (or ``--out``).
 
 For every subject (and ``--moved`` copies of it, each moved by a random rigid transform of up to 20
 degrees and 25 mm and resampled onto a grid of another orientation and voxel size, seeded; and ``--thick``
-copies: the same scan acquired with thicker slices along anterior-posterior) it times the
-whole path the CLI runs: read the NIfTI, register, crop, predict, map back, QC, write labels + QC json.
+copies: the same scan acquired with thicker slices along anterior-posterior) it times what ``hipposeg segment
+--full-head`` runs, :func:`hipposeg.segment.segment_inputs` on that one file with the segmenter loaded once:
+read, check, register, T1 check, crop, predict, map back, QC, intracranial volume, volume row, mask, QC picture,
+row file and volume tables (after one untimed warm-up scan, which pays the imports and the template pyramid).
 Dice per side merges anterior and posterior and compares with ``hippocampus_lr`` (1 left, 2 right); precision
 and recall per side tell under-segmentation (high precision, low recall) from over-segmentation.
 "template_region_dice" is the Dice of the template hippocampus region alone (an ellipsoid in MNI mm
@@ -15,28 +17,23 @@ mapped through the registration), a floor that any crop model must beat.
 
 Predictors: ``oracle`` resamples the ground truth into each crop (checks registration, boxes, mirroring,
 mapping back and sides end to end; its Dice is 1 minus the loss of two resamplings), ``template`` the
-template region, ``model`` the shipped bundle's crop model (``hipposeg.segmenter.load_segmenter``; with
-``--checkpoint``, that checkpoint alone; ``--partner`` averages a 3D network with it; neither: the shipped
-default, ``models/model.pt`` + ``models/model_3d.pt``).
+template region, ``model`` a crop model loaded by ``hipposeg.segmenter.load_segmenter`` (``--model`` as
+``hipposeg segment --model`` takes it: a shipped name, a bundle folder, or a checkpoint file run alone unless
+``--partner`` names a 3D network to average with it; neither: the shipped default, ``models/model.pt`` +
+``models/model_3d.pt``). The result records the networks the segmenter loaded and the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from markdown_block import replace_block  # noqa: E402  (bench/ is the script's folder)
-from repo_paths import shown  # noqa: E402
+from common import describe_machine, machine, provenance, replace_block, this_command, write_result
 
 SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
@@ -46,9 +43,20 @@ HIRES_OUT = Path(__file__).parent / "results" / "fullhead_hires.json"
 SHIPPED_TABLES = {"default": (DEFAULT_OUT, "fullhead-table"), "hires": (HIRES_OUT, "fullhead-table-hires")}
 
 
-def write_table(result: dict, block: str = "fullhead-table") -> None:
-    """Write the per-scan table between the ``block`` markers of bench/README.md (runs of a shipped model only)."""
-    lines = [f"`{result['command']}` ({result['checkpoint']}, {result['cpu_count']} CPU cores):", "",
+class PredictorSegmenter:
+    """A crop predictor (``Image -> probabilities``) in the shape :func:`hipposeg.segment.segment_inputs` takes: its
+    whole-head path calls ``predict_probabilities`` of the segmenter; no weights file names the mask."""
+
+    checkpoint = partner_checkpoint = None
+
+    def __init__(self, predict):
+        self.predict_probabilities = predict
+
+
+def build_table(result: dict) -> str:
+    """The per-scan table of one run: Dice, precision / recall per side and seconds per scan."""
+    model = result["model"] + (f" + {result['model_3d']}" if result.get("model_3d") else "")
+    lines = [f"`{result['command']}` ({model}; {describe_machine(result['machine'])}):", "",
              "| scan | copy | input | Dice left | Dice right | precision / recall left | precision / recall right | "
              "seconds |", "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -56,7 +64,12 @@ def write_table(result: dict, block: str = "fullhead-table") -> None:
         pr = {side: f"{v['precision']:.2f} / {v['recall']:.2f}" for side, v in r["precision_recall"].items()}
         lines.append(f"| {r['subject']} | {r['variant']} | {grid} | {r['dice']['left']:.3f} | "
                      f"{r['dice']['right']:.3f} | {pr['left']} | {pr['right']} | {r['seconds']:.2f} |")
-    replace_block(README, block, "\n".join(lines))
+    return "\n".join(lines)
+
+
+def write_table(result: dict, block: str = "fullhead-table") -> None:
+    """Write the per-scan table between the ``block`` markers of bench/README.md (runs of a shipped model only)."""
+    replace_block(README, block, build_table(result))
 
 
 def main(argv=None) -> dict:
@@ -66,76 +79,82 @@ def main(argv=None) -> dict:
     parser.add_argument("--thick", type=float, nargs="*", default=[2.0],
                         help="thick-slice copies: anterior-posterior slice thickness in mm (none: --thick)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", default=None, help="model predictor: this .pt instead of the shipped model")
-    parser.add_argument("--partner", default=None, help="model predictor: average with this 3D partner checkpoint, "
-                        "e.g. bundles/hipposeg/models/model_3d.pt (the shipped ensemble)")
+    parser.add_argument("--model", "--checkpoint", dest="model", default=None,
+                        help="model predictor: what hipposeg segment --model takes (a shipped name, a bundle folder, "
+                             "a checkpoint file run alone); default: the shipped default")
+    parser.add_argument("--partner", default=None, help="model predictor: average --model with this 3D partner "
+                        "checkpoint")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
 
-    import SimpleITK as sitk
+    import nibabel as nib
 
-    from hipposeg.data.readers import read_image
+    from hipposeg.data.manifest import resolve_data_root
+    from hipposeg.data.readers import case_name, read_image
     from hipposeg.data.writers import write_nifti
     from hipposeg.fullhead.evaluation import (
         dice_per_side,
-        overlap_per_side,
         left_is_left,
         move_and_regrid,
         oracle_predictor,
+        overlap_per_side,
         template_predictor,
         thicken_slices,
     )
-    from hipposeg.fullhead.pipeline import segment_full_head, write_result
-    from hipposeg.fullhead.registration import N_THREADS, template_pyramid
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(N_THREADS)
-    t = time.perf_counter()
-    from hipposeg.data.manifest import resolve_data_root
+    from hipposeg.fullhead.pipeline import segment_full_head
+    from hipposeg.fullhead.registration import register_to_template
+    from hipposeg.segment import segment_inputs
 
     args.data_root = str(resolve_data_root(args.data_root))
-    read_image(Path(args.data_root) / "fullhead" / SUBJECTS[0] / "hippocampus_lr.nii.gz")  # MONAI import
-    template_pyramid()
-    warmup_s = time.perf_counter() - t
-    model = segmenter = None
+    segmenter = None
     if args.predictor == "model":
         from hipposeg.segmenter import load_segmenter
 
-        segmenter = load_segmenter(checkpoint=args.checkpoint,
-                                   overrides={"partner_ckpt_path": args.partner} if args.partner else None)
-        model = segmenter.predict_probabilities
+        segmenter = load_segmenter(args.model, partner=args.partner)
+
+    def run_cli_path(path: Path, ref, out: Path):
+        """``hipposeg segment --full-head PATH -o OUT`` in-process: (its wall seconds, the mask, its volume row)."""
+        engine = segmenter or PredictorSegmenter(oracle_predictor(ref) if args.predictor == "oracle"
+                                                 else template_predictor)
+        t0 = time.perf_counter()
+        run = segment_inputs([str(path)], out, engine, mode="full-head", progress=False, log=print)
+        seconds = time.perf_counter() - t0
+        if run.failed or not run.rows:
+            raise SystemExit(f"{path}: {run.summary()}")
+        labels = np.asarray(nib.load(out / f"{case_name(path)}_seg.nii.gz").dataobj)
+        return seconds, labels, run.rows[0]
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        first = Path(args.data_root) / "fullhead" / SUBJECTS[0]
+        t = time.perf_counter()  # imports, the template pyramid, first passes: paid once per process
+        run_cli_path(first / "t1.nii.gz", read_image(first / "hippocampus_lr.nii.gz"), tmp / "warm-up")
+        warmup_s = time.perf_counter() - t
         for subject in SUBJECTS:
             folder = Path(args.data_root) / "fullhead" / subject
             image = read_image(folder / "t1.nii.gz")
             truth = read_image(folder / "hippocampus_lr.nii.gz")
             rng = np.random.default_rng([args.seed, SUBJECTS.index(subject)])
-            variants = [("original", folder / "t1.nii.gz", image, truth, {})]
+            variants = [("original", folder / "t1.nii.gz", truth, {})]
             for k in range(args.moved):
                 moved, moved_truth, info = move_and_regrid(image, truth, rng)
                 path = tmp / f"{subject}_moved{k}.nii.gz"
                 write_nifti(path, moved.array, moved.affine, overwrite=True)
                 info = {key: v for key, v in info.items() if key != "move_ras"}
-                variants.append((f"moved{k}", path, moved, moved_truth, info))
+                variants.append((f"moved{k}", path, moved_truth, info))
             for mm in args.thick:
                 thick, thick_truth, info = thicken_slices(image, truth, mm)
                 path = tmp / f"{subject}_thick{mm:g}.nii.gz"
                 write_nifti(path, thick.array, thick.affine, overwrite=True)
-                variants.append((f"thick{mm:g}mm", path, thick, thick_truth, info))
-            for name, path, _, ref, info in variants:
-                predictor = {"oracle": oracle_predictor(ref), "template": template_predictor}.get(args.predictor, model)
-                t0 = time.perf_counter()
+                variants.append((f"thick{mm:g}mm", path, thick_truth, info))
+            for name, path, ref, info in variants:
+                seconds, labels, volume_row = run_cli_path(path, ref, tmp / f"{subject}_{name}")
                 scan = read_image(path)
-                t_read = time.perf_counter()
-                result = segment_full_head(scan, predictor)
-                t_seg = time.perf_counter()
-                write_result(result, tmp / f"{subject}_{name}_seg.nii.gz", overwrite=True)
-                t_write = time.perf_counter()
-                tmpl = segment_full_head(scan, template_predictor, registration=result.registration)
-                dice = dice_per_side(result.labels, ref.array)
+                # the floor: the template region alone, through a registration of its own (not timed)
+                tmpl = segment_full_head(scan, template_predictor, registration=register_to_template(scan))
+                dice = dice_per_side(labels, ref.array)
                 row = {
                     "subject": subject,
                     "variant": name,
@@ -144,15 +163,12 @@ def main(argv=None) -> dict:
                               "orientation": scan.orientation},
                     "dice": {k: round(v, 4) for k, v in dice.items()},
                     "precision_recall": {side: {k: round(v, 4) for k, v in pr.items()}
-                                         for side, pr in overlap_per_side(result.labels, ref.array).items()},
+                                         for side, pr in overlap_per_side(labels, ref.array).items()},
                     "template_region_dice": {k: round(v, 4) for k, v in dice_per_side(tmpl.labels, ref.array).items()},
-                    "left_on_left": left_is_left(result.labels, scan.affine, ref),
-                    "seconds": round(t_write - t0, 3),
-                    "seconds_read": round(t_read - t0, 3),
-                    "seconds_write": round(t_write - t_seg, 3),
-                    "timings": {k: round(v, 3) for k, v in result.timings.items()},
-                    "registration_metric": round(result.qc["registration_metric"], 4),
-                    "qc_flags": result.qc["flags"],
+                    "left_on_left": left_is_left(labels, scan.affine, ref),
+                    "seconds": round(seconds, 3),
+                    "registration_metric": round(volume_row["registration_metric"], 4),
+                    "qc_flags": volume_row.get("qc_flags"),
                 }
                 rows.append(row)
                 print(
@@ -162,9 +178,7 @@ def main(argv=None) -> dict:
                     f"{row['precision_recall']['left']['recall']:.2f} R {row['precision_recall']['right']['precision']:.2f}/"
                     f"{row['precision_recall']['right']['recall']:.2f}  template L {row['template_region_dice']['left']:.3f} "
                     f"R {row['template_region_dice']['right']:.3f}  left-on-left {row['left_on_left']}  "
-                    f"{row['seconds']:.2f} s (registration {result.timings['registration_s']:.2f}, "
-                    f"predict {result.timings['predict_s']:.2f})  metric {row['registration_metric']:.3f} "
-                    f"flags {len(row['qc_flags'])}",
+                    f"{row['seconds']:.2f} s  metric {row['registration_metric']:.3f} flags {row['qc_flags'] or '-'}",
                     flush=True,
                 )
 
@@ -184,31 +198,28 @@ def main(argv=None) -> dict:
         by_subject.setdefault(r["subject"], []).append(round(diff, 4))
     result = {
         "predictor": args.predictor,
-        "checkpoint": args.checkpoint or ("shipped default bundles/hipposeg/models/model.pt" if model else None),
-        "partner_checkpoint": shown(segmenter.partner_checkpoint) if segmenter and segmenter.partner_checkpoint
-        else None,  # the partner the segmenter loaded (a bundle folder given to --checkpoint brings its own)
-        "command": "python bench/fullhead.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "threads": N_THREADS,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "warmup_seconds_imports_and_template": round(warmup_s, 3),
+        **(provenance(segmenter) if segmenter else {"model": args.predictor, "model_3d": None}),
+        "command": this_command(__file__, argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "timed": "hipposeg.segment.segment_inputs(mode='full-head'): hipposeg segment --full-head in-process, "
+                 "segmenter loaded once",
+        "warmup_seconds": round(warmup_s, 3),
         "original": summary(originals),
         "moved": summary(moved) if moved else None,
         "moved_minus_original_max_abs_dice": by_subject,
         "thick_slices": summary(thick) if thick else None,
         "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    if args.predictor == "model":  # a shipped model's run to its usual output refreshes its README table
+    write_result(args.out, result)
+    if segmenter is not None:  # a shipped model's run to its usual output refreshes its README table
         from hipposeg.bundle import shipped_model, shipped_partner
 
-        checkpoint = Path(segmenter.checkpoint)
-        partner = segmenter.partner_checkpoint and Path(segmenter.partner_checkpoint)
+        ran = (Path(segmenter.checkpoint), segmenter.partner_checkpoint and Path(segmenter.partner_checkpoint))
         for name, (out, block) in SHIPPED_TABLES.items():
             shipped = shipped_partner(name)
-            if (checkpoint == shipped_model(name).resolve() and partner == (shipped and shipped.resolve())
-                    and Path(args.out).resolve() == out.resolve()):
+            if ran == (shipped_model(name).resolve(), shipped and shipped.resolve()) \
+                    and Path(args.out).resolve() == out.resolve():
                 write_table(result, block)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     return result

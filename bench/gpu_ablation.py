@@ -79,7 +79,7 @@ TRAIN_VARIANTS: dict[str, dict] = {
     "reference": {"about": "full reference overlay (2D, axial, non-empty slices, Adam + plateau, no LCC)",
                   "overlays": [REFERENCE], "set": {}},
     "default-half-epochs": {"about": "default, half the epochs", "half": True, "set": {}},
-    # higher-resolution slices (network option input_scale; priced on CPU by bench/input_scale_cost.py)
+    # higher-resolution slices (network option input_scale; priced on CPU by bench/archive/input_scale_cost.py)
     "scale1.5": {"about": "default, slices upsampled 1.5x (input_scale 1.5)", "set": {"input_scale": 1.5}},
     "scale1.5-8ep": {"about": "default, slices upsampled 1.5x, 8 epochs (fits an hour on 2 CPU cores)",
                      "epochs": 8, "set": {"input_scale": 1.5}},

@@ -1,122 +1,131 @@
-"""Speed benchmark of ``hipposeg segment`` on CPU, model loaded once.
+"""Speed of ``hipposeg segment`` on CPU: the real engine, model loaded once.
 
-    python bench/speed.py [--n 60] [--threads 2] [--tta] [--checkpoint MODEL.pt] [--out JSON]
+    python bench/speed.py [--n 60] [--threads 2] [--model NAME|FILE] [--partner FILE] [--tta] [--out JSON]
 
-For each of N Task04 volumes it times the end-to-end path of ``segment`` without the QC picture — read,
-check, preprocess, predict (every slicing direction of the default inference), invert, write the mask, make
-the CSV row — and, separately, the bare network forward passes over exactly the same slice batches. It reports
-medians, their ratio, the time per slicing direction, the machine, and writes ``bench/results/speed.json``.
+Two measurements, both of the code every door runs (no copy of the inferer here):
+
+1. The engine: :func:`hipposeg.segmenter.load_segmenter` once, then :meth:`Segmenter.segment` on each of ``--n``
+   Task04 volumes (``imagesTr``, sorted), read beforehand: median seconds per volume and per stage (preprocess,
+   predict = the inferer with the network(s), post-process = ``Invertd`` / argmax / largest component).
+2. End to end: :func:`hipposeg.segment.segment_inputs` (what ``hipposeg segment`` calls) with the same segmenter on
+   the default data (``hipposeg segment`` without inputs: the Task04 test image and five fold-0 cases): read,
+   check, segment, volume row, mask, QC picture, row file and the volume tables; median seconds per case.
+
+Three warm-up volumes run first. The result (``bench/results/speed.json`` or ``--out``) records the networks the
+segmenter loaded and the machine (CPU model, cores, instruction set); ``bench/README.md``'s ``speed-table`` block
+is rebuilt from every ``speed*.json`` (``speed_table``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from repo_paths import shown  # bench/ is the script's folder
+from common import RESULTS, describe_machine, machine, markdown_table, provenance, read_result, replace_block, \
+    shown, this_command, write_result
 
-BENCH = Path(__file__).resolve().parent
-
-
-def bare_forward_seconds(segmenter, image) -> float:
-    """Seconds of the network forward passes alone, on the slice batches the inferer builds for ``image``."""
-    from hipposeg.inference import _pad_to_multiple
-
-    inferer = getattr(segmenter.inferer, "slice_inferer", segmenter.inferer)  # the 2.5D core's slice inferer
-    core = getattr(segmenter.network, "core", segmenter.network)
-    partner = getattr(segmenter.network, "partner", None)  # the 3D partner network, when the model has one
-    from monai.data import MetaTensor
-
-    tensor = MetaTensor(torch.as_tensor(image.array.astype(np.float32)), affine=torch.as_tensor(image.affine))
-    volume = segmenter.preprocessing({"image": tensor})["image"].as_tensor()[0]
-    batches = []
-    volumes = [volume, volume.flip(0)] if inferer.flip_tta else [volume]
-    for vol in volumes:
-        for axis in inferer.axes:
-            v = vol.movedim(axis, 0)
-            n, half = v.shape[0], inferer.context // 2
-            idx = (torch.arange(n)[:, None] + torch.arange(-half, half + 1)).clamp_(0, n - 1)
-            stacks, _ = _pad_to_multiple(v[idx], inferer.divisor)
-            batches += [stacks[i:i + inferer.batch_size].contiguous() for i in range(0, n, inferer.batch_size)]
-    with torch.inference_mode():
-        start = time.perf_counter()
-        for batch in batches:
-            core(batch)
-        if partner is not None:
-            segmenter.inferer.volume_inferer(volume[None, None], partner)
-        return time.perf_counter() - start
+README = Path(__file__).resolve().parent / "README.md"
+#: the results the speed table shows, in its column order: shipped model name -> results file
+TABLE_RESULTS = {"default": "speed", "core": "speed_core", "hires": "speed_hires"}
 
 
-def main() -> None:
+def time_engine(segmenter, paths: list[str]) -> dict:
+    """Median seconds of ``segmenter.segment`` per volume, and per stage, over ``paths`` (read beforehand)."""
+    from hipposeg.data.readers import check_volume, read_image
+
+    images = [check_volume(read_image(p)) for p in paths]
+    for image in images[:3]:  # warm-up: first passes allocate and pick kernels
+        segmenter.segment(image)
+    total, stages = [], {"preprocess": [], "predict": [], "postprocess": []}
+    for image in images:
+        t0 = time.perf_counter()
+        result = segmenter.segment(image)
+        total.append(time.perf_counter() - t0)
+        for key in stages:
+            stages[key].append(result.seconds[key])
+    return {"n_volumes": len(images), "median_segment_s": statistics.median(total),
+            "median_stage_s": {k: statistics.median(v) for k, v in stages.items()}}
+
+
+def time_end_to_end(segmenter, inputs: list[str]) -> dict:
+    """Median seconds per case of :func:`hipposeg.segment.segment_inputs` over ``inputs`` (QC pictures included,
+    as ``hipposeg segment`` writes them), after one warm-up case into another folder."""
+    from hipposeg.segment import segment_inputs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        segment_inputs(inputs[:1], Path(tmp) / "warm-up", segmenter, progress=False, log=lambda line: None)
+        t0 = time.perf_counter()
+        run = segment_inputs(inputs, Path(tmp) / "out", segmenter, progress=False, log=print)
+        wall = time.perf_counter() - t0
+    if run.failed or len(run.done) != len(inputs):
+        raise SystemExit(f"end-to-end run did not segment every input: {run.summary()}")
+    from hipposeg.data.manifest import resolve_data_root
+
+    root = resolve_data_root()
+    shown_inputs = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else shown(p) for p in inputs]
+    return {"inputs": shown_inputs, "n_cases": len(run.done),
+            "median_end_to_end_s": statistics.median(run.seconds_per_case), "wall_s": wall, "qc_pictures": True}
+
+
+def speed_table(results: dict[str, dict]) -> str:
+    """The speed table of ``bench/README.md``: one column per result (shipped model name -> speed JSON)."""
+    first = next(iter(results.values()))
+    rows = [["engine: `Segmenter.segment`, median per volume"] + [f"{r['median_segment_s']:.3f}" for r in results.values()],
+            ["of which predict (inferer + network)"] + [f"{r['median_stage_s']['predict']:.3f}" for r in results.values()],
+            ["preprocess / post-process"] + [f"{r['median_stage_s']['preprocess']:.4f} / "
+                                             f"{r['median_stage_s']['postprocess']:.4f}" for r in results.values()],
+            ["end to end: `segment_inputs`, median per case (QC picture included)"]
+            + [f"{r['end_to_end']['median_end_to_end_s']:.3f}" for r in results.values()]]
+    header = ["seconds"] + [f"`{name}` ({r['model']}{' + ' + r['model_3d'] if r.get('model_3d') else ''})"
+                            for name, r in results.items()]
+    caption = (f"{first['n_volumes']} Task04 volumes for the engine, the {first['end_to_end']['n_cases']} cases of the "
+               f"default data end to end; {describe_machine(first['machine'])}, {first['machine'].get('torch_threads')} "
+               f"torch threads, torch {first['torch']}, {first['date']}; "
+               + "; ".join(f"`{r['command']}`" for r in results.values()) + ":")
+    return caption + "\n\n" + markdown_table(header, rows)
+
+
+def write_table(results_dir: Path = RESULTS, readme: Path = README) -> bool:
+    """Rebuild the ``speed-table`` block of ``readme`` from the speed results there are; False without markers."""
+    results = {name: r for name, file in TABLE_RESULTS.items() if (r := read_result(file, results_dir))
+               and "median_segment_s" in r}
+    return bool(results) and replace_block(readme, "speed-table", speed_table(results))
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=60, help="number of volumes (Task04 imagesTr, sorted)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tta", action="store_true")
-    parser.add_argument("--checkpoint", default=None, help="a .pt file, run alone (default: the shipped default, "
-                        "models/model.pt + models/model_3d.pt)")
-    parser.add_argument("--partner", default=None, help="a 3D partner checkpoint to average with (hipposeg.ensemble)")
-    parser.add_argument("--out", default=str(BENCH / "results" / "speed.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    parser.add_argument("--n", type=int, default=60, help="number of Task04 volumes for the engine (imagesTr, sorted)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--tta", action="store_true", help="left-right flip TTA (hipposeg segment --tta)")
+    parser.add_argument("--model", "--checkpoint", dest="model", default=None,
+                        help="what hipposeg segment --model takes: a shipped name (core, hires, ...), a bundle folder "
+                             "or a checkpoint file (run alone); default: the shipped default")
+    parser.add_argument("--partner", default=None, help="a 3D partner checkpoint to average with --model")
+    parser.add_argument("--out", default=str(RESULTS / "speed.json"))
+    args = parser.parse_args(argv)
+
+    import torch
 
     from hipposeg.data.manifest import load_manifest
-    from hipposeg.data.readers import check_volume, read_image
-    from hipposeg.data.writers import write_nifti
-    from hipposeg.volumes import reference_volume_ranges, volume_row
-    from hipposeg.segment import CROP_LABELS
+    from hipposeg.segment import default_inputs
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(checkpoint=args.checkpoint, flip_tta=args.tta,
-                               overrides={"partner_ckpt_path": args.partner} if args.partner else None)
+    torch.set_num_threads(args.threads)
+    segmenter = load_segmenter(args.model, partner=args.partner, flip_tta=args.tta or None)
     paths = [d["image"] for d in load_manifest().datalist("msd_hippocampus", "all")][: args.n]
-    ranges = reference_volume_ranges()
-    warm = read_image(paths[0])
-    for _ in range(3):  # warm-up: first passes allocate and pick kernels
-        segmenter.segment(warm)
-        bare_forward_seconds(segmenter, warm)
-    end_to_end, bare, stages = [], [], {"read": [], "preprocess": [], "predict": [], "postprocess": [], "write": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, path in enumerate(paths):
-            t0 = time.perf_counter()
-            image = check_volume(read_image(path))
-            t1 = time.perf_counter()
-            result = segmenter.segment(image)
-            t2 = time.perf_counter()
-            write_nifti(Path(tmp) / f"case{i}_seg.nii.gz", result.labels, image.affine)
-            volume_row(f"case{i}", path, result.labels, image.affine, CROP_LABELS, ranges)
-            t3 = time.perf_counter()
-            end_to_end.append(t3 - t0)
-            stages["read"].append(t1 - t0)
-            stages["write"].append(t3 - t2)
-            for key in ("preprocess", "predict", "postprocess"):
-                stages[key].append(result.seconds[key])
-            bare.append(bare_forward_seconds(segmenter, image))
-    slices = getattr(segmenter.inferer, "slice_inferer", segmenter.inferer)
-    n_dirs = len(slices.axes) * (2 if slices.flip_tta else 1)
-    med_e2e, med_bare = statistics.median(end_to_end), statistics.median(bare)
-    result = {
-        "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-        "torch": torch.__version__, "checkpoint": args.checkpoint or "bundles/hipposeg/models/model.pt",
-        "partner": shown(segmenter.partner_checkpoint) if segmenter.partner_checkpoint else None,
-        "input_scale": float(getattr(getattr(segmenter.network, "core", segmenter.network), "input_scale", 1.0)),
-        "n_volumes": len(paths), "tta": args.tta,
-        "slicing_directions": list(slices.axes), "passes_per_volume": n_dirs,
-        "median_end_to_end_s": med_e2e, "median_bare_forward_s": med_bare, "ratio": med_e2e / med_bare,
-        "median_end_to_end_per_direction_s": med_e2e / n_dirs,
-        "median_stage_s": {k: statistics.median(v) for k, v in stages.items()},
-    }
-    Path(args.out).parent.mkdir(exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
+    result = {"command": this_command(__file__, argv), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "machine": machine(), "torch": torch.__version__, **provenance(segmenter), "tta": args.tta}
+    result.update(time_engine(segmenter, paths))
+    result["end_to_end"] = time_end_to_end(segmenter, [str(p) for p in default_inputs()])
+    write_result(args.out, result)
+    write_table()
+    print(f"{result['model']}{' + ' + result['model_3d'] if result['model_3d'] else ''}: "
+          f"segment {result['median_segment_s']:.3f} s, end to end {result['end_to_end']['median_end_to_end_s']:.3f} s "
+          f"per case ({describe_machine(result['machine'])})")
+    return result
 
 
 if __name__ == "__main__":

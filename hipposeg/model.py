@@ -6,7 +6,7 @@ EfficientNet's stem convolution has stride 2, so the finest skip connection of s
 the input resolution (2 mm on Task04 crops) and the last decoder block only upsamples. ``full_res_skip=True``
 adds one light skip connection at the input's own resolution (:class:`FullResolutionUnet`); ``input_scale > 1``
 runs the whole network on upsampled slices instead (:class:`ScaledInputNet`), so that its finest features are at
-``2 / input_scale`` mm, at a price measured by ``bench/input_scale_cost.py``.
+``2 / input_scale`` mm, at a price measured by ``bench/archive/input_scale_cost.py``.
 """
 
 from __future__ import annotations

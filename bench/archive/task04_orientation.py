@@ -1,7 +1,7 @@
 """Which way do the Task04 hippocampus crops face, and must right hippocampi be mirrored to look like them?
 
-Run: ``python bench/task04_orientation.py [--data-root DIR]``; writes
-``bench/results/task04_orientation.json``. Reads only labels. Evidence used by ``hipposeg.fullhead``:
+Run: ``python bench/archive/task04_orientation.py [--data-root DIR]``; writes
+``bench/archive/task04_orientation.json`` (a frozen one-off: the evidence, kept beside its script). Reads only labels. Evidence used by ``hipposeg.fullhead``:
 
 1. Axes of the crops (from the Task04 labels alone): the centroid of label 2 ("posterior") minus that
    of label 1 ("anterior"), in array axes, over all crops. A consistent sign along axis 1 says axis 1
@@ -71,7 +71,7 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "task04_orientation.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "task04_orientation.json"))
     args = parser.parse_args(argv)
     from hipposeg.data.manifest import resolve_data_root
 

@@ -1,6 +1,7 @@
 """Which reference a thick-slice copy of a crop should be scored against (a check behind ``thick_slices.py``).
 
-Run: ``python bench/thick_reference.py`` (about a minute); writes ``bench/results/thick_reference.json``.
+Run: ``python bench/archive/thick_reference.py`` (about a minute); writes ``bench/archive/thick_reference.json`` (a frozen
+one-off, kept beside its script).
 
 For the 42 fold-0 crops, 1.6 and 2.0 mm slices along each axis, first slice at the crop's edge (phase 0, where the
 two references differ most): the 1 mm truth carried onto the thick grid the way the bundle's ``Invertd`` carries a
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from thick_slices import thick_copy, thick_mask  # noqa: E402  (bench/ is the script's folder)
+from thick_slices import thick_copy, thick_mask  # noqa: E402  (bench/, the folder above)
 
-OUT = Path(__file__).parent / "results" / "thick_reference.json"
+OUT = Path(__file__).parent / "thick_reference.json"
 
 
 def main() -> dict:
@@ -51,7 +52,7 @@ def main() -> dict:
                 box = thick_mask(truth, label, axis=axis, thickness_mm=thickness)
                 cells.setdefault(f"{thickness:g} mm, axis {axis}", []).append(
                     (dice(carried, centre), dice(carried, box)))
-    result = {"command": "python bench/thick_reference.py", "n_cases": 42,
+    result = {"command": "python bench/archive/thick_reference.py", "n_cases": 42,
               "mean_dice_of_the_carried_truth": {k: {"centre": round(float(np.mean([c[0] for c in v])), 4),
                                                      "box": round(float(np.mean([c[1] for c in v])), 4)}
                                                  for k, v in cells.items()}}

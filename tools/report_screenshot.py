@@ -2,7 +2,7 @@
 
 Either an existing report::
 
-    python bench/report_screenshot.py --html report.html -o bench/results/group_report.png
+    python tools/report_screenshot.py --html report.html -o bench/results/group_report.png
 
 or a report built first from a ``hipposeg segment`` output folder (``volumes.json`` and the ``<case>_qc.png``
 pictures). With ``--etiv``, each whole-head case's input is registered to the template again and its intracranial
@@ -10,7 +10,7 @@ volume computed (:mod:`hipposeg.fullhead.icv`) — a stand-in until ``hipposeg s
 ``etiv_mm3`` itself::
 
     hipposeg segment heads/ -o out --full-head
-    python bench/report_screenshot.py --segment-out out --etiv --command "hipposeg segment heads/ -o out --full-head" \\
+    python tools/report_screenshot.py --segment-out out --etiv --command "hipposeg segment heads/ -o out --full-head" \\
         --report out/group_report.html -o bench/results/group_report.png
 
 Chromium: ``/usr/bin/chromium`` (``apt-get install -y chromium``), run headless, sandbox-less, with no network

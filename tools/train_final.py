@@ -1,9 +1,9 @@
 """Train the shipped default's networks on every labelled case, with the recipes and epoch counts fixed by
 cross-validation (``bench/README.md``, "Cross-validation"), and export them in half precision.
 
-    python bench/train_final.py                      # the 2.5D core, then the 3D partner
-    python bench/train_final.py --only core          # one of them
-    python bench/train_final.py --only core --install    # then copy the export over bundles/hipposeg/models/
+    python tools/train_final.py                      # the 2.5D core, then the 3D partner
+    python tools/train_final.py --only core          # one of them
+    python tools/train_final.py --only core --install    # then copy the export over bundles/hipposeg/models/
 
 Each network trains through the bundle exactly as the cross-validation rows did (``train.json``; plus
 ``train_3d.json`` for the partner), with ``--fold '$None'``: every labelled case trains, no validation runs and
@@ -24,12 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-from accuracy import CONFIGS, RUNS, _args, _config_arg, _run, _shown, parse_overrides
-from repo_paths import shown
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from common import CONFIGS, REPO, RUNS, bundle_command, run_logged, shown, shown_command  # noqa: E402
 
-from hipposeg.data.writers import atomic_path, write_text
+from hipposeg.bundle import parse_overrides  # noqa: E402
+from hipposeg.data.writers import atomic_path, write_text  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "bundles" / "hipposeg" / "models"
 
 # network: (bundle configs, the shipped file it becomes)
@@ -56,10 +56,9 @@ def train(network: str, runs: Path = RUNS, extra: dict | None = None) -> dict:
         resume = _last_epoch_checkpoint(out)
         if resume is not None:
             overrides["resume_from"] = str(resume)
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
-               _config_arg([str(CONFIGS / c) for c in configs]), *_args(overrides)]
-        wall = _run(cmd, out / "train.log")
-        _write_report(out, {"network": network, "train_command": _shown(cmd), "train_wall_s": round(wall, 1),
+        cmd = bundle_command([CONFIGS / c for c in configs], overrides)
+        wall = run_logged(cmd, out / "train.log")
+        _write_report(out, {"network": network, "train_command": shown_command(cmd), "train_wall_s": round(wall, 1),
                                 "resumed_from": shown(resume) if resume is not None else None})
     from hipposeg.data.manifest import sha256_of
     from hipposeg.model import save_half_precision

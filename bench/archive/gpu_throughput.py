@@ -29,9 +29,9 @@ anything.  ``--dry-run-cpu`` exercises the same code path on the CPU (batch 4,
 
 Usage::
 
-    python bench/gpu_throughput.py                      # GPU, default settings
-    python bench/gpu_throughput.py --out /tmp/t.json    # other output path
-    python bench/gpu_throughput.py --dry-run-cpu        # CPU smoke test
+    python bench/archive/gpu_throughput.py                      # GPU, default settings
+    python bench/archive/gpu_throughput.py --out /tmp/t.json    # other output path
+    python bench/archive/gpu_throughput.py --dry-run-cpu        # CPU smoke test
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "gpu_throughput.json"
+DEFAULT_OUT = Path(__file__).resolve().parent / "gpu_throughput.json"
 SETTINGS = ("fp32", "amp", "channels_last", "amp+channels_last")
 NUM_CLASSES = 3
 

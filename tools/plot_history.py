@@ -1,6 +1,6 @@
 """Training curve of a bundle run: loss and validation Dice per epoch, from its ``history.json``.
 
-    python bench/plot_history.py bench/runs/default/history.json bundles/hipposeg/docs/training_curve.png
+    python tools/plot_history.py bench/runs/default/history.json bundles/hipposeg/docs/training_curve.png
 """
 
 from __future__ import annotations

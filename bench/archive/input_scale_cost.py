@@ -1,7 +1,7 @@
 """What upsampling the slices costs on CPU: one training step and one slicing direction at 1x, 1.5x, 2x, with
 the weights in the usual layout and channels-last (the bundle's default since 0.3.1).
 
-    python bench/input_scale_cost.py            # writes bench/results/input_scale_cost.json
+    python bench/archive/input_scale_cost.py    # writes bench/archive/input_scale_cost.json (a frozen one-off)
 
 EfficientNet's stem has stride 2, so on 1 mm Task04 crops the encoder's finest features are at 2 mm. Feeding
 slices upsampled by 1.5x or 2x is the usual remedy for small structures; this measures its price with the
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from hipposeg.model import build_network  # noqa: E402
 
-OUT = Path(__file__).parent / "results" / "input_scale_cost.json"
+OUT = Path(__file__).parent / "input_scale_cost.json"
 PADDED = 64  # the bundle pads each crop slice to 64x64 for the encoder
 SLICES_PER_DIRECTION = 45
 BATCH = 32
@@ -74,7 +74,7 @@ def main() -> dict:
     for r in rows:
         r["train_cost_vs_1x"] = round(r["train_step_s"] / base["train_step_s"], 2)
         r["inference_cost_vs_1x"] = round(r["inference_per_direction_s"] / base["inference_per_direction_s"], 2)
-    result = {"command": "python bench/input_scale_cost.py", "machine": platform.machine(),
+    result = {"command": "python bench/archive/input_scale_cost.py", "machine": platform.machine(),
               "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "batch": BATCH, "slices_per_direction": SLICES_PER_DIRECTION, "rows": rows}
     OUT.parent.mkdir(exist_ok=True)
