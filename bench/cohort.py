@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -30,10 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-from markdown_block import replace_block  # noqa: E402  (bench/ is the script's folder)
+from common import BENCH, describe_machine, machine, replace_block, this_command, write_result
 
 HEADS = ("bert", "candi030", "colin27")
 
@@ -78,10 +74,12 @@ def etiv_table(group_json: Path) -> list[dict]:
              "ratio": r["icv_mask_mm3"] / r["etiv_mm3"], "qc_flags": r.get("qc_flags") or ""} for r in rows]
 
 
-def write_tables(result: dict) -> None:
+def build_tables(result: dict) -> str:
+    """The throughput and eTIV tables of one run (``bench/README.md``, block ``cohort-table``)."""
     t = result["throughput"]
+    where = describe_machine(result["machine"]) if isinstance(result["machine"], dict) else result["machine"]
     lines = [f"{result['n_images']} whole-head images ({len(HEADS)} heads + {result['copies']} moved copies each), "
-             f"{result['machine']}, {result['date']}; `{result['command']}`:", "",
+             f"{where}, {result['date']}; `{result['command']}`:", "",
              "| run | wall (s) | images per hour |", "|---|---|---|"]
     for key, label in (("one_process", "`hipposeg bids ... participant` (1 process)"),
                        ("torchrun_2", "`torchrun --nproc_per_node 2 -m hipposeg bids ... --distributed`")):
@@ -96,7 +94,11 @@ def write_tables(result: dict) -> None:
     lines += ["", "eTIV of the moved, regridded copies against the original scan: "
               + "; ".join(f"{h} max {v * 100:.2f} %" for h, v in result["etiv_max_relative_change"].items())
               + " (the issue allows 1 %)."]
-    replace_block(BENCH / "README.md", "cohort-table", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def write_tables(result: dict) -> None:
+    replace_block(BENCH / "README.md", "cohort-table", build_tables(result))
 
 
 def main(argv=None) -> dict:
@@ -121,8 +123,8 @@ def main(argv=None) -> dict:
         base = values.pop(f"sub-{head}_ses-orig")
         change[head] = max((abs(v / base - 1) for v in values.values()), default=0.0)
     result = {
-        "command": "python bench/cohort.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "command": this_command(__file__, argv),
+        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
         "copies": args.copies, "n_images": n,
         "throughput": {"one_process": {"wall_s": round(one, 1), "images_per_hour": round(3600 * n / one, 1)},
                        "torchrun_2": {"wall_s": round(two, 1), "images_per_hour": round(3600 * n / two, 1)}},
@@ -130,7 +132,7 @@ def main(argv=None) -> dict:
         "adult_etiv_range_cm3": [v / 1000 for v in ADULT_ETIV_RANGE_MM3], "agreement_tolerance": AGREEMENT_TOLERANCE,
         "note": "wall times include starting Python, importing torch/MONAI and loading the model once per process",
     }
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result)
     write_tables(result)
     print(json.dumps({k: result[k] for k in ("throughput", "etiv_max_relative_change")}, indent=1))
     return result
