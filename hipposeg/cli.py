@@ -287,12 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="NIfTI files, folders of NIfTI files, DICOM series folders "
                                               "(none: the default demo data)")
     p.add_argument("-o", "--output", default="hipposeg_out", help="output folder (default: hipposeg_out)")
-    p.add_argument("--model", help="a shipped model: 'default' (the 2.5D core averaged with a 3D network: "
-                                   "fold-0 whole Dice 0.898, HD95 1.20 mm), 'core' (the 2.5D three-axis consensus "
-                                   "alone: 0.894, a little faster), 'hires' (slices upsampled 1.5x: 0.899, about "
-                                   "twice the time), 'default-0.5' (0.5.0's default: 0.895), 'ensemble' (0.5.0's "
-                                   "name for what is now the default); or another bundle folder or a checkpoint "
-                                   "(.pt), which runs alone")
+    p.add_argument("--model", help="a shipped model: 'default' (the 2.5D core averaged with a 3D network), "
+                                   "'core' (the 2.5D three-axis consensus alone, a little faster), "
+                                   "'hires' (slices upsampled 1.5x, about twice the time), 'default-0.5' (0.5.0's "
+                                   "default), 'ensemble' (0.5.0's name for what is now the default); or another "
+                                   "bundle folder or a checkpoint (.pt), which runs alone. Their measured accuracy "
+                                   "and speed: README.md, 'Shipped models'")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, help="slices per forward pass")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (left-right)")
@@ -356,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="folder of NIfTI volumes (or one file)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--model", help="'default', 'core', 'hires', 'default-0.5', 'ensemble' (shipped models, see "
-                                   "segment --help) or a checkpoint (.pt)")
+                                   "segment --help; their measured accuracy: README.md, 'Shipped models') or a "
+                                   "checkpoint (.pt)")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--bundle")
