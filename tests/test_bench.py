@@ -1,0 +1,154 @@
+"""bench/ smoke test: each table builder on small results built here, checked on the Markdown it produces, and the
+shared helpers (paired statistics, the machine record, provenance) on known values. Nothing is measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import accuracy  # noqa: E402  (bench/ scripts as modules)
+import cohort  # noqa: E402
+import common  # noqa: E402
+import fullhead  # noqa: E402
+import gpu_ablation  # noqa: E402
+import speed  # noqa: E402
+
+CASES = [f"hippocampus_{i:03d}" for i in range(1, 5)]
+MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "isa": "avx2", "torch_threads": 2}
+
+
+def _row(dice: list[float], **extra) -> dict:
+    """An accuracy result: per-case whole/anterior/posterior Dice, HD95, volumes, and their summary."""
+    per = {"dice_whole": dice, "dice_anterior": [d - 0.01 for d in dice], "dice_posterior": [d - 0.02 for d in dice],
+           "hd95_whole_mm": [1.0] * len(dice), "volume_pred_mm3": [3100.0] * len(dice),
+           "volume_true_mm3": [3000.0] * len(dice), "abs_volume_error_mm3": [100.0] * len(dice)}
+    summary = {m: {"mean": sum(v) / len(v), "median": sorted(v)[len(v) // 2]} for m, v in per.items()}
+    summary["notebook_slice_dice"] = {"mean": 0.85}
+    return {"summary": summary, **{f"per_case_{m}": dict(zip(CASES, v)) for m, v in per.items()}, **extra}
+
+
+def test_paired_statistics_on_known_differences():
+    a = {"x": 0.90, "y": 0.80, "z": 0.70, "n": float("nan")}
+    b = {"x": 0.88, "y": 0.76, "z": 0.70, "n": 0.5, "only_b": 0.1}
+    mean, se, n = common.paired(a, b)
+    assert n == 3 and mean == pytest.approx(0.02)  # differences 0.02, 0.04, 0.00; the NaN pair left out
+    assert se == pytest.approx((((0.0 ** 2 + 0.02 ** 2 + 0.02 ** 2) / 2) / 3) ** 0.5)
+    assert common.format_paired((mean, se, n)) == "+0.0200 ± 0.0115"
+    assert common.paired({"x": 1.0}, {"x": 0.5}) is None and common.format_paired(None) == "–"
+
+
+def test_machine_and_provenance_are_what_ran():
+    m = common.machine()
+    assert m["cores"] == len(os.sched_getaffinity(0)) and m["cpu"] and m["isa"] in ("avx512", "avx2", "avx") + (
+        os.uname().machine,)
+    segmenter = SimpleNamespace(checkpoint=str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
+                                partner_checkpoint=None)
+    assert common.provenance(segmenter) == {"model": "bundles/hipposeg/models/model.pt", "model_3d": None}
+    assert common.shown("/elsewhere/x.pt") == "/elsewhere/x.pt"
+    assert common.shown_command([sys.executable, "-m", "monai.bundle", "run", "--config_file",
+                                 str(REPO / "bundles/hipposeg/configs/train.json")]) == \
+        "python -m monai.bundle run --config_file bundles/hipposeg/configs/train.json"
+    assert common.override_args({"fold": "$None", "epochs": 2, "axes": [0, 1]}) == \
+        ["--fold", "$None", "--epochs", "2", "--axes", "[0, 1]"]
+
+
+def test_replace_block_rewrites_only_between_its_markers(tmp_path):
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- t -->\nold\n<!-- /t -->\nkept\n")
+    assert common.replace_block(page, "t", "new") and page.read_text() == "intro\n<!-- t -->\nnew\n<!-- /t -->\nkept\n"
+    assert not common.replace_block(page, "missing", "x") and "x" not in page.read_text()
+
+
+def test_accuracy_and_cross_validation_tables(tmp_path, monkeypatch):
+    core = [0.90, 0.88, 0.86, 0.84]
+    rows = {"shipped": _row([d + 0.004 for d in core]), "unet3d": _row([d - 0.02 for d in core]),
+            "default-thick": _row(core), "default-f1": _row(core), "default-f2": _row([d + 0.01 for d in core]),
+            "unet3d-f1": _row([d - 0.02 for d in core]), "unet3d-f2": _row([d - 0.01 for d in core])}
+    for name, result in rows.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(result))
+    monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
+    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")  # no training history of the real runs
+    table = accuracy.build_table().splitlines()
+    assert table[0].startswith("| row | what | scored on |") and set(table[1]) <= set("|-")
+    assert [line.split(" | ")[0] for line in table[2:]] == [f"| `{n}`" for n in accuracy.ROWS if n in rows]
+    shipped = next(line for line in table if line.startswith("| `shipped` |"))
+    # mean whole Dice 0.874 / median 0.884; vs unet3d +0.0240 exactly (same offset on every case)
+    assert "| 0.874 / 0.884 | – | +0.0240 ± 0.0000 |" in shipped and "| 3.3 / +3.3 |" in shipped
+    cv = accuracy.build_cv_table().splitlines()
+    held = next(line for line in cv if line.startswith("| **2.5D core (train.json)** |"))
+    # folds 1+2 pooled: 8 volumes, mean 0.875; vs the plain 3D UNet +0.02 on every volume of both folds
+    assert "| **held out (folds 1+2 pooled)** | 8 | 0.875 |" in held and held.endswith("| – | +0.0200 ± 0.0000 |")
+
+
+def test_speed_table(tmp_path):
+    result = {"command": "python bench/speed.py --n 4", "date": "2026-12-07 10:00", "machine": MACHINE,
+              "torch": "2.x", "model": "bundles/hipposeg/models/model.pt",
+              "model_3d": "bundles/hipposeg/models/model_3d.pt", "n_volumes": 4, "median_segment_s": 0.3412,
+              "median_stage_s": {"preprocess": 0.0031, "predict": 0.3302, "postprocess": 0.0049},
+              "end_to_end": {"n_cases": 6, "median_end_to_end_s": 0.4567}}
+    core = {**result, "command": "python bench/speed.py --model core", "model_3d": None, "median_segment_s": 0.25}
+    text = speed.speed_table({"default": result, "core": core})
+    assert "Test CPU 9000, 2 cores, avx2, 2 torch threads" in text
+    assert "`python bench/speed.py --n 4`; `python bench/speed.py --model core`" in text
+    lines = text.splitlines()
+    assert lines[2].startswith("| seconds | `default` (bundles/hipposeg/models/model.pt + bundles/hipposeg/models/"
+                               "model_3d.pt) | `core` (bundles/hipposeg/models/model.pt) |")
+    assert "| engine: `Segmenter.segment`, median per volume | 0.341 | 0.250 |" in lines
+    assert any(line.startswith("| end to end: `segment_inputs`") and line.endswith("| 0.457 | 0.457 |")
+               for line in lines)
+    (tmp_path / "speed.json").write_text(json.dumps(result))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- speed-table -->\n<!-- /speed-table -->\n")
+    assert speed.write_table(tmp_path, readme) and "| 0.341 |" in readme.read_text()
+
+
+def test_fullhead_table():
+    row = {"subject": "bert", "variant": "moved0", "input": {"orientation": "LIA", "spacing": [1.0, 1.2, 0.9]},
+           "dice": {"left": 0.8123, "right": 0.7891}, "seconds": 3.456,
+           "precision_recall": {"left": {"precision": 0.91, "recall": 0.73}, "right": {"precision": 0.8, "recall": 0.78}}}
+    result = {"command": "python bench/fullhead.py --predictor model", "model": "bundles/hipposeg/models/model.pt",
+              "model_3d": "bundles/hipposeg/models/model_3d.pt", "machine": MACHINE, "rows": [row]}
+    lines = fullhead.build_table(result).splitlines()
+    assert lines[0] == ("`python bench/fullhead.py --predictor model` (bundles/hipposeg/models/model.pt + "
+                        "bundles/hipposeg/models/model_3d.pt; Test CPU 9000, 2 cores, avx2):")
+    assert lines[-1] == "| bert | moved0 | LIA 1x1.2x0.9 mm | 0.812 | 0.789 | 0.91 / 0.73 | 0.80 / 0.78 | 3.46 |"
+
+
+def test_cohort_tables():
+    result = {"n_images": 3, "copies": 0, "machine": MACHINE, "date": "2026-12-07 10:00",
+              "command": "python bench/cohort.py --copies 0",
+              "throughput": {"one_process": {"wall_s": 30.04, "images_per_hour": 359.5},
+                             "torchrun_2": {"wall_s": 25.0, "images_per_hour": 432.0}},
+              "adult_etiv_range_cm3": [900.0, 2200.0], "agreement_tolerance": 0.1,
+              "etiv": [{"image": "sub-bert_ses-orig", "etiv_cm3": 1400.4, "icv_mask_cm3": 1420.0, "ratio": 1.014,
+                        "qc_flags": ""}],
+              "etiv_max_relative_change": {"bert": 0.0042}}
+    text = cohort.build_tables(result)
+    assert text.startswith("3 whole-head images (3 heads + 0 moved copies each), Test CPU 9000, 2 cores, avx2,")
+    assert "| `hipposeg bids ... participant` (1 process) | 30.0 | 360 |" in text
+    assert "| sub-bert_ses-orig | 1400 | 1420 | 1.014 | – |" in text and "bert max 0.42 %" in text
+
+
+def test_gpu_ablation_table():
+    base = {"dice_whole": 0.88}
+    rows = [{"variant": "default", "kind": "train", "about": "bundle defaults", "epochs_done": 4, "epochs_planned": 4,
+             "train_elapsed_s": 300.0, "summary": {"dice_whole": {"mean": 0.88}}, "train_status": "ok"},
+            {"variant": "2d", "kind": "train", "about": "context 1", "epochs_done": 2, "epochs_planned": 4,
+             "train_status": "timeout", "summary": {"dice_whole": {"mean": 0.85}},
+             "delta_dice_whole_vs_default": gpu_ablation.paired_delta(
+                 {c: {"dice_whole": 0.85 + i * 0.01} for i, c in enumerate(CASES)},
+                 {c: {"dice_whole": base["dice_whole"] + i * 0.01} for i, c in enumerate(CASES)})}]
+    meta = {"device_name": "H100", "date": "2026-12-07", "epochs": 4, "parallel": 2, "num_workers": 2,
+            "command": "python bench/gpu_ablation.py --epochs 4"}
+    text = gpu_ablation.markdown({"meta": meta, "rows": rows})
+    assert "| `2d` | train | context 1 | 2/4 | – | 0.8500 | – | – | – | -0.0300 ± 0.0000 | train timeout at 2/4 epochs; " \
+           "eval ok |" in text
+    assert "| `default` | train | bundle defaults | 4 | 300 | 0.8800 |" in text
