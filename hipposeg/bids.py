@@ -324,11 +324,9 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
         rank, world, device = _start_distributed(device)
         lo, n = shard or (0, 1)
         shard = (lo + rank * n, n * world)  # the shard of this rank within the scheduler's shard
-    from hipposeg.bundle import resolve_model
     from hipposeg.segmenter import load_segmenter
 
-    checkpoint, model_overrides = resolve_model(model)
-    segmenter = load_segmenter(checkpoint=checkpoint, device=device or "cpu", overrides=model_overrides or None)
+    segmenter = load_segmenter(model, device=device or "cpu")
     run = segment_participants(bids_dir, out_dir, segmenter, participant_labels=participant_labels,
                                session_labels=session_labels, shard=shard, overwrite=overwrite,
                                progress=progress and rank == 0)

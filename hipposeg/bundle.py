@@ -55,33 +55,80 @@ def shipped_partner(name: str | None, bundle_dir: str | Path | None = None) -> P
     return Path(bundle_dir or BUNDLE_DIR) / "models" / SHIPPED_MODELS[name][1]
 
 
-def default_partner(ckpt_path: str | Path, ckpt_dir: str | Path) -> str | None:
-    """``inference.json``'s ``partner_ckpt_path``: ``models/model_3d.pt`` joins the bundle's default checkpoint
-    ``models/model.pt`` when the folder holds one (the shipped default is that pair); any other ``ckpt_path``
-    runs alone unless a partner is given (``--partner_ckpt_path``), and so does a bundle trained without one."""
+def uses_partner_by_default(ckpt_path: str | Path, partner_ckpt_path: str | Path | None, ckpt_dir: str | Path) -> bool:
+    """``inference.json``'s default ``use_partner``: true for the bundle's own pair (``ckpt_path`` is
+    ``models/model.pt`` and ``models/model_3d.pt`` exists) and whenever a ``partner_ckpt_path`` other than the
+    bundle's is named; false for any other ``ckpt_path`` alone. ``--use_partner False`` / ``True`` decides
+    explicitly (a boolean, so ``python -m monai.bundle run`` keeps it: it drops overrides whose value is None)."""
     core, partner = Path(ckpt_dir) / DEFAULT_CORE, Path(ckpt_dir) / DEFAULT_PARTNER
-    if Path(ckpt_path).resolve() == core.resolve() and partner.is_file():
-        return str(partner)
-    return None
+    if partner_ckpt_path and Path(partner_ckpt_path).resolve() != partner.resolve():
+        return True
+    return Path(ckpt_path).resolve() == core.resolve() and partner.is_file()
 
 
-def resolve_model(value: str | Path | None, bundle_dir: str | Path | None = None) -> tuple[Path | None, dict]:
-    """``--model`` of every command: ``(checkpoint, overrides)`` for :func:`hipposeg.segmenter.load_segmenter`
-    (or the bundle's ``ckpt_path`` and overrides). ``value``: a shipped model's name (its core and partner, or
-    explicitly no partner), a bundle folder or a checkpoint file (run alone), or ``None`` (the bundle's default)."""
+def resolve_model(value: str | Path | None, bundle_dir: str | Path | None = None, *,
+                  partner: str | Path | None = None) -> tuple[Path, dict]:
+    """``--model`` of every door (``segment``, ``infer``, ``bids``, ``evaluate``, the benches): the bundle folder
+    whose configs run it and the overrides of ``configs/inference.json`` that select it, so that every door runs
+    the same networks for the same name. ``value``:
+
+    * a shipped model's name (:data:`SHIPPED_MODELS`): its core, and its partner or explicitly none;
+    * a bundle folder: that folder's configs and default model;
+    * a checkpoint file: that core alone, or with the 3D network ``partner`` (a checkpoint file) averaged with it;
+    * ``None`` or ``""``: the bundle's default model (no overrides; ``partner`` not allowed).
+
+    Every override value is a string or a boolean, never None (``python -m monai.bundle run`` drops those).
+    """
     from hipposeg.errors import InputError
 
+    bundle_dir = Path(bundle_dir or BUNDLE_DIR)
+    if partner is not None:
+        if not value or str(value) in SHIPPED_MODELS or Path(value).is_dir():
+            raise InputError(partner, "a 3D partner is named for a checkpoint file only (shipped models and bundle "
+                                      "folders bring their own)")
+        if not Path(partner).is_file():
+            raise InputError(partner, "no such partner checkpoint")
     if not value:
-        return None, {}
+        return bundle_dir, {}
     name = str(value)
-    path = shipped_model(name, bundle_dir) or Path(value)
-    if not path.exists():
+    if name in SHIPPED_MODELS:
+        core_file, partner_file = (bundle_dir / "models" / f if f else None for f in SHIPPED_MODELS[name])
+        for path in (core_file, partner_file):
+            if path is not None and not path.is_file():
+                raise InputError(path, f"the shipped model {name!r} is missing from the bundle {bundle_dir}")
+        overrides = {"ckpt_path": str(core_file), "use_partner": partner_file is not None}
+        if partner_file is not None:
+            overrides["partner_ckpt_path"] = str(partner_file)
+        return bundle_dir, overrides
+    path = Path(value)
+    if path.is_dir():
+        if not (path / "configs" / "inference.json").is_file():
+            raise InputError(path, "not a bundle folder (no configs/inference.json)")
+        return path, {}
+    if not path.is_file():
         raise InputError(path, "no such model checkpoint or bundle folder (shipped models by name: "
                                f"{', '.join(SHIPPED_MODELS)})")
-    if name in SHIPPED_MODELS:
-        partner = shipped_partner(name, bundle_dir)
-        return path, {"partner_ckpt_path": str(partner) if partner else None}
-    return path, {}
+    overrides = {"ckpt_path": str(path.resolve()), "use_partner": partner is not None}
+    if partner is not None:
+        overrides["partner_ckpt_path"] = str(Path(partner).resolve())
+    return bundle_dir, overrides
+
+
+def parse_overrides(items: Sequence[str] | None) -> dict:
+    """``KEY=VALUE`` strings (``--set`` of ``hipposeg train``/``infer`` and the benches) as bundle overrides; each
+    value is read as JSON when it parses (numbers, booleans, lists), else kept as a string."""
+    from hipposeg.errors import InputError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(None, f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def config_files(bundle_dir: str | Path, *names: str) -> list[str]:

@@ -107,10 +107,9 @@ def cmd_segment(args) -> int:
     if not inputs:
         inputs = default_inputs(args.data_root)
         print(f"no INPUT given: segmenting the default data ({len(inputs)} Task04 volumes from {inputs[0].parent.parent})")
-    model, model_overrides = resolve_model(args.model)
+    resolve_model(args.model)  # a bad --model is one line, before anything else
     check_output_folder(args.output)  # one line naming the folder, before the model is loaded or any case is read
-    segmenter = load_segmenter(checkpoint=model, device=args.device, flip_tta=args.tta or None,
-                               batch_size=args.batch_size, overrides=model_overrides or None)
+    segmenter = load_segmenter(args.model, device=args.device, flip_tta=args.tta or None, batch_size=args.batch_size)
     mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
     run = segment_inputs(inputs, args.output, segmenter, overwrite=args.overwrite, series_uid=args.series_uid,
                          mode=mode, qc_png=not args.no_qc, progress=not args.quiet)
@@ -178,30 +177,13 @@ def cmd_evaluate(args) -> int:
 
 
 # --------------------------------------------------------------------------- train / infer (bundle doors)
-def _overrides(pairs) -> dict:
-    import json
-
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            from hipposeg.errors import InputError
-
-            raise InputError(None, f"--set expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def cmd_train(args) -> int:
-    from hipposeg.bundle import run_workflow
+    from hipposeg.bundle import parse_overrides, run_workflow
 
     # fold < 0: train.json's fold None (every case trains, no validation), as the expression "$None" because
     # monai.bundle.run drops overrides whose value is None
     fold = "$None" if args.fold < 0 else args.fold
-    overrides = {"dataset": args.dataset, "fold": fold, **_overrides(args.set)}
+    overrides = {"dataset": args.dataset, "fold": fold, **parse_overrides(args.set)}
     for key in ("epochs", "data_root", "output_dir", "ckpt_dir", "resume_from", "max_minutes"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
@@ -225,14 +207,12 @@ def _check_resume(path: str, bundle: str | None, overrides: dict) -> None:
 
 
 def cmd_infer(args) -> int:
-    from hipposeg.bundle import resolve_model, run_workflow
+    from hipposeg.bundle import parse_overrides, resolve_model, run_workflow
 
+    bundle_dir, model_overrides = resolve_model(args.model, args.bundle)  # the same networks as segment --model
     overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
-                 "overwrite": args.overwrite, **_overrides(args.set)}
-    if args.model:  # inference.json builds the architecture the checkpoint holds
-        model, model_overrides = resolve_model(args.model, args.bundle)
-        overrides = {**overrides, "ckpt_path": str(model), **model_overrides}
-    run_workflow(["inference.json"], args.bundle, overrides)
+                 "overwrite": args.overwrite, **model_overrides, **parse_overrides(args.set)}
+    run_workflow(["inference.json"], bundle_dir, overrides)
     return EXIT_OK
 
 

@@ -48,11 +48,16 @@ def _label_case(path: str) -> str:
 
 
 class CaseMetricsWriter:
-    """Evaluator handler: per case metrics from ``pred`` (labels) and ``label``; ``metrics.csv`` and
-    ``summary.json`` in ``output_dir`` when the run completes (rank 0 only)."""
+    """Evaluator handler: per case metrics from ``pred`` (labels) and the ground truth under ``label_key``;
+    ``metrics.csv`` and ``summary.json`` in ``output_dir`` when the run completes (rank 0 only).
 
-    def __init__(self, output_dir: str, label_names: dict, slice_dice_axis: int = 2):
+    The ground truth is either a label tensor on the prediction's grid (training's validation) or, in
+    ``evaluate.json``, the label file's path, read as ``hipposeg evaluate`` reads it and compared in its own grid
+    with the prediction ``Invertd`` put back there; the metrics are :func:`hipposeg.metrics.case_metrics` for both."""
+
+    def __init__(self, output_dir: str, label_names: dict, slice_dice_axis: int = 2, label_key: str = "label"):
         self.output_dir = Path(output_dir)
+        self.label_key = label_key
         self.label_names = {int(k): v for k, v in label_names.items()}
         self.slice_dice_axis = slice_dice_axis
         self.rows: list[dict] = []
@@ -70,15 +75,23 @@ class CaseMetricsWriter:
         self.rows, self.slice_terms = [], []
 
     def _iteration(self, engine) -> None:
-        outputs = engine.state.output
-        for item in outputs if isinstance(outputs, list) else [outputs]:
+        outputs, batch = engine.state.output, engine.state.batch
+        outputs, batch = (x if isinstance(x, list) else [x] for x in (outputs, batch))
+        for item, batch_item in zip(outputs, batch):
             pred = np.asarray(item["pred"].detach().cpu())[0]
-            truth = np.asarray(item["label"].detach().cpu())
-            truth = truth[0] if truth.ndim == 4 and truth.shape[0] == 1 else np.argmax(truth, 0)
-            meta = getattr(item["label"], "meta", {})
-            affine = getattr(item["label"], "affine", None)
-            spacing = voxel_size(np.asarray(affine)) if affine is not None else (1.0, 1.0, 1.0)
-            source = str(meta.get("filename_or_obj", f"case_{len(self.rows)}"))
+            label = item.get(self.label_key)
+            if label is None:  # inference.json's evaluator: the ground truth is a path in the batch
+                label = batch_item[self.label_key]
+            if isinstance(label, (str, Path)):  # read in its own grid, as hipposeg evaluate reads it
+                truth_image = read_image(label)
+                _check_same_grid(item["pred"], pred.shape, truth_image)
+                truth, spacing, source = np.rint(truth_image.array).astype(np.int16), truth_image.spacing, str(label)
+            else:  # a (one-hot) label tensor on the prediction's grid (train.json's validation)
+                truth = np.asarray(label.detach().cpu())
+                truth = truth[0] if truth.ndim == 4 and truth.shape[0] == 1 else np.argmax(truth, 0)
+                affine = getattr(label, "affine", None)
+                spacing = voxel_size(np.asarray(affine)) if affine is not None else (1.0, 1.0, 1.0)
+                source = str(getattr(label, "meta", {}).get("filename_or_obj", f"case_{len(self.rows)}"))
             row = {"case": _label_case(source), **case_metrics(pred, truth, spacing, self.label_names)}
             self.rows.append(row)
             self.slice_terms += notebook_slice_dice(pred, truth, axis=self.slice_dice_axis)
@@ -100,6 +113,15 @@ class CaseMetricsWriter:
         if "dice_whole" in s:
             print(f"evaluated {s['n_cases']} cases: Dice whole {s['dice_whole']['mean']:.4f}, "
                   f"HD95 {s['hd95_whole_mm']['mean']:.2f} mm -> {self.output_dir / 'metrics.csv'}")
+
+
+def _check_same_grid(pred, shape: tuple, truth) -> None:
+    """The inverted prediction must lie on the ground truth's grid (same shape, same affine to 1e-3)."""
+    if tuple(shape) != tuple(truth.shape):
+        raise InputError(truth.path, f"shape {truth.shape} differs from the prediction's {tuple(shape)}")
+    affine = getattr(pred, "affine", None)
+    if affine is not None and not np.allclose(np.asarray(affine), truth.affine, atol=1e-3):
+        raise InputError(truth.path, "geometry (affine) differs from the image it labels")
 
 
 def pair_folders(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:

@@ -142,10 +142,7 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
     labels, names, qc = segment_case(image, segmenter, mode)
     row = volume_row(item.case, str(item.path), labels, image.affine, names, reference_volume_ranges(),
                      extra_flags=list(qc.get("flags", [])))
-    if getattr(segmenter, "checkpoint", None):  # which model made the mask (two are shipped)
-        row["model"] = str(segmenter.checkpoint)
-    if getattr(segmenter, "partner_checkpoint", None):  # and the 3D partner network averaged with it
-        row["model_3d"] = str(segmenter.partner_checkpoint)
+    row.update({k: v for k, v in model_identity(segmenter).items() if v})  # which networks made the mask
     row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
     if "etiv_mm3" in row:  # whole heads: each volume also as a fraction of the intracranial volume
         from hipposeg.fullhead.icv import etiv_columns
@@ -168,6 +165,22 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
             path.unlink(missing_ok=True)
         raise
     return record
+
+
+#: The row columns that name the networks behind a mask: the 2.5D core and the 3D partner (None: core alone).
+MODEL_KEYS = ("model", "model_3d")
+
+
+def model_identity(segmenter) -> dict[str, str | None]:
+    """The whole model a segmenter runs, as row columns: ``{"model": core checkpoint, "model_3d": partner or
+    None}`` (a re-run keeps a finished case only when both match)."""
+    values = (getattr(segmenter, "checkpoint", None), getattr(segmenter, "partner_checkpoint", None))
+    return {key: str(value) if value else None for key, value in zip(MODEL_KEYS, values)}
+
+
+def describe_model(identity: dict) -> str:
+    core, partner = (identity.get(key) for key in MODEL_KEYS)
+    return f"{core or 'unknown'}" + (f" + {partner}" if partner else " alone")
 
 
 def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=None, *, overwrite: bool = False,
@@ -213,10 +226,12 @@ def run_case(item: CaseInput, segmenter, out_dir: Path, run: SegmentRun, log: Ca
         status = case_status(files, sha256)
         if status == "finished" and not overwrite:
             run.already_done.append(item.case)
-            made_by = read_row_file(files.row)["row"].get("model")
-            wanted = getattr(segmenter, "checkpoint", None)
-            if made_by and wanted and made_by != str(wanted):
-                log(f"kept: {item.case}: segmented earlier by the model {made_by}; pass --overwrite to redo it")
+            earlier = read_row_file(files.row)["row"]
+            made_by = {key: earlier.get(key) for key in MODEL_KEYS}
+            wanted = model_identity(segmenter)
+            if wanted["model"] and made_by != wanted:
+                log(f"kept: {item.case}: segmented earlier by another model ({describe_model(made_by)}, not "
+                    f"{describe_model(wanted)}); pass --overwrite to redo it")
             return
         if status == "changed" and not overwrite:
             log(f"redo: {item.case}: the input {item.path} changed since it was segmented (sha256 differs)")

@@ -91,32 +91,31 @@ def _array(value) -> np.ndarray:
     return np.asarray(value.detach().cpu()) if hasattr(value, "detach") else np.asarray(value)
 
 
-def load_segmenter(bundle_dir: str | Path | None = None, checkpoint: str | Path | None = None,
-                   device: str = "cpu", flip_tta: bool | None = None, batch_size: int | None = None,
-                   overrides: dict | None = None) -> Segmenter:
-    """Build a :class:`Segmenter` from a bundle's ``inference.json`` (default: the bundle shipped with hipposeg)
-    and its default model (or ``checkpoint``: a bundle folder, or a ``.pt`` file that runs alone unless
-    ``overrides`` name a ``partner_ckpt_path``). The network (weights
-    loaded by the config), inferer and post-processing are the config's own, whatever they are."""
-    from hipposeg.bundle import BUNDLE_DIR, parse_bundle
+def load_segmenter(model: str | Path | None = None, *, partner: str | Path | None = None,
+                   bundle_dir: str | Path | None = None, device: str = "cpu", flip_tta: bool | None = None,
+                   batch_size: int | None = None, overrides: dict | None = None) -> Segmenter:
+    """Build a :class:`Segmenter` from a bundle's ``inference.json`` (default: the bundle shipped with hipposeg).
 
-    if checkpoint is not None and Path(checkpoint).is_dir():  # --model given a bundle folder
-        bundle_dir, checkpoint = checkpoint, None
-    bundle_dir = Path(bundle_dir or BUNDLE_DIR)
-    values = {"device": f"$torch.device({str(device)!r})", "preprocessing#load": False, **(overrides or {})}
+    ``model`` and ``partner`` select the networks exactly as ``--model`` does at every door
+    (:func:`hipposeg.bundle.resolve_model`: a shipped model's name, a bundle folder, a checkpoint file, or None for
+    the bundle's default); ``overrides`` are any other ``inference.json`` keys. The network (weights loaded by the
+    config), inferer and post-processing are the config's own, whatever they are."""
+    from hipposeg.bundle import parse_bundle, resolve_model
+
+    bundle_dir, model_overrides = resolve_model(model, bundle_dir, partner=partner)
+    values = {"device": f"$torch.device({str(device)!r})", "preprocessing#load": False, **model_overrides,
+              **(overrides or {})}
     if flip_tta is not None:
         values["flip_tta"] = bool(flip_tta)
     if batch_size:
         values["batch_size"] = int(batch_size)
-    if checkpoint is not None:
-        values["ckpt_path"] = str(checkpoint)
-        values.setdefault("partner_ckpt_path", None)  # a checkpoint file runs alone unless a partner is given
     parser = parse_bundle(["inference.json"], bundle_dir, values)
     content = parser.get_parsed_content
+    partner_path = content("partner_ckpt_path") if content("use_partner") else None
     return Segmenter(network=content("network"), preprocessing=content("preprocessing"), inferer=content("inferer"),
                      postprocessing=content("postprocessing"), device=device, label_names=content("label_names"),
                      checkpoint=str(Path(content("ckpt_path")).resolve()),
-                     partner_checkpoint=_resolved(content("partner_ckpt_path")))
+                     partner_checkpoint=_resolved(partner_path))
 
 
 def _resolved(path) -> str | None:

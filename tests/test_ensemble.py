@@ -87,41 +87,61 @@ def test_load_network_core_and_partner(tmp_path):
 
 
 def test_bundle_runs_the_ensemble_when_given_a_partner(tmp_path):
-    """inference.json with --partner_ckpt_path: the network is core + partner and the inferer mixes both; without
-    it, the plain core (what MONAI's verify_net_in_out / ckpt_export see as network_def in both cases)."""
+    """inference.json with --ckpt_path X --partner_ckpt_path Y: the network is core + partner (use_partner defaults
+    to true for a named partner); --use_partner False: the plain core. network_def, what MONAI's verify_net_in_out
+    and ckpt_export see, is the core in both cases."""
     from hipposeg.bundle import parse_bundle, shipped_model
 
     partner = build_network_3d(num_classes=3)
     torch.save(partner.state_dict(), tmp_path / "partner.pt")
-    for value, kind in ((None, "Unet"), (str(tmp_path / "partner.pt"), "CoreAndPartner")):
-        parser = parse_bundle(["inference.json"], overrides={"partner_ckpt_path": value, "device": "cpu"})
-        assert type(parser.get_parsed_content("network")).__name__ == kind
+    core = str(shipped_model("default"))
+    cases = (({"use_partner": False}, "Unet"), ({"partner_ckpt_path": str(tmp_path / "partner.pt")}, "CoreAndPartner"),
+             ({"ckpt_path": core, "use_partner": False}, "Unet"))
+    for overrides, kind in cases:
+        parser = parse_bundle(["inference.json"], overrides={**overrides, "device": "cpu"})
+        assert type(parser.get_parsed_content("network")).__name__ == kind, overrides
         assert type(parser.get_parsed_content("network_def")).__name__ == "Unet"
-        assert parser.get_parsed_content("ckpt_path") == str(shipped_model("default"))
+        assert parser.get_parsed_content("ckpt_path") == core
 
 
 def test_the_partner_joins_the_default_checkpoint_only(tmp_path):
-    """inference.json as it stands is the shipped ensemble (models/model.pt + models/model_3d.pt); another
-    --ckpt_path, or a bundle folder without model_3d.pt, runs the core alone; --model names say it explicitly."""
-    from hipposeg.bundle import BUNDLE_DIR, default_partner, parse_bundle, resolve_model, shipped_partner
+    """inference.json as it stands is the shipped pair (models/model.pt + models/model_3d.pt); another --ckpt_path,
+    or a bundle folder without model_3d.pt, runs the core alone; --model names say it with a boolean that
+    ``python -m monai.bundle run`` keeps (it drops None-valued overrides, which once put the partner back)."""
+    from hipposeg.bundle import (BUNDLE_DIR, parse_bundle, resolve_model, shipped_model, shipped_partner,
+                                 uses_partner_by_default)
 
     parser = parse_bundle(["inference.json"], overrides={"device": "cpu"})
+    assert parser.get_parsed_content("use_partner") is True
     assert parser.get_parsed_content("partner_ckpt_path") == str(shipped_partner("default"))
     assert type(parser.get_parsed_content("network")).__name__ == "CoreAndPartner"
     other = tmp_path / "models" / "model.pt"
     other.parent.mkdir()
     other.write_bytes(b"")
-    assert default_partner(other, BUNDLE_DIR / "models") is None  # another checkpoint: alone
-    assert default_partner(other, other.parent) is None  # a bundle trained without a partner
+    default_partner = BUNDLE_DIR / "models" / "model_3d.pt"
+    assert not uses_partner_by_default(other, default_partner, BUNDLE_DIR / "models")  # another checkpoint: alone
+    assert not uses_partner_by_default(other, other.parent / "model_3d.pt", other.parent)  # a bundle without one
     (other.parent / "model_3d.pt").write_bytes(b"")
-    assert default_partner(other, other.parent) == str(other.parent / "model_3d.pt")
-    assert resolve_model(None) == (None, {})
-    assert resolve_model("core")[1] == {"partner_ckpt_path": None}
+    assert uses_partner_by_default(other, other.parent / "model_3d.pt", other.parent)  # its own pair
+    assert uses_partner_by_default(other, default_partner, other.parent)  # a partner named explicitly
+
+    assert resolve_model(None) == (BUNDLE_DIR, {})
+    assert resolve_model("core") == (BUNDLE_DIR, {"ckpt_path": str(shipped_model("core")), "use_partner": False})
     assert resolve_model("default")[1] == resolve_model("ensemble")[1] == {
+        "ckpt_path": str(shipped_model("default")), "use_partner": True,
         "partner_ckpt_path": str(shipped_partner("default"))}
-    assert resolve_model(str(other)) == (other, {})
+    assert resolve_model(str(other)) == (BUNDLE_DIR, {"ckpt_path": str(other), "use_partner": False})
+    assert resolve_model(str(other), partner=default_partner)[1] == {
+        "ckpt_path": str(other), "use_partner": True, "partner_ckpt_path": str(default_partner)}
+    assert resolve_model(str(BUNDLE_DIR)) == (BUNDLE_DIR, {})  # a bundle folder: its configs, its default
+    for overrides in (resolve_model(name)[1] for name in ("default", "core", "hires", "default-0.5", str(other))):
+        assert None not in overrides.values()
     with pytest.raises(InputError, match="shipped models by name: default, core"):
         resolve_model(str(tmp_path / "missing.pt"))
+    with pytest.raises(InputError, match="checkpoint file only"):
+        resolve_model("core", partner=default_partner)
+    with pytest.raises(InputError, match="not a bundle folder"):
+        resolve_model(str(tmp_path))
 
 
 @pytest.mark.parametrize("shape, expected", [((31, 26), (64, 64)), ((33, 70), (64, 96)), ((64, 64), (64, 64))])

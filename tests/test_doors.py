@@ -1,0 +1,154 @@
+"""Every door runs the same model for the same name and states where it came from.
+
+The doors: ``hipposeg segment``, ``hipposeg infer`` (the bundle's inference workflow), ``python -m monai.bundle run``
+with the documented overrides, and the bundle's ``evaluate.json`` (an overlay of ``inference.json``) against
+``hipposeg evaluate`` of the masks inference writes. One crop in its own 1 mm grid and one in another grid
+(reoriented, other voxel sizes) keep the geometry honest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import BUNDLE, run_cli
+
+CASES = ("hippocampus_003", "hippocampus_014")  # both in fold 0, held out from the shipped weights' training
+
+
+def _odd_grid_copy(src, dst, *, stretch=(1.1, 0.9, 1.05)):
+    """The volume reoriented (axes permuted and flipped, the anatomy where it was in the world, as
+    ``nibabel.as_reoriented`` keeps it) and its voxels a little stretched: a case that is neither 1 mm nor RAS, so
+    preprocessing resamples and ``Invertd`` has real work to undo."""
+    img = nib.load(str(src))
+    img = img.as_reoriented(np.array([[1, -1], [2, 1], [0, -1]]))  # axis 0 <- flipped axis 1, ...
+    affine = img.affine.copy()
+    affine[:3, :3] = affine[:3, :3] * np.asarray(stretch)[None, :]
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), affine), str(dst))
+
+
+@pytest.fixture(scope="module")
+def inputs(msd, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("doors_in")
+    truth = tmp_path_factory.mktemp("doors_truth")
+    (folder / f"{CASES[0]}.nii.gz").write_bytes((msd / "imagesTr" / f"{CASES[0]}.nii.gz").read_bytes())
+    (truth / f"{CASES[0]}.nii.gz").write_bytes((msd / "labelsTr" / f"{CASES[0]}.nii.gz").read_bytes())
+    _odd_grid_copy(msd / "imagesTr" / f"{CASES[1]}.nii.gz", folder / "odd_grid.nii.gz")
+    _odd_grid_copy(msd / "labelsTr" / f"{CASES[1]}.nii.gz", truth / "odd_grid.nii.gz")
+    return folder, truth
+
+
+def _masks(folder) -> dict[str, np.ndarray]:
+    return {p.name[:-len("_seg.nii.gz")]: np.asanyarray(nib.load(str(p)).dataobj)
+            for p in sorted(folder.glob("*_seg.nii.gz"))}
+
+
+@pytest.fixture(scope="module")
+def door_masks(inputs, tmp_path_factory):
+    """Masks of each model name through each door: segment and infer in-process, python -m monai.bundle run as a
+    user types it (its command-line parsing is where a None override once vanished)."""
+    from hipposeg.cli import main
+
+    folder, _ = inputs
+    out = tmp_path_factory.mktemp("doors_out")
+    documented = {"core": ["--use_partner", "False"], "default": []}  # bundles/hipposeg/docs/README.md
+    masks = {}
+    for name in ("core", "default"):
+        assert main(["segment", str(folder), "-o", str(out / f"segment_{name}"), "--model", name, "--no-qc",
+                     "--quiet"]) == 0
+        assert main(["infer", str(folder), "-o", str(out / f"infer_{name}"), "--model", name]) == 0
+        result = run_cli("-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
+                         "--dataset_dir", str(folder), "--output_dir", str(out / f"bundle_{name}"),
+                         "--device", "$torch.device('cpu')", *documented[name], cwd=out)
+        assert result.returncode == 0, result.stderr[-3000:]
+        masks[name] = {door: _masks(out / f"{door}_{name}") for door in ("segment", "infer", "bundle")}
+    return out, masks
+
+
+@pytest.mark.parametrize("name", ["core", "default"])
+def test_every_door_writes_the_same_masks_for_a_model_name(door_masks, name):
+    _, masks = door_masks
+    by_door = masks[name]
+    assert sorted(by_door["segment"]) == ["hippocampus_003", "odd_grid"]
+    for door in ("infer", "bundle"):
+        assert sorted(by_door[door]) == sorted(by_door["segment"]), door
+        for case, mask in by_door["segment"].items():
+            assert np.array_equal(by_door[door][case], mask), (name, door, case)
+
+
+def test_core_and_default_are_different_models(door_masks):
+    """--model core is not silently the default (through infer it once was: 245-380 voxels differed from segment's
+    core and none from the default), and each row names the networks that made its mask."""
+    from hipposeg.bundle import resolve_model
+
+    out, masks = door_masks
+    differing = 0
+    for case in ("hippocampus_003", "odd_grid"):
+        core, default = masks["core"]["segment"][case], masks["default"]["segment"][case]
+        differing += int(np.sum(core != default))
+        core, default = core > 0, default > 0
+        assert 2 * (core & default).sum() / (core.sum() + default.sum()) > 0.9, case
+    assert differing > 50
+    core_file = resolve_model("core")[1]["ckpt_path"]
+    partner_file = resolve_model("default")[1]["partner_ckpt_path"]
+    for name, partner in (("core", None), ("default", partner_file)):
+        rows = json.loads((out / f"segment_{name}" / "volumes.json").read_text())
+        assert {r["model"] for r in rows} == {str(Path(core_file).resolve())}
+        assert {r.get("model_3d") for r in rows} == {str(Path(partner).resolve()) if partner else None}
+
+
+def test_a_rerun_with_another_model_keeps_the_masks_and_names_both_models(door_masks, inputs, capsys):
+    """Re-runs compare the whole model (core and partner): the core's outputs folder re-run with the default is
+    kept, and the message names what made the masks and what was asked for."""
+    from hipposeg.cli import main
+
+    out, masks = door_masks
+    folder, _ = inputs
+    before = _masks(out / "segment_core")
+    capsys.readouterr()
+    assert main(["segment", str(folder), "-o", str(out / "segment_core"), "--no-qc", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    kept = [line for line in err.splitlines() if line.startswith("kept:")]
+    assert len(kept) == 2 and all("model.pt alone" in line and "model_3d.pt" in line for line in kept), err
+    after = _masks(out / "segment_core")
+    assert all(np.array_equal(before[c], after[c]) for c in before)
+
+
+def test_evaluate_json_scores_what_inference_writes_in_the_input_grid(door_masks, inputs, tmp_path):
+    """evaluate.json (overlay of inference.json: same network, inferer and Invertd post-processing) gives, per case,
+    the metrics ``hipposeg evaluate`` computes from the masks inference.json wrote — also for the case in another
+    grid, so the scoring happens in each input's own grid, not on the resampled 1 mm one."""
+    from hipposeg.bundle import run_workflow
+    from hipposeg.cli import main
+
+    out, _ = door_masks
+    folder, truth = inputs
+    datalist = [{"image": str(folder / f"{c}.nii.gz"), "label": str(truth / f"{c}.nii.gz"), "case": c}
+                for c in ("hippocampus_003", "odd_grid")]
+    run_workflow(["inference.json", "evaluate.json"], overrides={
+        "datalist": datalist, "output_dir": str(tmp_path / "eval"), "device": "$torch.device('cpu')"})
+    bundle_rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "eval" / "metrics.csv"))}
+    assert main(["evaluate", str(out / "bundle_default"), str(truth), "-o", str(tmp_path / "cli.csv")]) == 0
+    cli_rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "cli.csv"))}
+    assert sorted(bundle_rows) == sorted(cli_rows) == ["hippocampus_003", "odd_grid"]
+    for case in cli_rows:
+        for key in ("dice_whole", "dice_anterior", "dice_posterior", "hd95_whole_mm", "volume_pred_mm3"):
+            assert float(bundle_rows[case][key]) == pytest.approx(float(cli_rows[case][key]), abs=1e-5), (case, key)
+    assert float(cli_rows["odd_grid"]["dice_whole"]) > 0.85  # a real segmentation, scored in its own grid
+    assert not list((tmp_path / "eval").glob("*_seg.nii.gz"))  # evaluation writes metrics, not masks
+
+
+@pytest.mark.parametrize("config, workflow_type", [(["inference.json"], "infer"),
+                                                     (["inference.json", "evaluate.json"], "infer")])
+def test_bundle_workflows_have_every_property_monai_requires(config, workflow_type):
+    from monai.bundle import create_workflow
+
+    files = [str(BUNDLE / "configs" / name) for name in config]
+    workflow = create_workflow(config_file=files if len(files) > 1 else files[0], workflow_type=workflow_type,
+                               bundle_root=str(BUNDLE))
+    assert not workflow.check_properties()
