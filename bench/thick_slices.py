@@ -192,10 +192,8 @@ def main(argv=None) -> dict:
     from hipposeg.segmenter import load_segmenter
 
     items = load_manifest().datalist("msd_hippocampus", "val", 0, args.data_root, max_cases=args.max_cases)
-    overrides = {"partner_ckpt_path": args.partner} if args.partner else {}
-    if args.partner_weight is not None:
-        overrides["partner_weight"] = args.partner_weight
-    segmenter = load_segmenter(checkpoint=args.checkpoint, overrides=overrides or None)
+    overrides = {} if args.partner_weight is None else {"partner_weight": args.partner_weight}
+    segmenter = load_segmenter(args.checkpoint, partner=args.partner, overrides=overrides)
     rows, rng = [], np.random.default_rng(args.seed)
     for n, item in enumerate(items, 1):
         rows.append(score_case(segmenter, item, thicknesses=args.thickness, axes=args.axes, rng=rng,

@@ -73,11 +73,9 @@ def registration(fullhead_root, subject: str, variant: str = "original"):
 
 
 def _model_predictor(msd_root, model: str = "default"):
-    from hipposeg.bundle import resolve_model
     from hipposeg.segmenter import load_crop_predictor
 
-    checkpoint, overrides = resolve_model(model)  # a shipped model by name, as --model takes it
-    predictor = load_crop_predictor(checkpoint=checkpoint, overrides=overrides or None)
+    predictor = load_crop_predictor(model=model)  # a shipped model by name, as --model takes it
     case = "hippocampus_001"
     crop = read_image(msd_root / "imagesTr" / f"{case}.nii.gz")
     truth = read_image(msd_root / "labelsTr" / f"{case}.nii.gz").array > 0

@@ -54,7 +54,7 @@ def test_segmenter_builds_the_architecture_its_checkpoint_holds(tmp_path):
         ckpt = tmp_path / f"skip_{skip}.pt"
         torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=skip).state_dict(), ckpt)
         assert has_full_res_skip(ckpt) is skip
-        assert isinstance(load_segmenter(checkpoint=ckpt).network, FullResolutionUnet) is skip
+        assert isinstance(load_segmenter(ckpt).network, FullResolutionUnet) is skip
     with pytest.raises(InputError, match="not found"):
         has_full_res_skip(tmp_path / "missing.pt")
 
