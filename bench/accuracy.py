@@ -30,11 +30,14 @@ from hipposeg.bundle import parse_overrides
 
 # name: (description, overlay configs under bench/configs, training overrides, evaluation overrides, trained row)
 # The session-1 default, before the scanner-robustness augmentation became part of train.json.
-V1 = {"train#augmentation#gamma_prob": 0.0, "train#augmentation#histogram_prob": 0.0,
-      "train#augmentation#blur_prob": 0.0, "train#augmentation#noise_prob": 0.0}
+# train.json's train#preprocessing#transforms: 2 RandRotated, 3 RandZoomd, 4 RandGaussianSmoothd (blur),
+# 5 RandAdjustContrastd (gamma), 6 RandHistogramShiftd, 9 RandGaussianNoised; a disabled transform is left out of
+# the chain, as the factory of those releases left out a transform whose probability was 0.
+_AUG = "train#preprocessing#transforms#"
+V1 = {f"{_AUG}{i}#_disabled_": True for i in (4, 5, 6, 9)}
 # The 0.2.0 default, before the stronger spatial augmentation of 0.3.0 (the notebook's rotation and scaling).
-V2 = {"train#augmentation#rotate_prob": 0.3, "train#augmentation#rotate_degrees": 5.0,
-      "train#augmentation#zoom_prob": 0.3, "train#augmentation#zoom_range": [0.9, 1.1]}
+V2 = {f"{_AUG}2#prob": 0.3, f"{_AUG}2#range_x": "$math.radians(5.0)",
+      f"{_AUG}3#prob": 0.3, f"{_AUG}3#min_zoom": 0.9, f"{_AUG}3#max_zoom": 1.1}
 
 # Rows trained before thick-slice simulation became part of train.json (0.5.0) switch it off to stay reproducible.
 NO_THICK = {"train#dataset#thick_slice_prob": 0.0}

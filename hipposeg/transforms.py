@@ -1,18 +1,22 @@
-"""The MONAI transform chains, in one place.
+"""Transforms of hipposeg that stock MONAI lacks, and the deterministic volume chain.
+
+The training recipes themselves are lists of MONAI transforms in the bundle's training configs
+(``train.json`` ``train#preprocessing`` for the 2.5D core, ``train_3d.json`` for the 3D partner); this module holds
+only the pieces they call that MONAI does not have, each with the reason in its docstring:
 
 * :func:`volume_transforms` — load, channel-first, orientation to RAS, resample to a target spacing
   (linear for images, nearest for labels), intensity normalisation. Deterministic: run once and cached.
 * :func:`cut_slices` — the non-empty-slice filter: a 3D case becomes 2D (or 2.5D) training samples.
-* :func:`volume_training_transforms` — the 3D network's training chain: the volume chain, then 3D flip, rotation,
-  scaling, thick-slice simulation (:class:`RandThickSlicesd`), intensity and scanner jitter, pad and crop to a patch.
-* :func:`slice_augmentations` — flip, rotation, pad/crop scaling, intensity jitter, and the scanner-robustness
-  group (gamma, histogram shift, blur, noise), each a switch with a probability; then padding to a multiple of 32
-  for the encoder.
+* :class:`RandLeftRightFlipd` — a left-right flip of 2D slices that leaves sagittal slices alone.
+* Thick slices, the one simulation used by training and by both benchmarks (``bench/thick_slices.py``,
+  :func:`hipposeg.fullhead.evaluation.thicken_slices`): a box slice profile (a thick slice records the mean of the
+  1 mm image over its thickness) at a given phase (:func:`thick_slice_edges`), either resampled back to the 1 mm
+  grid (:func:`thick_slice_operator`, :func:`thicken_along_axis`, the training transform :class:`RandThickSlicesd`)
+  or kept on the thick grid (:func:`thick_slice_grid`, for scoring on the thick grid).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -20,27 +24,15 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import (
     Compose,
-    DivisiblePadd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
     MapTransform,
     NormalizeIntensityd,
     Orientationd,
-    RandAdjustContrastd,
-    RandGaussianNoised,
-    RandGaussianSmoothd,
-    RandHistogramShiftd,
-    RandRotated,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-    RandFlipd,
-    RandSpatialCropd,
-    RandZoomd,
     Randomizable,
     RandomizableTransform,
     Spacingd,
-    SpatialPadd,
 )
 
 IMAGE, LABEL = "image", "label"
@@ -145,63 +137,94 @@ class RandLeftRightFlipd(Randomizable, MapTransform):
         return d
 
 
-def slice_augmentations(
-    flip_prob: float = 0.5,
-    rotate_prob: float = 0.3,
-    rotate_degrees: float = 5.0,
-    zoom_prob: float = 0.3,
-    zoom_range: Sequence[float] = (0.9, 1.1),
-    intensity_prob: float = 0.3,
-    noise_prob: float = 0.0,
-    divisor: int = ENCODER_DIVISOR,
-    *,
-    noise_std: float = 0.05,
-    gamma_prob: float = 0.0,
-    gamma_range: Sequence[float] = (0.7, 1.5),
-    histogram_prob: float = 0.0,
-    blur_prob: float = 0.0,
-    blur_sigma: Sequence[float] = (0.0, 1.0),
-) -> Compose:
-    """Random 2D augmentation of slice samples, then padding to a multiple of ``divisor``.
+# ------------------------------------------------------------------------------------------------ thick slices
+#
+# The one thick-slice simulation of hipposeg: training (RandThickSlicesd for the 3D partner, SliceDataset's
+# thick-slice samples for the 2.5D core), bench/thick_slices.py and the whole-head thick copies
+# (hipposeg.fullhead.evaluation.thicken_slices) all acquire thick slices through thick_slice_edges/_box_average.
 
-    Set a probability to 0 to switch an augmentation off. Zoom keeps the slice size (pad or crop), as in the
-    reference notebook's scaling. The scanner-robustness group imitates other scanners and protocols than the
-    training crops': ``gamma_prob`` a gamma curve (mean and std kept), ``histogram_prob`` a random monotone
-    remapping of intensities, ``blur_prob`` a Gaussian blur with a separate sigma (in voxels) per in-plane axis
-    (thick or resampled slices), ``noise_prob`` Gaussian noise of a random std up to ``noise_std``.
+
+def thick_slice_edges(n: int, thickness: float, phase: float = 0.0) -> np.ndarray:
+    """The edges of the thick slices along a line of ``n`` voxels, in voxel-edge coordinates (voxel ``i`` covers
+    ``[i, i + 1)``): thick slice ``k`` covers ``[k * thickness - phase, (k + 1) * thickness - phase)``
+    (``0 <= phase < thickness``: how far the first slice starts before the line; a larger phase is taken modulo the
+    thickness), clipped to ``[0, n]``; ``m + 1`` edges for ``m`` slices."""
+    if not thickness > 0 or n < 1:
+        raise ValueError(f"need n >= 1 and a positive thickness, got n={n}, thickness={thickness}")
+    phase = float(phase) % thickness
+    edges = np.arange(-phase, n + thickness, thickness)
+    edges = np.clip(edges, 0.0, n)
+    return np.unique(edges)  # the clipped first/last edges may repeat
+
+
+def _box_average(edges: np.ndarray, n: int) -> np.ndarray:
+    """(m, n): row k is the mean over thick slice ``[edges[k], edges[k + 1])`` of a line of ``n`` voxels, each voxel
+    a constant box (the overlap of the slice with each voxel, normalised)."""
+    lo, hi = edges[:-1, None], edges[1:, None]
+    voxel = np.arange(n)[None, :]
+    overlap = np.clip(np.minimum(hi, voxel + 1) - np.maximum(lo, voxel), 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def thick_slice_operator(n: int, thickness: float, phase: float = 0.0) -> np.ndarray:
+    """The (n, n) matrix that turns a line of ``n`` 1-voxel samples into the same line acquired with slices
+    ``thickness`` voxels thick and resampled back to the 1-voxel grid.
+
+    The slice profile is a box: each 1-voxel sample is the constant value of its voxel, and a thick slice records
+    the mean over its extent (:func:`thick_slice_edges`; slices at the ends of the line are clipped to it). The
+    thick slices are then sampled back at the voxel centres by linear interpolation between their centres
+    (constant beyond the first and last centre). Rows sum to 1; ``thickness=1, phase=0`` is the identity.
     """
-    keys = [IMAGE, LABEL]
-    chain: list = [EnsureTyped(keys=keys, track_meta=False)]
-    if flip_prob > 0:
-        chain.append(RandLeftRightFlipd(keys=keys, prob=flip_prob))
-    if rotate_prob > 0:
-        rad = math.radians(rotate_degrees)
-        chain.append(RandRotated(keys=keys, range_x=rad, prob=rotate_prob, keep_size=True,
-                                 mode=["bilinear", "nearest"], padding_mode="border"))
-    if zoom_prob > 0:
-        chain.append(RandZoomd(keys=keys, min_zoom=zoom_range[0], max_zoom=zoom_range[1], prob=zoom_prob,
-                               keep_size=True, mode=["bilinear", "nearest"], padding_mode="edge"))
-    if blur_prob > 0:
-        sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
-        chain.append(RandGaussianSmoothd(keys=IMAGE, sigma_x=sigma, sigma_y=sigma, prob=blur_prob))
-    if gamma_prob > 0:
-        chain.append(RandAdjustContrastd(keys=IMAGE, gamma=tuple(gamma_range), retain_stats=True, prob=gamma_prob))
-    if histogram_prob > 0:
-        chain.append(RandHistogramShiftd(keys=IMAGE, num_control_points=(5, 10), prob=histogram_prob))
-    if intensity_prob > 0:
-        chain.append(RandScaleIntensityd(keys=IMAGE, factors=0.1, prob=intensity_prob))
-        chain.append(RandShiftIntensityd(keys=IMAGE, offsets=0.1, prob=intensity_prob))
-    if noise_prob > 0:
-        chain.append(RandGaussianNoised(keys=IMAGE, std=noise_std, prob=noise_prob))
-    chain.append(DivisiblePadd(keys=keys, k=divisor, mode="edge"))
-    chain.append(EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False))
-    chain.append(EnsureTyped(keys=[LABEL], dtype=torch.long, track_meta=False))
-    return Compose(chain)
+    edges = thick_slice_edges(n, thickness, phase)
+    average = _box_average(edges, n)  # (m, n)
+    # back to the voxel centres, linearly between the thick slices' centres
+    centres = (edges[:-1] + edges[1:]) / 2
+    back = np.stack([np.interp(np.arange(n) + 0.5, centres, np.eye(len(centres))[k]) for k in range(len(centres))],
+                    axis=1)  # (n, m)
+    return back @ average
 
 
-def slice_padding(divisor: int = ENCODER_DIVISOR) -> Compose:
-    """No augmentation, only the padding (for evaluation on slices)."""
-    return slice_augmentations(0, 0, 0, 0, (1, 1), 0, 0, divisor)  # every switch off
+def thicken_along_axis(image: torch.Tensor, axis: int, thickness: float, phase: float = 0.0) -> torch.Tensor:
+    """``image`` (C, X, Y, Z) as if acquired with slices ``thickness`` voxels thick along spatial ``axis`` (the
+    first slice starting ``phase`` voxels before the image) and resampled back to its grid
+    (:func:`thick_slice_operator`: box slice profile)."""
+    x = torch.as_tensor(image)
+    n = x.shape[axis + 1]
+    op = torch.as_tensor(thick_slice_operator(n, thickness, phase), dtype=torch.float32)
+    out = torch.tensordot(x.float().movedim(axis + 1, -1), op.T, dims=1)  # (..., n) @ (n, n)^T
+    return out.movedim(-1, axis + 1).to(x.dtype)
+
+
+def thick_slice_grid(array: np.ndarray, affine: np.ndarray, axis: int, thickness: float,
+                     phase: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` (3D, on ``affine``) as acquired with slices ``thickness`` voxels thick along voxel ``axis``, on the
+    thick grid itself: ``(thick array (float32), thick affine)``, for benchmarks that score on the thick grid.
+
+    The same box profile and slice positions as :func:`thick_slice_operator` (:func:`thick_slice_edges`: the first
+    slice starts ``phase`` voxels before the array), but only the slices that lie wholly inside the array are
+    kept (a scanner records no partial slice), so the thick grid is regular: its voxels are ``thickness`` times
+    longer along ``axis`` and its first voxel's centre is the first complete slice's centre. The other axes keep
+    their voxels.
+    """
+    array = np.asarray(array)
+    n = array.shape[axis]
+    if not thickness > 0:
+        raise ValueError(f"slice thickness must be positive, not {thickness}")
+    phase = float(phase) % thickness
+    starts = np.arange(-phase, n, thickness)
+    eps = 1e-6 * thickness
+    complete = starts[(starts >= -eps) & (starts + thickness <= n + eps)]
+    if complete.size == 0:
+        raise ValueError(f"no {thickness:g}-voxel slice fits in {n} voxels")
+    edges = np.clip(np.append(complete, complete[-1] + thickness), 0.0, n)
+    average = _box_average(edges, n)  # (m, n)
+    thick = np.tensordot(average, np.moveaxis(array.astype(np.float64), axis, 0), axes=1)
+    thick = np.ascontiguousarray(np.moveaxis(thick, 0, axis), dtype=np.float32)
+    new_affine = np.asarray(affine, dtype=np.float64).copy()
+    first_centre = complete[0] + thickness / 2 - 0.5  # voxel-edge coordinate -> index coordinate
+    new_affine[:3, 3] = new_affine[:3, 3] + new_affine[:3, axis] * first_centre
+    new_affine[:3, axis] *= thickness
+    return thick, new_affine
 
 
 class RandThickSlicesd(RandomizableTransform, MapTransform):
@@ -212,9 +235,9 @@ class RandThickSlicesd(RandomizableTransform, MapTransform):
 
     ``thickness`` is drawn from ``thickness_range`` (in voxels, e.g. 1.3-2.5 for 1.3-2.5 mm slices of a 1 mm crop).
 
-    Why not MONAI's ``RandSimulateLowResolutiond``: it zooms every axis by one factor (isotropic) and samples the
-    low-resolution grid by nearest neighbour, so it makes neither a 1 x 1 x 2 mm acquisition nor the averaging
-    over the slice that blurs a thin structure like the hippocampus.
+    Why a custom transform and not MONAI's ``RandSimulateLowResolutiond``: that one zooms every axis by one factor
+    (isotropic) and samples the low-resolution grid by nearest neighbour, so it makes neither a 1 x 1 x 2 mm
+    acquisition nor the averaging over the slice that blurs a thin structure like the hippocampus.
     """
 
     def __init__(self, keys: KeysCollection, prob: float = 0.25, thickness_range: Sequence[float] = (1.3, 2.5)):
@@ -237,90 +260,3 @@ class RandThickSlicesd(RandomizableTransform, MapTransform):
         for key in self.key_iterator(d):
             d[key] = thicken_along_axis(torch.as_tensor(d[key]), self._axis, self._thickness, self._phase)
         return d
-
-
-def thick_slice_operator(n: int, thickness: float, phase: float = 0.0) -> np.ndarray:
-    """The (n, n) matrix that turns a line of ``n`` 1-voxel samples into the same line acquired with slices
-    ``thickness`` voxels thick and resampled back to the 1-voxel grid.
-
-    Each 1-voxel sample is the constant value of its voxel (a box), and a thick slice records the mean over its
-    extent; thick slice k covers ``[k * thickness - phase, (k + 1) * thickness - phase)`` in voxel-edge
-    coordinates (``0 <= phase < thickness``: where the first slice starts before the line), clipped to the line.
-    The thick slices are then sampled back at the voxel centres by linear interpolation between their centres
-    (constant beyond the first and last centre). Rows sum to 1; ``thickness=1, phase=0`` is the identity.
-    """
-    if not thickness > 0 or n < 1:
-        raise ValueError(f"need n >= 1 and a positive thickness, got n={n}, thickness={thickness}")
-    phase = float(phase) % thickness
-    edges = np.arange(-phase, n + thickness, thickness)
-    edges = np.clip(edges, 0.0, n)
-    edges = np.unique(edges)  # the clipped first/last edges may repeat
-    # averaging: overlap of thick slice k = [edges[k], edges[k+1]) with voxel i = [i, i + 1)
-    lo, hi = edges[:-1, None], edges[1:, None]
-    voxel = np.arange(n)[None, :]
-    overlap = np.clip(np.minimum(hi, voxel + 1) - np.maximum(lo, voxel), 0.0, None)
-    average = overlap / overlap.sum(axis=1, keepdims=True)  # (m, n)
-    # back to the voxel centres, linearly between the thick slices' centres
-    centres = (edges[:-1] + edges[1:]) / 2
-    back = np.stack([np.interp(np.arange(n) + 0.5, centres, np.eye(len(centres))[k]) for k in range(len(centres))],
-                    axis=1)  # (n, m)
-    return back @ average
-
-
-def thicken_along_axis(image: torch.Tensor, axis: int, thickness: float, phase: float = 0.0) -> torch.Tensor:
-    """``image`` (C, X, Y, Z) as if acquired with slices ``thickness`` voxels thick along spatial ``axis`` (the
-    first slice starting ``phase`` voxels before the image) and resampled back to its grid
-    (:func:`thick_slice_operator`)."""
-    x = torch.as_tensor(image)
-    n = x.shape[axis + 1]
-    op = torch.as_tensor(thick_slice_operator(n, thickness, phase), dtype=torch.float32)
-    out = torch.tensordot(x.float().movedim(axis + 1, -1), op.T, dims=1)  # (..., n) @ (n, n)^T
-    return out.movedim(-1, axis + 1).to(x.dtype)
-
-
-def volume_training_transforms(
-    pixdim: Sequence[float] | None = (1.0, 1.0, 1.0),
-    patch_size: Sequence[int] = (48, 64, 48),
-    *,
-    flip_prob: float = 0.5,
-    rotate_prob: float = 0.3,
-    rotate_degrees: float = 15.0,
-    zoom_prob: float = 0.3,
-    zoom_range: Sequence[float] = (0.85, 1.25),
-    thick_slice_prob: float = 0.25,
-    thick_slice_range: Sequence[float] = (1.3, 2.5),
-    intensity_prob: float = 0.3,
-    gamma_prob: float = 0.3,
-    noise_prob: float = 0.15,
-    noise_std: float = 0.1,
-) -> Compose:
-    """The 3D network's training chain, flat so that ``CacheDataset`` caches everything up to the first random
-    step: :func:`volume_transforms` (load, RAS, resample, z-score), then left-right flip, rotation about each axis,
-    scaling, thick-slice simulation, intensity scale/shift, gamma, noise, and padding (zeros = the mean
-    intensity) and random cropping to ``patch_size``."""
-    keys = [IMAGE, LABEL]
-    chain = list(volume_transforms(keys, pixdim).transforms)
-    chain.append(EnsureTyped(keys=keys, track_meta=False))
-    if flip_prob > 0:
-        chain.append(RandFlipd(keys=keys, spatial_axis=0, prob=flip_prob))
-    if rotate_prob > 0:
-        rad = math.radians(rotate_degrees)
-        chain.append(RandRotated(keys=keys, range_x=rad, range_y=rad, range_z=rad, prob=rotate_prob, keep_size=True,
-                                 mode=["bilinear", "nearest"], padding_mode="border"))
-    if zoom_prob > 0:
-        chain.append(RandZoomd(keys=keys, min_zoom=zoom_range[0], max_zoom=zoom_range[1], prob=zoom_prob,
-                               keep_size=True, mode=["trilinear", "nearest"], padding_mode="edge"))
-    if thick_slice_prob > 0:
-        chain.append(RandThickSlicesd(keys=IMAGE, prob=thick_slice_prob, thickness_range=thick_slice_range))
-    if intensity_prob > 0:
-        chain.append(RandScaleIntensityd(keys=IMAGE, factors=0.1, prob=intensity_prob))
-        chain.append(RandShiftIntensityd(keys=IMAGE, offsets=0.1, prob=intensity_prob))
-    if gamma_prob > 0:
-        chain.append(RandAdjustContrastd(keys=IMAGE, gamma=(0.7, 1.5), retain_stats=True, prob=gamma_prob))
-    if noise_prob > 0:
-        chain.append(RandGaussianNoised(keys=IMAGE, std=noise_std, prob=noise_prob))
-    chain.append(SpatialPadd(keys=keys, spatial_size=list(patch_size)))
-    chain.append(RandSpatialCropd(keys=keys, roi_size=list(patch_size), random_size=False))
-    chain.append(EnsureTyped(keys=[IMAGE], dtype=torch.float32, track_meta=False))
-    chain.append(EnsureTyped(keys=[LABEL], dtype=torch.long, track_meta=False))
-    return Compose(chain)

@@ -1,10 +1,14 @@
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.transforms import Spacing
 
-from hipposeg.transforms import context_indices, cut_slices, slice_augmentations, volume_transforms
+from hipposeg.transforms import context_indices, cut_slices, volume_transforms
+
+CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "hipposeg" / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +78,114 @@ def test_preprocessing_reorients_to_ras(tmp_path, msd):
     assert np.allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
-def test_augmentation_pads_to_multiple_of_32_and_keeps_labels(case):
+def _parsed(configs, key, overrides=None):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / name) for name in configs])
+    parser.update(overrides or {})
+    return parser.get_parsed_content(key)
+
+
+def _steps(chain) -> list[tuple]:
+    """(transform class, its probability or None) per step of a ``Compose``."""
+    return [(type(t).__name__, getattr(t, "prob", None)) for t in chain.transforms]
+
+
+def test_core_training_chain_is_the_recipe_spelled_out_in_train_json():
+    """train.json's ``train#preprocessing`` is the 2.5D core's augmentation, transform by transform: what gets
+    trained is read from the config (the shipped model.pt was trained with exactly this chain; the order is also
+    the order in which each transform's random state is seeded)."""
+    chain = _parsed(["train.json"], "train#preprocessing")
+    assert _steps(chain) == [
+        ("EnsureTyped", None), ("RandLeftRightFlipd", 0.5), ("RandRotated", 0.5), ("RandZoomd", 0.5),
+        ("RandGaussianSmoothd", 0.25), ("RandAdjustContrastd", 0.3), ("RandHistogramShiftd", 0.2),
+        ("RandScaleIntensityd", 0.3), ("RandShiftIntensityd", 0.3), ("RandGaussianNoised", 0.2),
+        ("DivisiblePadd", None), ("EnsureTyped", None), ("EnsureTyped", None)]
+    rotate, zoom, blur, gamma = chain.transforms[2], chain.transforms[3], chain.transforms[4], chain.transforms[5]
+    assert rotate.rand_rotate.range_x == pytest.approx((-np.radians(15), np.radians(15)))
+    assert rotate.rand_rotate.range_y == rotate.rand_rotate.range_z == (0.0, 0.0)  # in-plane only
+    assert (tuple(zoom.rand_zoom.min_zoom), tuple(zoom.rand_zoom.max_zoom)) == ((0.85,), (1.25,))
+    assert tuple(blur.rand_smooth.sigma_x) == tuple(blur.rand_smooth.sigma_y) == (0.25, 1.0)
+    assert tuple(gamma.adjuster.gamma) == (0.7, 1.5)
+    assert chain.transforms[10].padder.k == 32  # the encoder downsamples 5 times
+    # the training set cuts its slices from volumes preprocessed exactly as the validation volumes
+    assert _steps(_parsed(["train.json"], "validate#preprocessing")) == [
+        ("LoadImaged", None), ("EnsureChannelFirstd", None), ("Orientationd", None), ("Spacingd", None),
+        ("NormalizeIntensityd", None), ("EnsureTyped", None)]
+    assert [type(t).__name__ for t in _parsed(["train.json"], "validate#preprocessing", {"pixdim": None}).transforms] \
+        == ["LoadImaged", "EnsureChannelFirstd", "Orientationd", "NormalizeIntensityd", "EnsureTyped"]
+
+
+def test_core_training_chain_pads_to_multiple_of_32_and_keeps_labels(case):
     image, label = case
-    aug = slice_augmentations(flip_prob=1, rotate_prob=1, zoom_prob=1, intensity_prob=1)
+    aug = _parsed(["train.json"], "train#preprocessing")
     aug.set_random_state(0)
-    for s in cut_slices(image, label, 1, context=3)[:5]:
-        out = aug(s)
+    changed = 0
+    for s in cut_slices(image, label, 1, context=3)[:8]:
+        out = aug(dict(s))
         assert out["image"].shape[0] == 3 and all(d % 32 == 0 for d in out["image"].shape[1:])
         assert out["label"].shape[1:] == out["image"].shape[1:] and out["label"].dtype == torch.long
+        assert out["image"].dtype == torch.float32
         assert set(torch.unique(out["label"]).tolist()) <= {0, 1, 2}
+        h, w = s["image"].shape[1:]
+        changed += not np.allclose(out["image"][:, :h, :w].numpy(), s["image"])
+    assert changed  # the augmentation does something
+
+
+def test_partner_training_chain_is_the_recipe_spelled_out_in_train_3d_json():
+    chain = _parsed(["train.json", "train_3d.json"], "train#preprocessing")
+    assert _steps(chain) == [
+        ("LoadImaged", None), ("EnsureChannelFirstd", None), ("Orientationd", None), ("Spacingd", None),
+        ("NormalizeIntensityd", None), ("EnsureTyped", None), ("EnsureTyped", None),
+        ("RandFlipd", 0.5), ("RandRotated", 0.3), ("RandZoomd", 0.3), ("RandThickSlicesd", 0.25),
+        ("RandScaleIntensityd", 0.3), ("RandShiftIntensityd", 0.3), ("RandAdjustContrastd", 0.3),
+        ("RandGaussianNoised", 0.15), ("SpatialPadd", None), ("RandSpatialCropd", None), ("EnsureTyped", None),
+        ("EnsureTyped", None)]
+    rotate = chain.transforms[8].rand_rotate
+    assert rotate.range_x == rotate.range_y == rotate.range_z == pytest.approx((-np.radians(15), np.radians(15)))
+    assert chain.transforms[10].thickness_range == (1.3, 2.5)
+    assert list(chain.transforms[16].cropper.roi_size) == [48, 64, 48]
+
+
+def test_partner_training_chain_gives_patches():
+    from monai.data import MetaTensor
+    from monai.transforms import Compose
+
+    chain = _parsed(["train.json", "train_3d.json"], "train#preprocessing", {"pixdim": None})
+    chain = Compose(chain.transforms[1:])  # arrays given: no loading
+    chain.set_random_state(0)
+    image = MetaTensor(torch.randn(35, 50, 41), affine=torch.eye(4))
+    label = MetaTensor((torch.rand(35, 50, 41) > 0.7).to(torch.uint8), affine=torch.eye(4))
+    out = chain({"image": image, "label": label})
+    assert out["image"].shape == (1, 48, 64, 48) and out["label"].shape == (1, 48, 64, 48)
+    assert out["label"].dtype == torch.long and set(out["label"].unique().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("overlays", [["train.json"], ["train.json", "train_3d.json"]])
+def test_training_workflows_have_every_property_monai_checks(overlays):
+    """MONAI's own check: nothing required is missing and the optional properties (``train_preprocessing``: the
+    dataset's transform is ``@train#preprocessing``, ...) are the ids MONAI expects."""
+    from monai.bundle import create_workflow
+
+    workflow = create_workflow(config_file=[str(CONFIGS / name) for name in overlays], workflow_type="train")
+    assert workflow.check_properties() == []
+
+
+def test_multi_gpu_overlay_parses():
+    """The DDP overlay on train.json resolves: the samplers wrap the configured datasets, DDP is set up by
+    :func:`hipposeg.training.init_distributed` (not run here: no process group)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
+    parser.parse()
+    ref = {key: str(parser[key]).replace("::", "#") for key in  # MONAI 1.6 writes "#" as "::"
+           ("train#dataloader#sampler", "train#sampler#dataset", "validate#dataloader#sampler")}
+    assert ref == {"train#dataloader#sampler": "@train#sampler", "train#sampler#dataset": "@train#dataset",
+                   "validate#dataloader#sampler": "@validate#sampler"}
+    assert any("init_distributed" in line for line in parser["initialize"])
+    assert _steps(parser.get_parsed_content("train#preprocessing"))[1] == ("RandLeftRightFlipd", 0.5)
 
 
 def test_thicken_along_axis_averages_slices_on_that_axis_only():
@@ -95,22 +198,6 @@ def test_thicken_along_axis_averages_slices_on_that_axis_only():
     assert 0.0 < float(thick[0, 0, 0, 5]) < 1.0  # the slab is spread over a 2 mm slice ...
     assert float(thick[0, 0, 0].sum()) == pytest.approx(1.0, abs=0.15)  # ... keeping its mass
     assert torch.allclose(thicken_along_axis(image, axis=0, thickness=2.0), image)  # constant along axis 0
-
-
-def test_volume_training_transforms_give_patches():
-    from hipposeg.transforms import volume_training_transforms
-
-    chain = volume_training_transforms(pixdim=None, patch_size=(48, 64, 48), thick_slice_prob=1.0)
-    chain.set_random_state(0)
-    from monai.data import MetaTensor
-
-    image = MetaTensor(torch.randn(35, 50, 41), affine=torch.eye(4))
-    label = MetaTensor((torch.rand(35, 50, 41) > 0.7).to(torch.uint8), affine=torch.eye(4))
-    from monai.transforms import Compose
-
-    out = Compose(chain.transforms[1:])({"image": image, "label": label})  # skip loading (arrays given)
-    assert out["image"].shape == (1, 48, 64, 48) and out["label"].shape == (1, 48, 64, 48)
-    assert out["label"].dtype == torch.long and set(out["label"].unique().tolist()) <= {0, 1}
 
 
 def test_thick_slice_operator_is_a_box_average_sampled_back_linearly():
@@ -128,6 +215,49 @@ def test_thick_slice_operator_is_a_box_average_sampled_back_linearly():
         assert op.shape == (n, n) and np.allclose(op.sum(axis=1), 1.0) and (op >= 0).all()
     with pytest.raises(ValueError):
         thick_slice_operator(4, 0.0)
+
+
+@pytest.mark.parametrize("thickness, inside", [(2.0, 0.0), (1.6, 0.3), (2.0, 0.8), (2.5, 0.5)])
+def test_thick_slice_grid_is_the_box_mean_of_each_whole_slice(thickness, inside):
+    """On the thick grid: each thick voxel is the mean of the 1 mm image over its slice (checked on a 0.1 mm
+    nearest-neighbour copy, bins of 10 x thickness), slices start ``inside`` voxels into the image
+    (phase = thickness - inside), partial slices are not kept, and the affine puts each thick voxel at its
+    slice's centre."""
+    from hipposeg.transforms import thick_slice_grid
+
+    rng = np.random.default_rng(1)
+    array = rng.normal(size=(5, 23, 4))
+    affine = np.array([[0, 0, 1.0, -3], [1.0, 0, 0, 7], [0, -1.0, 0, 2], [0, 0, 0, 1]])
+    thick, thick_affine = thick_slice_grid(array, affine, axis=1, thickness=thickness,
+                                           phase=(thickness - inside) % thickness)
+    fine = np.repeat(array, 10, axis=1)[:, round(inside * 10):]
+    step = round(thickness * 10)
+    n = fine.shape[1] // step
+    expected = fine[:, :n * step].reshape(5, n, step, 4).mean(axis=2)
+    assert thick.shape == (5, n, 4) and thick.dtype == np.float32
+    assert np.allclose(thick, expected, atol=1e-5)
+    centre = inside + thickness / 2 - 0.5  # the first thick voxel's centre, in 1 mm voxel indices
+    assert np.allclose(thick_affine[:3, 1], affine[:3, 1] * thickness)
+    assert np.allclose(thick_affine[:3, 3], affine[:3, 3] + affine[:3, 1] * centre)
+    assert np.allclose(thick_affine[:3, [0, 2]], affine[:3, [0, 2]])
+    with pytest.raises(ValueError):
+        thick_slice_grid(array, affine, axis=0, thickness=6.0)  # no whole slice fits in 5 voxels
+
+
+def test_thick_slice_grid_and_training_simulation_share_their_slices():
+    """The thick grid's voxels are the training simulation's thick slices (the same edges and box means): sampled
+    back at the voxel centres lying between two slice centres, they give ``thicken_along_axis``'s values."""
+    from hipposeg.transforms import thick_slice_grid, thicken_along_axis
+
+    rng = np.random.default_rng(2)
+    array = rng.normal(size=(3, 30, 2)).astype(np.float32)
+    thickness, phase = 2.0, 0.0
+    thick, _ = thick_slice_grid(array, np.eye(4), axis=1, thickness=thickness, phase=phase)
+    back = thicken_along_axis(torch.from_numpy(array)[None], 1, thickness, phase)[0].numpy()
+    # in voxel-edge units: voxel 1 (centre 1.5) lies a quarter, voxel 2 (centre 2.5) three quarters of the way
+    # from slice 0's centre (1) to slice 1's (3)
+    assert np.allclose(back[:, 1], 0.75 * thick[:, 0] + 0.25 * thick[:, 1], atol=1e-5)
+    assert np.allclose(back[:, 2], 0.25 * thick[:, 0] + 0.75 * thick[:, 1], atol=1e-5)
 
 
 def test_slice_dataset_cuts_thick_slice_samples_from_the_volume(msd):
