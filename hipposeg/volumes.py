@@ -2,9 +2,10 @@
 
 * :func:`volume_row` turns one label map into one table row: a volume per label (voxel count times the
   voxel volume of the affine), left/right totals when the label names have sides, the whole total,
-  and QC flags (:data:`QC_FLAGS`).
+  and QC flags (codes of :data:`hipposeg.qc_flags.QC_FLAGS`, the one table of what each means).
 * :func:`reference_volume_ranges` gives the plausible range of one hippocampus' volume, stored in
-  ``resources/volume_ranges.json`` (rebuilt by ``bench/volume_ranges.py`` from the training labels).
+  ``resources/volume_ranges.json`` (rebuilt from the training labels): the one volume-plausibility rule, applied
+  to every row (to each side of a whole head).
 * :func:`write_volume_tables` writes ``volumes.csv`` and ``volumes.json`` atomically; :func:`rows_to_csv` is
   the one CSV writer for tables of rows (also ``hipposeg evaluate``'s per-case table).
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from hipposeg.data.writers import check_writable, write_text
 from hipposeg.errors import InputError
+from hipposeg.qc_flags import QC_FLAGS, REFERENCE_DATASET, THICK_SLICE_LIMIT_MM, VOLUME_RANGES_FILE
 
 __all__ = [
     "QC_FLAGS",
@@ -38,23 +40,7 @@ __all__ = [
     "write_volume_tables",
 ]
 
-RESOURCES_DIR = Path(__file__).resolve().parent / "resources"
-#: The stored reference volume ranges; ``bench/volume_ranges.py`` rewrites it.
-VOLUME_RANGES_FILE = RESOURCES_DIR / "volume_ranges.json"
-
-#: What each QC flag means (the flags are ";"-joined in the ``qc_flags`` column).
-QC_FLAGS = {
-    "empty_mask": "no foreground voxel at all",
-    "volume_out_of_range": "the hippocampus volume (each side when the labels have sides, else the total) "
-    "is outside the reference range",
-    "touches_border": "foreground on a face of the volume: the structure may be cut off by the field of view",
-    "unknown_label": "the label map holds values that are not in the label names",
-    "thick_slices": "voxels longer than 2 mm along an axis: thicker than the slices the model was trained and "
-    "measured on (1.3-2.5 mm simulated in training; bench/thick_slices.py scores 1.6 and 2.0 mm)",
-}
-#: The longest voxel side (mm) that is not flagged ``thick_slices`` (2 mm slices, with rounding in headers).
-THICK_SLICE_LIMIT_MM = 2.05
-
+#: What each QC flag means: the one table, :data:`hipposeg.qc_flags.QC_FLAGS` (re-exported here).
 FIRST_COLUMNS = ("case", "input_path", "voxel_size_mm", "model")
 LAST_COLUMNS = ("qc_ok", "qc_flags")
 SIDES = ("left", "right")
@@ -157,7 +143,8 @@ def volume_row(
 
     ``reference_ranges`` (``{"low": mm3, "high": mm3}``, e.g. from :func:`reference_volume_ranges`) is
     the plausible volume of ONE hippocampus: it is checked against each side when the labels have
-    sides, else against the total. ``extra_flags`` (e.g. from registration checks) are appended.
+    sides, else against the total. ``extra_flags`` (codes of :data:`QC_FLAGS`, e.g. from the whole-head
+    registration checks) are appended; anything else is a ``ValueError``.
     """
     seg = np.asarray(seg)
     if seg.ndim != 3:
@@ -192,8 +179,11 @@ def volume_row(
         flags.append("unknown_label")
     if max(voxel_size(affine)) > THICK_SLICE_LIMIT_MM:
         flags.append("thick_slices")
+    unknown = [flag for flag in extra_flags if flag not in QC_FLAGS]
+    if unknown:
+        raise ValueError(f"QC flags must be codes of hipposeg.qc_flags.QC_FLAGS, not {unknown}")
     for flag in extra_flags:
-        if flag and flag not in flags:
+        if flag not in flags:
             flags.append(str(flag))
     row["qc_ok"] = not flags
     row["qc_flags"] = ";".join(flags)
@@ -213,7 +203,7 @@ def _load_ranges_file(path: str) -> dict:
         raise InputError(path, f"reference volume ranges file is not valid JSON ({exc})") from None
 
 
-def reference_volume_ranges(manifest_dataset: str = "msd_hippocampus") -> dict:
+def reference_volume_ranges(manifest_dataset: str = REFERENCE_DATASET) -> dict:
     """The plausible volume of ONE hippocampus (mm3) as ``{"low", "high", ...}``.
 
     Measured on the training labels of ``manifest_dataset`` (see ``resources/volume_ranges.json``,

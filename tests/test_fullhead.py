@@ -33,6 +33,8 @@ from hipposeg.fullhead.pipeline import (
     write_result,
 )
 from hipposeg.fullhead.registration import register_to_template
+from hipposeg.qc_flags import QC_FLAGS
+from hipposeg.volumes import reference_volume_ranges, volume_row
 
 SUBJECTS = ("colin27", "candi030", "bert")
 SECONDS_PER_SCAN = 10.0  # the budget, reading and writing included, 2 cores
@@ -356,7 +358,8 @@ def test_qc_reports_and_flags(fullhead_root, tmp_path):
     # nothing found -> flagged
     empty = segment_full_head(image, lambda crop: np.stack([np.ones(crop.shape)] + [np.zeros(crop.shape)] * 2),
                               registration=reg)
-    assert not empty.labels.any() and any("no hippocampus" in f for f in empty.qc["flags"])
+    assert not empty.labels.any()
+    assert {"hippocampus_missing_left", "hippocampus_missing_right"} <= set(empty.qc["flags"]) <= set(QC_FLAGS)
     # a prediction far from the template hippocampus (a corner of the box) -> flagged
     def corner(crop):
         p = np.zeros((3,) + crop.shape, np.float32)
@@ -365,15 +368,22 @@ def test_qc_reports_and_flags(fullhead_root, tmp_path):
         return p
 
     bad = segment_full_head(image, corner, registration=reg)
-    assert any("overlap with the template" in f for f in bad.qc["flags"])
-    assert any("volume" in f for f in bad.qc["flags"])
+    assert {"off_template_region_left", "off_template_region_right"} <= set(bad.qc["flags"]) <= set(QC_FLAGS)
+    # its volume (512 voxels a side) is implausible by the one rule of every volume row, not a second whole-head one
+    assert not any("volume" in f for f in bad.qc["flags"])
+    row = volume_row("bad", "bad.nii.gz", bad.labels, image.affine, {0: "background", **bad.label_names},
+                     reference_volume_ranges(), extra_flags=bad.qc["flags"])
+    assert row["qc_flags"].split(";")[0] == "volume_out_of_range" and set(row["qc_flags"].split(";")) <= set(QC_FLAGS)
+    good_row = volume_row("good", "good.nii.gz", good.labels, image.affine, {0: "background", **good.label_names},
+                          reference_volume_ranges(), extra_flags=good.qc["flags"])
+    assert good_row["qc_flags"] == "" and good_row["qc_ok"] is True
     # a broken registration -> flagged by its metric
     from dataclasses import replace
 
     matrix = np.eye(4)
     matrix[:3, 3] = [0.0, 40.0, 30.0]
     res = segment_full_head(image, oracle_predictor(truth), registration=replace(reg, matrix_ras=matrix, metric=-0.05))
-    assert any("registration metric" in f for f in res.qc["flags"])
+    assert "registration_poor_fit" in res.qc["flags"] and not res.qc["plausible"]
     # writing: labels in the input geometry + QC json
     import json
 

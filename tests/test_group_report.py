@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hipposeg.errors import OutputExistsError
-from hipposeg.group_report import asymmetry_index, is_flagged, load_segment_output, write_group_report
+from hipposeg.group_report import asymmetry_index, flag_reasons, is_flagged, load_segment_output, write_group_report
 
 EVIL = "<script>alert(1)</script>"
 
@@ -45,8 +45,7 @@ def rows() -> list[dict]:
         _row("sub-02", 2900, 3050, etiv=1.30e6),
         _row("sub-03", 900, 3300, flags="volume_out_of_range"),
         _row(EVIL, 3000, 2950),
-        _row("sub-05", 3500, 3400, flags="registration metric -0.080 above -0.15 (poor fit to the template)",
-             etiv=1.62e6),
+        _row("sub-05", 3500, 3400, flags="registration_poor_fit;left_right_ratio", etiv=1.62e6),
         _row("sub-06", 3150, 3100, etiv=None),
     ]
 
@@ -75,7 +74,7 @@ def test_report_is_self_contained_and_complete(tmp_path, rows):
     first_flagged = text.index("Cases that need a look")
     assert first_flagged < text.index("sub-03") < text.index("sub-01")
     assert "outside the reference range" in text  # the flag code explained
-    assert "poor fit to the template" in text
+    assert "fits poorly" in text and "volume ratio is outside" in text
     assert "2 of 6 need a look" in text
 
     # the command and model version, text escaped
@@ -127,6 +126,13 @@ def test_row_helpers():
     assert asymmetry_index({"volume_left_mm3": "", "volume_right_mm3": 3000}) is None
     assert is_flagged({"qc_flags": "touches_border"}) and is_flagged({"qc_ok": "False", "qc_flags": ""})
     assert not is_flagged({"qc_ok": True, "qc_flags": ""})
+    # each code explained from the one table; a sentence written by an older hipposeg is shown as it is
+    from hipposeg.qc_flags import QC_FLAGS
+
+    assert flag_reasons({"qc_flags": "etiv_out_of_range;thick_slices"}) == [
+        f"etiv_out_of_range: {QC_FLAGS['etiv_out_of_range']}", f"thick_slices: {QC_FLAGS['thick_slices']}"]
+    assert flag_reasons({"qc_flags": "left: volume 1400 mm3 outside 1500-6500"}) == [
+        "left: volume 1400 mm3 outside 1500-6500"]
 
 
 def test_load_segment_output(tmp_path):

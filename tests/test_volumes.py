@@ -123,14 +123,41 @@ def test_touches_border_on_each_face(face):
 
 
 def test_extra_flags_are_appended_and_unknown_labels_flagged():
-    row = volume_row("c", "p", blob_case(), np.eye(4), AP, WIDE, extra_flags=["registration_poor"])
-    assert row["qc_flags"] == "registration_poor" and row["qc_ok"] is False
+    row = volume_row("c", "p", blob_case(), np.eye(4), AP, WIDE, extra_flags=["registration_poor_fit"])
+    assert row["qc_flags"] == "registration_poor_fit" and row["qc_ok"] is False
     seg = blob_case()
     seg[20, 20, 20] = 7
-    row = volume_row("c", "p", seg, np.eye(4), AP, WIDE, extra_flags=("x",))
-    assert row["qc_flags"] == "unknown_label;x"
-    empty = volume_row("c", "p", np.zeros((9, 9, 9), np.uint8), np.eye(4), AP, WIDE, extra_flags=["x"])
-    assert empty["qc_flags"] == "empty_mask;x"
+    row = volume_row("c", "p", seg, np.eye(4), AP, WIDE, extra_flags=("left_right_ratio",))
+    assert row["qc_flags"] == "unknown_label;left_right_ratio"
+    empty = volume_row("c", "p", np.zeros((9, 9, 9), np.uint8), np.eye(4), AP, WIDE,
+                       extra_flags=["hippocampus_missing_left", "hippocampus_missing_left"])
+    assert empty["qc_flags"] == "empty_mask;hippocampus_missing_left"
+
+
+def test_flags_are_codes_of_the_one_table():
+    """qc_flags holds codes only: a sentence (as whole-head QC wrote before 0.6.2) is refused, and every code has
+    its meaning in hipposeg.qc_flags.QC_FLAGS, which --help and the docs print."""
+    from hipposeg.qc_flags import QC_FLAGS, help_text, markdown_table
+
+    with pytest.raises(ValueError, match="codes"):
+        volume_row("c", "p", blob_case(), np.eye(4), AP, WIDE, extra_flags=["left: volume 1400 mm3 outside 1500-6500"])
+    seg = blob_case()
+    seg[0, 0, 0], seg[20, 20, 20] = 1, 9
+    row = volume_row("c", "p", seg, np.diag([1.0, 1.0, 3.0, 1.0]), AP, {"low": 1, "high": 2})
+    assert row["qc_flags"].split(";") == ["volume_out_of_range", "touches_border", "unknown_label", "thick_slices"]
+    assert set(row["qc_flags"].split(";")) <= set(QC_FLAGS)
+    assert all(code.isidentifier() and code == code.lower() for code in QC_FLAGS)
+    text, table = help_text(), markdown_table()
+    assert all(code in text and f"`{code}`" in table for code in QC_FLAGS)
+    assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_volume_flag_meaning_quotes_the_one_stored_range():
+    from hipposeg.qc_flags import QC_FLAGS
+
+    ranges = reference_volume_ranges()
+    assert f"{ranges['low']:.0f}-{ranges['high']:.0f} mm3" in QC_FLAGS["volume_out_of_range"]
+    assert "1191-6602 mm3" in QC_FLAGS["volume_out_of_range"]
 
 
 # ---------------------------------------------------------------------------------- reference ranges
@@ -167,7 +194,8 @@ def test_compute_reference_ranges(tmp_path):
 def test_volume_tables_written_readable_and_not_overwritten(tmp_path):
     rows = [
         volume_row("a", "in/a.nii.gz", blob_case(), np.eye(4), AP, WIDE),
-        volume_row("b", "in/b.nii.gz", blob_case(labels=LR), np.diag([1.0, 1.0, 1.5, 1.0]), LR, WIDE, ["reg_bad"]),
+        volume_row("b", "in/b.nii.gz", blob_case(labels=LR), np.diag([1.0, 1.0, 1.5, 1.0]), LR, WIDE,
+                  ["registration_poor_fit"]),
     ]
     rows[1]["registration_ncc"] = np.float32(0.5)
     csv_path, json_path = write_volume_tables(rows, tmp_path)
@@ -184,7 +212,7 @@ def test_volume_tables_written_readable_and_not_overwritten(tmp_path):
     assert [r["case"] for r in table] == ["a", "b"]
     assert float(table[0]["volume_total_mm3"]) == rows[0]["volume_total_mm3"]
     assert table[0]["volume_left_mm3"] == "" and table[1]["volume_anterior_mm3"] == ""
-    assert table[1]["qc_flags"] == "reg_bad" and table[1]["qc_ok"] == "False"
+    assert table[1]["qc_flags"] == "registration_poor_fit" and table[1]["qc_ok"] == "False"
 
     loaded = json.loads(json_path.read_text())
     assert list(loaded[0]) == header

@@ -33,20 +33,20 @@ users of FreeSurfer report, e.g. FastSurfer issues #800 and #378).
    2 mm grid (the outermost CSF is darker than the threshold); the scan's refined volume is scaled
    by that ratio (:func:`template_refined_mm3`), so on the template both estimates equal ``c`` exactly.
 
-QC (``flags`` in the result, one readable line each):
+QC (``flags`` in the result: codes of :data:`hipposeg.qc_flags.QC_FLAGS`, where the thresholds live):
 
-* the two estimates disagree by more than :data:`AGREEMENT_TOLERANCE` (relative). Measured on the three
+* ``icv_estimates_disagree``: the two estimates disagree by more than :data:`AGREEMENT_TOLERANCE` (relative). Measured on the three
   whole-head test scans (``python bench/cohort.py`` prints them): mask / eTIV = 0.99-1.07 (on a 3 mm grid the
   refinement takes half the time, 0.45 s instead of 1 s a head on 2 loaded cores, but follows a wrong affine more:
   a scale wrong by 12 % per axis moved it by 18 % instead of < 8 %, so the 2 mm grid stays). A
   registration wrong by 5 % along each axis moves eTIV by 16 % but the refined mask by little, so it is flagged;
   with a deliberately wrong scale of 0.87 or 1.15 per axis the ratio was 1.44-1.55 and 0.64-0.70.
-* eTIV outside :data:`ADULT_ETIV_RANGE_MM3`, 900,000-1,830,000 mm3. Manual MRI segmentation of 49 healthy adults
+* ``etiv_out_of_range``: eTIV outside :data:`ADULT_ETIV_RANGE_MM3`, 900,000-1,830,000 mm3. Manual MRI segmentation of 49 healthy adults
   aged 24-80 (Matsumae et al. 1996, J Neurosurg 84:982-991) gave a total intracranial volume of 1,289 +- 111 cm3 in
   women and 1,469 +- 102 cm3 in men; the range is the female mean - 3.5 SD to the male mean + 3.5 SD (a CT study of
   58 adults, Surg Radiol Anat 2010 doi:10.1007/s00276-010-0650-4, found 1,106-1,656 cm3, well inside). Children,
   very large heads, or an eTIV scaled by a failed registration land outside it.
-* a registration that mirrors the head (negative determinant).
+* ``registration_mirrored``: a registration that mirrors the head (negative determinant).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from scipy import ndimage
 from hipposeg.data.readers import Image
 from hipposeg.fullhead.registration import RegistrationResult
 from hipposeg.fullhead.template import load_template, nilearn_data_dir
+from hipposeg.qc_flags import ADULT_ETIV_RANGE_MM3, AGREEMENT_TOLERANCE  # the flags' thresholds, with their table
 
 __all__ = [
     "ADULT_ETIV_RANGE_MM3",
@@ -74,8 +75,6 @@ __all__ = [
 
 WM_MAP_FILE = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"  # nilearn wheel, beside the T1 template
 
-ADULT_ETIV_RANGE_MM3 = (900_000.0, 1_830_000.0)  # Matsumae 1996: women mean - 3.5 SD .. men mean + 3.5 SD
-AGREEMENT_TOLERANCE = 0.15  # |icv_mask / eTIV - 1| above this is flagged; test heads 0.99-1.07
 
 WORK_MM = 2.0  # grid of the mask refinement (block averages of the scan)
 WM_CORE_PROBABILITY = 0.9
@@ -294,18 +293,17 @@ def check_t1_weighted(image: Image, registration: RegistrationResult | np.ndarra
 
 
 def icv_flags(etiv: float, icv_mask: float, asf: float) -> list[str]:
-    """QC lines for an eTIV / mask pair (empty when both are plausible and agree)."""
+    """QC flag codes (:data:`hipposeg.qc_flags.QC_FLAGS`) for an eTIV / mask pair (empty when both are plausible and
+    agree): ``registration_mirrored``, ``etiv_out_of_range``, ``icv_estimates_disagree``."""
     flags = []
     if asf < 0:
-        flags.append("registration mirrors the head (negative determinant): eTIV is meaningless")
+        flags.append("registration_mirrored")
     lo, hi = ADULT_ETIV_RANGE_MM3
     if not lo <= etiv <= hi:
-        flags.append(f"eTIV {etiv / 1000:.0f} cm3 outside the adult range {lo / 1000:.0f}-{hi / 1000:.0f} cm3 "
-                     "(child, unusual head, or failed registration)")
+        flags.append("etiv_out_of_range")
     ratio = icv_mask / etiv if etiv > 0 else float("nan")
     if not abs(ratio - 1.0) <= AGREEMENT_TOLERANCE:
-        flags.append(f"intracranial mask / eTIV = {ratio:.2f} (tolerance {AGREEMENT_TOLERANCE:.0%}): "
-                     "the registration's scale is suspect, check the QC picture")
+        flags.append("icv_estimates_disagree")
     return flags
 
 
@@ -314,7 +312,7 @@ def intracranial_volume(image: Image, registration: RegistrationResult | np.ndar
 
     ``registration`` is what :func:`~hipposeg.fullhead.registration.register_to_template` returned for this image
     (or its 4x4 MNI -> scan RAS matrix). Returns ``etiv_mm3``, ``icv_mask_mm3``, ``atlas_scaling_factor``,
-    ``icv_mask_to_etiv`` (their ratio) and ``flags`` (list of readable lines, empty when fine).
+    ``icv_mask_to_etiv`` (their ratio) and ``flags`` (flag codes, :func:`icv_flags`; empty when fine).
     """
     asf = atlas_scaling_factor(registration)
     etiv = etiv_mm3(registration)

@@ -60,20 +60,15 @@ from hipposeg.metrics import dice as dice_score
 from hipposeg.fullhead.intensity import harmonise
 from hipposeg.fullhead.registration import RegistrationResult, register_to_template
 from hipposeg.fullhead.template import BOX_CENTRE_MM, BOX_SIZE_MM, SIDES, in_region
+# the QC thresholds, with the evidence for each, live beside the table of flag codes they raise
+from hipposeg.qc_flags import (LR_RATIO_RANGE, METRIC_FLAG_ABOVE, NEAR_REGION_FLAG_BELOW, REGION_DICE_FLAG_BELOW,
+                               REGION_MARGIN_MM, sided)
 
 FULL_HEAD_MIN_EXTENT_MM = 100.0  # Task04 crops measure 31-59 mm along every axis
 LABEL_NAMES = {1: "left_anterior", 2: "left_posterior", 3: "right_anterior", 4: "right_posterior"}
 SIDE_OFFSET = {"left": 0, "right": 2}
 MIRRORED = {"left": False, "right": True}
 
-# QC thresholds
-# Mattes MI at 2 mm after the affine stage: good fits -0.29..-0.40, failed ones about -0.05..-0.1
-METRIC_FLAG_ABOVE = -0.15
-REGION_DICE_FLAG_BELOW = 0.15  # the ellipsoid alone reaches Dice 0.3-0.45 with true hippocampi
-REGION_MARGIN_MM = 5.0
-NEAR_REGION_FLAG_BELOW = 0.6  # fraction of the prediction within REGION_MARGIN_MM of the region
-VOLUME_RANGE_MM3 = (1500.0, 6500.0)
-LR_RATIO_RANGE = (0.6, 1.0 / 0.6)
 
 CropPredictor = Callable[[Image], np.ndarray]
 
@@ -292,12 +287,15 @@ def segment_full_head(
 
 
 def quality_control(image: Image, labels: np.ndarray, reg: RegistrationResult, side_regions: dict) -> dict:
-    """Registration metric, volumes and overlap with the template hippocampus region; flags when implausible."""
+    """Registration metric, volumes and overlap with the template hippocampus region per side; ``flags``: the codes
+    of :data:`hipposeg.qc_flags.QC_FLAGS` for what is implausible (registration, a missing side, a side away from
+    the template region, left/right asymmetry). Whether a side's volume is plausible is the volume row's rule
+    (:func:`hipposeg.volumes.volume_row`, ``volume_out_of_range``), not checked again here."""
     voxel_mm3 = image.voxel_volume_mm3
     flags = []
     qc = {"registration_metric": reg.metric, "registration": dict(reg.stages), "sides": {}}
     if reg.metric > METRIC_FLAG_ABOVE:
-        flags.append(f"registration metric {reg.metric:.3f} above {METRIC_FLAG_ABOVE} (poor fit to the template)")
+        flags.append("registration_poor_fit")
     volumes = {}
     for side in SIDES:
         region = side_regions[side]
@@ -317,22 +315,17 @@ def quality_control(image: Image, labels: np.ndarray, reg: RegistrationResult, s
             "template_region_volume_mm3": float(tmpl.sum()) * voxel_mm3,
         }
         if volume == 0:
-            flags.append(f"{side}: no hippocampus found")
+            flags.append(sided("hippocampus_missing", side))
             continue
         if dice < REGION_DICE_FLAG_BELOW:
-            flags.append(f"{side}: overlap with the template hippocampus region {dice:.2f} below {REGION_DICE_FLAG_BELOW}")
+            flags.append(sided("off_template_region", side))
         if near < NEAR_REGION_FLAG_BELOW:
-            flags.append(
-                f"{side}: only {near:.0%} of the hippocampus within {REGION_MARGIN_MM:.0f} mm of the template region"
-            )
-        if not VOLUME_RANGE_MM3[0] <= volume <= VOLUME_RANGE_MM3[1]:
-            lo, hi = VOLUME_RANGE_MM3
-            flags.append(f"{side}: volume {volume:.0f} mm3 outside {lo:.0f}-{hi:.0f}")
+            flags.append(sided("far_from_template_region", side))
     if volumes["left"] > 0 and volumes["right"] > 0:
         ratio = volumes["left"] / volumes["right"]
         qc["left_right_volume_ratio"] = ratio
         if not LR_RATIO_RANGE[0] <= ratio <= LR_RATIO_RANGE[1]:
-            flags.append(f"left/right volume ratio {ratio:.2f} outside {LR_RATIO_RANGE[0]:.2f}-{LR_RATIO_RANGE[1]:.2f}")
+            flags.append("left_right_ratio")
     qc["flags"] = flags
     qc["plausible"] = not flags
     return qc
