@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -47,10 +48,43 @@ def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProce
                           text=True, timeout=timeout)
 
 
+@pytest.fixture(autouse=True)
+def _no_logging_into_a_closed_capture():
+    """After each test, detach the logging handlers that write to a closed stream. MONAI's loggers (made on first
+    import) and the bundle's logging.conf bind a handler to the sys.stdout of that moment: a test's ``capsys``
+    capture, closed when the test ends; each later log line would then print "--- Logging error ---" into the
+    stderr of another test."""
+    yield
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
+
+
 @pytest.fixture
-def cli(tmp_path):
-    def _run(*args, **kw):
-        kw.setdefault("cwd", tmp_path)
-        return run_cli("-m", "hipposeg.cli", *args, **kw)
+def cli(tmp_path, capsys, monkeypatch):
+    """``hipposeg ARGS`` run in this process (:func:`hipposeg.cli.main`) from ``tmp_path`` (or ``cwd``): a
+    ``CompletedProcess`` with the exit code and what it printed. An exception the command does not turn into a
+    one-line error fails the test. Tests where the process boundary matters (a kill, two runs at once, imports of
+    a fresh interpreter, the console script) start a process with :func:`run_cli` instead."""
+    from hipposeg.cli import main
+
+    def _run(*args, cwd=None):
+        argv = [str(a) for a in args]
+        monkeypatch.chdir(cwd or tmp_path)
+        capsys.readouterr()  # what came before is not this command's
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: --help (0), bad arguments (2)
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:  # the bundle's logging.conf (infer, train) sets up the root logger for the rest of a process
+            root.handlers[:] = handlers
+            root.setLevel(level)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["hipposeg", *argv], code, out, err)
 
     return _run

@@ -70,7 +70,7 @@ def test_infer_wrapper_runs_a_full_res_skip_checkpoint(msd, tmp_path, cli):
     assert (tmp_path / "out" / "hippocampus_001_seg.nii.gz").is_file()
 
 
-@pytest.mark.parametrize("configs", [["inference.json"], ["train.json", "evaluate.json"]])
+@pytest.mark.parametrize("configs", [["inference.json"], ["inference.json", "evaluate.json"]])
 def test_bundle_configs_build_the_architecture_of_their_checkpoint(tmp_path, configs):
     # python -m monai.bundle run --config_file inference.json (or evaluate.json) --ckpt_path x.pt
     from hipposeg.bundle import parse_bundle
