@@ -7,12 +7,11 @@ table between the ``thick-slices-table`` markers of ``bench/README.md`` (one row
 
 Cases: the 42 fold-0 validation crops of Task04 (``datalist("msd_hippocampus", "val", 0)``, 1 mm voxels).
 For each case, slice thickness T and voxel axis A, the crop is "re-acquired" with slices T mm thick along A (the
-other two axes keep 1 mm): a thick slice records the MEAN of the 1 mm image over its thickness (a box slice
-profile), not a sample of it. With SimpleITK: the image is resampled (nearest neighbour, which keeps each 1 mm
-voxel as a constant box) onto a grid 10x finer along A, then ``BinShrink`` averages each run of 10 T fine slices
-into one thick slice. The first thick slice starts a random whole number of 0.1 mm steps, 0-0.9 mm, inside the
-crop (drawn per case, thickness and axis, seeded: scanners do not align their slices to anyone's 1 mm grid);
-a remainder shorter than T at the far end is dropped.
+other two axes keep 1 mm) by the one thick-slice simulation of hipposeg, the one training uses
+(:func:`hipposeg.transforms.thick_slice_grid`): a box slice profile, each thick slice the MEAN of the 1 mm image over
+its thickness, not a sample of it, kept on the thick grid. The first thick slice starts a random whole number of
+0.1 mm steps, 0-0.9 mm, inside the crop (drawn per case, thickness and axis, seeded: scanners do not align their
+slices to anyone's 1 mm grid); a remainder shorter than T at the far end is not acquired.
 
 The reference is the label resampled the same way: the share of each thick voxel that is hippocampus (labels 1
 and 2) is box-averaged like the image, and the thick voxel is hippocampus where that share is over one half.
@@ -47,43 +46,30 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from markdown_block import replace_block  # noqa: E402  (bench/ is the script's folder)
-from repo_paths import shown  # noqa: E402
+from common import replace_block, shown, write_result  # noqa: E402  (bench/ is the script's folder)
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "thick_slices.json"
 README = Path(__file__).parent / "README.md"
 TABLE_BLOCK = "thick-slices-table"
-FINE_STEPS_PER_VOXEL = 10  # the fine grid: 0.1 mm along the thick axis, so 1.6 and 2.0 mm are whole bins
+PHASE_STEPS_PER_VOXEL = 10  # the first slice starts a whole number of 0.1 mm steps inside the crop
 
 
 def thick_copy(image, *, axis: int, thickness_mm: float, phase_steps: int = 0):
     """``image`` (:class:`hipposeg.data.readers.Image`) as acquired with ``thickness_mm`` slices along voxel
-    ``axis``, the first starting ``phase_steps`` fine steps (0.1 voxel) inside the image: each thick voxel the
-    mean of the image over its extent (float32)."""
-    import SimpleITK as sitk
+    ``axis``, the first starting ``phase_steps`` steps of 0.1 voxel inside the image: each thick voxel the mean of
+    the image over its extent (float32, on the thick grid; :func:`hipposeg.transforms.thick_slice_grid`)."""
+    from hipposeg.data.readers import Image
+    from hipposeg.transforms import thick_slice_grid
 
-    from hipposeg.data.readers import image_to_sitk, sitk_to_image
-
-    src = sitk.Cast(image_to_sitk(image), sitk.sitkFloat32)
-    step = src.GetSpacing()[axis] / FINE_STEPS_PER_VOXEL
-    bin_size = thickness_mm / step
-    if abs(bin_size - round(bin_size)) > 1e-6 or round(bin_size) < 1:
-        raise ValueError(f"thickness {thickness_mm} mm is not a multiple of the {step:g} mm fine grid")
-    if not 0 <= phase_steps < FINE_STEPS_PER_VOXEL:
-        raise ValueError(f"phase_steps must be 0-{FINE_STEPS_PER_VOXEL - 1}, not {phase_steps}")
-    fine_size, fine_spacing = list(src.GetSize()), list(src.GetSpacing())  # image_to_sitk keeps the axis order
-    fine_size[axis] = fine_size[axis] * FINE_STEPS_PER_VOXEL - phase_steps
-    fine_spacing[axis] = step
-    # the fine grid starts phase_steps inside the image's first edge; its first centre is half a step further
-    start = [0.0, 0.0, 0.0]
-    start[axis] = -0.5 + (phase_steps + 0.5) / FINE_STEPS_PER_VOXEL
-    origin = src.TransformContinuousIndexToPhysicalPoint(start)
-    fine = sitk.Resample(src, fine_size, sitk.Transform(), sitk.sitkNearestNeighbor, origin, fine_spacing,
-                         src.GetDirection(), 0.0, sitk.sitkFloat32)
-    shrink = [1, 1, 1]
-    shrink[axis] = int(round(bin_size))
-    return sitk_to_image(sitk.BinShrink(fine, shrink), path=f"{image.path}#thick{thickness_mm:g}ax{axis}",
-                         source="nifti")
+    if not 0 <= phase_steps < PHASE_STEPS_PER_VOXEL:
+        raise ValueError(f"phase_steps must be 0-{PHASE_STEPS_PER_VOXEL - 1}, not {phase_steps}")
+    thickness = thickness_mm / float(image.spacing[axis])  # in voxels
+    inside = phase_steps / PHASE_STEPS_PER_VOXEL
+    # thick_slice_grid's phase: how far the first slice starts BEFORE the image; the slice that would start there
+    # lies partly outside and is not acquired, so the first acquired slice starts `inside` voxels into the image
+    array, affine = thick_slice_grid(np.asarray(image.array, dtype=np.float32), image.affine, axis, thickness,
+                                     phase=(thickness - inside) % thickness)
+    return Image(array, affine, path=f"{image.path}#thick{thickness_mm:g}ax{axis}", source="nifti")
 
 
 def thick_mask(mask, source, *, axis: int, thickness_mm: float, phase_steps: int = 0) -> np.ndarray:
@@ -111,7 +97,7 @@ def score_case(segmenter, item: dict, *, thicknesses, axes, rng: np.random.Gener
            "seconds_1mm": round(time.perf_counter() - t0, 3), "thick": []}
     for thickness in thicknesses:
         for axis in axes:
-            drawn = int(rng.integers(FINE_STEPS_PER_VOXEL))  # drawn even when fixed: the other draws stay the same
+            drawn = int(rng.integers(PHASE_STEPS_PER_VOXEL))  # drawn even when fixed: the other draws stay the same
             grid = {"axis": axis, "thickness_mm": thickness, "phase_steps": drawn if phase_steps is None else phase_steps}
             thick = thick_copy(image, **grid)
             pred = segmenter.segment(thick).labels > 0
@@ -184,8 +170,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     phase_steps = None
     if args.phase is not None:
-        phase_steps = round(args.phase * FINE_STEPS_PER_VOXEL)
-        if not (0 <= phase_steps < FINE_STEPS_PER_VOXEL and abs(args.phase * FINE_STEPS_PER_VOXEL - phase_steps) < 1e-6):
+        phase_steps = round(args.phase * PHASE_STEPS_PER_VOXEL)
+        if not (0 <= phase_steps < PHASE_STEPS_PER_VOXEL
+                and abs(args.phase * PHASE_STEPS_PER_VOXEL - phase_steps) < 1e-6):
             parser.error(f"--phase must be one of 0, 0.1, ..., 0.9 mm, not {args.phase:g}")
 
     from hipposeg.data.manifest import load_manifest
@@ -210,16 +197,13 @@ def main(argv=None) -> dict:
         "cpu_count": os.cpu_count(),
         "n_cases": len(rows),
         "phase_mm": args.phase,  # None: drawn per case, thickness and axis (seeded)
-        "profile": "box: mean of the 1 mm image over each slice thickness (SimpleITK nearest to 0.1 mm + BinShrink), "
-                   "first slice 0-0.9 mm inside the crop (seeded); reference: the label's box share > 0.5",
+        "profile": "box: mean of the 1 mm image over each slice thickness (hipposeg.transforms.thick_slice_grid, the "
+                   "training's simulation), first slice 0-0.9 mm inside the crop (seeded); reference: the label's box "
+                   "share > 0.5",
         "summary": summarise(rows, thicknesses=args.thickness, axes=args.axes),
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    out = write_result(args.out, result)
     if args.max_cases is None and out.parent.resolve() == DEFAULT_OUT.parent.resolve():
         write_table()  # a full run saved among the bench results refreshes the README table
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))

@@ -195,31 +195,24 @@ def move_and_regrid(
 
 def thicken_slices(image: Image, truth: Image, thickness_mm: float) -> tuple[Image, Image, dict]:
     """A thick-slice acquisition of ``image``: its voxel axis closest to anterior-posterior gets ``thickness_mm``
-    spacing (a Gaussian slice profile whose full width at half maximum is the thickness), the other two keep
-    theirs. Each label of ``truth`` gets the same slice profile and keeps the voxels it covers by half or more."""
+    spacing, the other two keep theirs. The simulation is training's (:func:`hipposeg.transforms.thick_slice_grid`:
+    a box slice profile, each thick voxel the mean of the scan over its slice; the first slice starts where the scan
+    starts and a remainder thinner than a slice at the far end is not acquired). Each label of ``truth`` gets the same
+    slice profile and keeps the thick voxels it covers by half or more."""
+    from hipposeg.transforms import thick_slice_grid
+
     if not thickness_mm > 0:
         raise ValueError(f"slice thickness must be positive, not {thickness_mm}")
     spacing = np.asarray(image.spacing, dtype=np.float64)
     axis = int(np.argmax(np.abs(image.affine[:3, :3])[1] / spacing))  # the voxel axis along y (A-P)
+    thickness = thickness_mm / spacing[axis]  # in voxels of the scan
+    thick, new_affine = thick_slice_grid(np.asarray(image.array, dtype=np.float32), image.affine, axis, thickness)
+    labels = np.zeros(thick.shape, dtype=np.uint8)
+    for value in np.unique(truth.array)[1:]:
+        cover, _ = thick_slice_grid(np.asarray(truth.array) == value, truth.affine, axis, thickness)
+        labels[cover >= 0.5] = value
     new_spacing = spacing.copy()
     new_spacing[axis] = thickness_mm
-    shape = tuple(int(v) for v in np.maximum(1, np.round(np.asarray(image.shape[:3]) * spacing / new_spacing)))
-    new_affine = np.asarray(image.affine, dtype=np.float64).copy()
-    new_affine[:3, axis] *= thickness_mm / spacing[axis]
-    # the first slice starts where the scan starts: its centre moves by half the change of voxel size
-    new_affine[:3, 3] += image.affine[:3, axis] / spacing[axis] * (thickness_mm - spacing[axis]) / 2
-    sigma_voxels = np.sqrt(max(thickness_mm ** 2 - spacing[axis] ** 2, 0.0)) / 2.355 / spacing[axis]  # FWHM
-
-    def profile(volume: np.ndarray) -> np.ndarray:
-        volume = np.asarray(volume, dtype=np.float32)
-        return ndimage.gaussian_filter1d(volume, sigma_voxels, axis=axis) if sigma_voxels > 0 else volume
-
-    grid = (shape, new_affine)
-    thick = _resample_onto(profile(image.array), image.affine, grid, linear=True)
-    labels = np.zeros(shape, dtype=np.uint8)
-    for value in np.unique(truth.array)[1:]:
-        cover = _resample_onto(profile(np.asarray(truth.array) == value), truth.affine, grid, linear=True)
-        labels[cover >= 0.5] = value
     info = {"thickness_mm": float(thickness_mm), "thick_axis": axis, "spacing": [float(v) for v in new_spacing]}
     return (Image(thick, new_affine, path=f"{image.path}#thick", source=image.source),
             Image(labels, new_affine, path=f"{truth.path}#thick", source=truth.source), info)
