@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from conftest import run_cli
-from hipposeg.cli import main
 
 # scipy's top level comes with nibabel (a few ms); its heavy subpackages must not
 HEAVY = ("torch", "monai", "segmentation_models_pytorch", "SimpleITK", "scipy.ndimage", "scipy.sparse", "matplotlib",
@@ -63,39 +62,42 @@ def configured_network():
     return parse_bundle(["train.json"]).get_parsed_content("network_def")
 
 
-def _bad_checkpoints(tmp_path, configured_network):
-    text = tmp_path / "notes.pt"
-    text.write_text("not a checkpoint\n")
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory, configured_network):
+    """Each kind of bad --resume-from file once, with the problem its one-line error must name."""
     from hipposeg.bundle import shipped_model
 
+    folder = tmp_path_factory.mktemp("checkpoints")
+    text = folder / "notes.pt"
+    text.write_text("not a checkpoint\n")
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 3, 1))
     return {
-        "missing": (tmp_path / "missing.pt", "no such checkpoint file"),
+        "missing": (folder / "missing.pt", "no such checkpoint file"),
         "text": (text, "not a PyTorch checkpoint"),
         "model weights": (shipped_model("default"), "not a training checkpoint"),
-        "other network": (_training_checkpoint(tmp_path / "other", other), "another network"),
-        "too many epochs": (_training_checkpoint(tmp_path / "late", configured_network, epochs_done=13),
+        "other network": (_training_checkpoint(folder / "other", other), "another network"),
+        "too many epochs": (_training_checkpoint(folder / "late", configured_network, epochs_done=13),
                             "already trained 13 epochs"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing", "text", "model weights", "other network", "too many epochs"])
-def test_train_refuses_a_bad_resume_checkpoint_before_loading_data(tmp_path, capsys, configured_network, case):
+def test_train_refuses_a_bad_resume_checkpoint_before_loading_data(tmp_path, cli, bad_checkpoints, case):
     """One line naming the file, exit 2, before training: the data root is empty, so any step that touched the
     data first would report the missing dataset instead."""
-    path, problem = _bad_checkpoints(tmp_path, configured_network)[case]
-    code = main(["train", "--resume-from", str(path), "--epochs", "12", "--data-root", str(tmp_path / "no_data"),
-                 "--output-dir", str(tmp_path / "run")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
+    path, problem = bad_checkpoints[case]
+    result = cli("train", "--resume-from", path, "--epochs", "12", "--data-root", tmp_path / "no_data",
+                 "--output-dir", tmp_path / "run")
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2
     assert len(err) == 1 and err[0].startswith(f"error: {path}: ") and problem in err[0]
     assert not (tmp_path / "run").exists()
 
 
-def test_train_accepts_a_matching_resume_checkpoint(tmp_path, capsys, configured_network):
+def test_train_accepts_a_matching_resume_checkpoint(tmp_path, cli, configured_network):
     """A checkpoint of the configured network passes the check; training then stops at the missing data."""
     path = _training_checkpoint(tmp_path / "earlier_run", configured_network)
-    code = main(["train", "--resume-from", str(path), "--epochs", "12", "--data-root", str(tmp_path / "no_data"),
-                 "--output-dir", str(tmp_path / "run")])
-    err = capsys.readouterr().err
-    assert code == 2 and "dataset 'msd_hippocampus' not found" in err and str(path) not in err
+    result = cli("train", "--resume-from", path, "--epochs", "12", "--data-root", tmp_path / "no_data",
+                 "--output-dir", tmp_path / "run")
+    assert result.returncode == 2 and "dataset 'msd_hippocampus' not found" in result.stderr
+    assert str(path) not in result.stderr
