@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from hipposeg.data.manifest import sha256_of
 from hipposeg.data.writers import write_text
 from hipposeg.errors import OutputFolderError
 
@@ -58,19 +58,9 @@ class CaseFiles:
         return self.seg, self.labels, self.qc, self.row
 
 
-def input_sha256(path: str | Path) -> str:
-    """sha256 of an input's content: the file's bytes, or for a folder (a DICOM series) the names and bytes of
-    every file in it, in sorted order."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if file != path:
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+#: sha256 of an input's content: the file's bytes, or for a folder (a DICOM series) the names and bytes of every file
+#: in it, in sorted order — hipposeg's one sha256 (:func:`hipposeg.data.manifest.sha256_of`).
+input_sha256 = sha256_of
 
 
 def row_record(case: str, input_path: str | Path, sha256: str, row: dict) -> dict:

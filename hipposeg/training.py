@@ -142,20 +142,25 @@ class TimeLimit:
             engine.terminate()
 
 
-def init_distributed() -> str:
-    """Initialise the default process group from torchrun's environment: NCCL with GPUs, else gloo."""
+def init_distributed(*, cuda: bool | None = None, timeout=None) -> str:
+    """Join the default process group that ``torchrun`` describes in the environment (``RANK``, ``WORLD_SIZE``, ...):
+    NCCL with each rank on GPU ``LOCAL_RANK`` when ``cuda`` (default: whenever GPUs are present), else gloo on CPU
+    processes; ``timeout`` (a ``datetime.timedelta``) replaces torch's default. Returns the backend. hipposeg's one
+    DDP set-up: training (``multi_gpu_train.json``) and the BIDS App (``hipposeg bids ... --distributed``)."""
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    cuda = torch.cuda.is_available() if cuda is None else bool(cuda)
+    backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    if backend == "nccl":
+        dist.init_process_group(backend=backend, **({"timeout": timeout} if timeout is not None else {}))
+    if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return backend
 
 
-def distributed_device() -> torch.device:
-    if torch.cuda.is_available():
+def distributed_device(cuda: bool | None = None) -> torch.device:
+    """This rank's device: GPU ``LOCAL_RANK`` when ``cuda`` (default: whenever GPUs are present), else the CPU."""
+    if torch.cuda.is_available() if cuda is None else cuda:
         return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     return torch.device("cpu")
 

@@ -114,3 +114,45 @@ def test_an_msd_folder_the_manifest_does_not_list_brings_its_own_seeded_folds(ma
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(InputError, match="dataset.json"):
         manifest.datalist("msd_hippocampus", "val", 0, dataset_dir=tmp_path)
+
+
+def test_manifest_builder_reads_dataset_json_through_the_one_reader(manifest, msd, tmp_path):
+    """The builder's MSD cases are those of :func:`msd_folder_cases` (the reader training uses for a folder the
+    manifest does not list) with checksums: on Task04 exactly the shipped manifest's, and one case-id rule
+    (``./`` paths, ``.nii.gz`` and other suffixes) for both."""
+    from hipposeg.data.manifest import msd_folder_cases
+    from hipposeg.data.manifest_builder import msd_cases
+
+    entry = manifest.entry("msd_hippocampus")
+    assert msd_cases(msd, entry["n_folds"], entry["fold_seed"]) == manifest.cases("msd_hippocampus")
+    folder = tmp_path / "task"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    for name in ("b.nii.gz", "a.nii"):
+        (folder / "imagesTr" / name).write_bytes(name.encode())
+        (folder / "labelsTr" / name).write_bytes(b"label " + name.encode())
+    (folder / "dataset.json").write_text(json.dumps({"training": [
+        {"image": f"./imagesTr/{n}", "label": f"./labelsTr/{n}"} for n in ("b.nii.gz", "a.nii")], "test": []}))
+    built = msd_cases(folder, 5, 0)
+    read = {c["id"]: c for c in msd_folder_cases(folder, n_folds=5, seed=0)}
+    assert [c["id"] for c in built] == ["a", "b"]
+    for case in built:
+        assert {k: case[k] for k in ("id", "split", "fold", "image", "label")} == read[case["id"]]
+        assert case["image_sha256"] == sha256_of(folder / case["image"]) and case["image"].startswith("imagesTr/")
+    with pytest.raises(DataNotFoundError):
+        msd_cases(tmp_path, 5, 0)
+
+
+def test_sha256_of_a_file_and_of_a_folder(tmp_path):
+    """One sha256: a file's bytes; a folder (a DICOM series) its files' relative names and bytes, sorted."""
+    import hashlib
+
+    folder = tmp_path / "series"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "1.dcm").write_bytes(b"one")
+    (folder / "sub" / "2.dcm").write_bytes(b"two")
+    assert sha256_of(folder / "1.dcm") == hashlib.sha256(b"one").hexdigest()
+    expected = hashlib.sha256(b"1.dcm\0one" + b"sub/2.dcm\0two").hexdigest()
+    assert sha256_of(folder) == expected
+    (folder / "sub" / "2.dcm").rename(folder / "sub" / "3.dcm")  # same bytes, another name: another digest
+    assert sha256_of(folder) != expected

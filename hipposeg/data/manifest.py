@@ -58,10 +58,17 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
 
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The one sha256 of hipposeg: of a file's bytes, or for a folder (a DICOM series) of the relative name and the
+    bytes of every file in it, in sorted order (dataset checksums, model files, the inputs a batch has segmented)."""
+    path = Path(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(chunk), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -12,26 +12,28 @@ import argparse
 import json
 from pathlib import Path
 
-from hipposeg.data.manifest import DEFAULT_MANIFEST, assign_folds, resolve_data_root, sha256_of
+from hipposeg.data.manifest import DEFAULT_MANIFEST, msd_folder_cases, resolve_data_root, sha256_of
+from hipposeg.data.writers import write_text
+from hipposeg.errors import DataNotFoundError
 
 
 def msd_cases(folder: Path, n_folds: int, seed: int) -> list[dict]:
-    """Cases of an MSD-layout dataset (``dataset.json`` with ``training`` and ``test`` lists)."""
-    spec = json.loads((folder / "dataset.json").read_text())
-    training = [(Path(t["image"]).name.replace(".nii.gz", ""), t) for t in spec["training"]]
-    folds = assign_folds([cid for cid, _ in training], n_folds, seed)
+    """Cases of an MSD-layout dataset as the manifest lists them: what the one ``dataset.json`` reader
+    (:func:`hipposeg.data.manifest.msd_folder_cases`: case ids, paths, folds) gives, training cases sorted by id,
+    with the sha256 of every file."""
+    found = msd_folder_cases(folder, n_folds=n_folds, seed=seed)
+    if found is None:
+        raise DataNotFoundError(folder / "dataset.json", "no MSD dataset description in this folder")
     cases = []
-    for cid, item in sorted(training):
-        image, label = item["image"].lstrip("./"), item["label"].lstrip("./")
+    for case in sorted((c for c in found if c["split"] == "train"), key=lambda c: c["id"]):
         cases.append({
-            "id": cid, "split": "train", "fold": folds[cid],
-            "image": image, "image_sha256": sha256_of(folder / image),
-            "label": label, "label_sha256": sha256_of(folder / label),
+            "id": case["id"], "split": "train", "fold": case["fold"],
+            "image": case["image"], "image_sha256": sha256_of(folder / case["image"]),
+            "label": case["label"], "label_sha256": sha256_of(folder / case["label"]),
         })
-    for item in spec.get("test", []):
-        image = (item if isinstance(item, str) else item["image"]).lstrip("./")
-        cases.append({"id": Path(image).name.replace(".nii.gz", ""), "split": "test",
-                      "image": image, "image_sha256": sha256_of(folder / image)})
+    for case in (c for c in found if c["split"] == "test"):
+        cases.append({"id": case["id"], "split": "test", "image": case["image"],
+                      "image_sha256": sha256_of(folder / case["image"])})
     return cases
 
 
@@ -72,7 +74,7 @@ def main(argv=None) -> None:
         else:
             entry["files"] = file_list(folder)
         print(f"{name}: {len(entry.get('cases', []))} cases, {len(entry.get('files', []))} extra files")
-    Path(args.manifest).write_text(json.dumps(manifest, indent=1) + "\n")
+    write_text(args.manifest, json.dumps(manifest, indent=1) + "\n", overwrite=True)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def harmonise(array: np.ndarray) -> np.ndarray:
 def build_reference(data_root: str | None = None, out: Path = REFERENCE_FILE) -> Path:
     from hipposeg.data.manifest import load_manifest
     from hipposeg.data.readers import read_image
+    from hipposeg.data.writers import write_text
 
     curves = []
     cases = load_manifest().datalist("msd_hippocampus", "train", 0, data_root)  # folds 1-4: no validation case
@@ -47,8 +48,7 @@ def build_reference(data_root: str | None = None, out: Path = REFERENCE_FILE) ->
     payload = {"about": "median quantile curve (percentiles 0..100) of the z-scored Task04 crops of folds 1-4",
                "command": "python -m hipposeg.fullhead.intensity", "n_cases": len(cases),
                "quantiles": [round(float(v), 5) for v in np.median(curves, axis=0)]}
-    out.write_text(json.dumps(payload, indent=1) + "\n")
-    return out
+    return write_text(out, json.dumps(payload, indent=1) + "\n", overwrite=True)  # a shipped resource: atomic
 
 
 if __name__ == "__main__":
