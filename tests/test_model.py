@@ -7,6 +7,18 @@ from hipposeg.errors import InputError
 from hipposeg.model import FullResolutionUnet, build_network, load_weights, save_half_precision
 
 
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """One weights file per architecture the configs must rebuild from a checkpoint: plain U-Net, the full-resolution
+    skip variant, and slices upsampled 1.5x (random weights)."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    kinds = {"plain": {}, "skip": {"full_res_skip": True}, "scaled": {"input_scale": 1.5}}
+    for name, options in kinds.items():
+        torch.save(build_network(in_channels=3, num_classes=3, **options).state_dict(), folder / f"{name}.pt")
+    return {name: folder / f"{name}.pt" for name in kinds}
+
+
 @pytest.mark.parametrize("skip", [False, True])
 def test_output_shape_matches_input_slices(skip):
     net = build_network(in_channels=3, num_classes=3, full_res_skip=skip).eval()
@@ -39,29 +51,25 @@ def test_checkpoint_round_trip_and_torchscript(tmp_path):
         assert torch.allclose(torch.jit.script(again)(x), net(x), atol=1e-5)
 
 
-def test_a_plain_checkpoint_does_not_fit_the_skip_network(tmp_path):
-    ckpt = tmp_path / "plain.pt"
-    torch.save(build_network(in_channels=3, num_classes=3).state_dict(), ckpt)
+def test_a_plain_checkpoint_does_not_fit_the_skip_network(checkpoints):
     with pytest.raises(InputError, match="does not fit the network"):
-        load_weights(build_network(in_channels=3, num_classes=3, full_res_skip=True), ckpt)
+        load_weights(build_network(in_channels=3, num_classes=3, full_res_skip=True), checkpoints["plain"])
 
 
-def test_segmenter_builds_the_architecture_its_checkpoint_holds(tmp_path):
+def test_segmenter_builds_the_architecture_its_checkpoint_holds(tmp_path, checkpoints):
     from hipposeg.model import has_full_res_skip
     from hipposeg.segmenter import load_segmenter
 
     for skip in (False, True):
-        ckpt = tmp_path / f"skip_{skip}.pt"
-        torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=skip).state_dict(), ckpt)
+        ckpt = checkpoints["skip" if skip else "plain"]
         assert has_full_res_skip(ckpt) is skip
         assert isinstance(load_segmenter(ckpt).network, FullResolutionUnet) is skip
     with pytest.raises(InputError, match="not found"):
         has_full_res_skip(tmp_path / "missing.pt")
 
 
-def test_infer_wrapper_runs_a_full_res_skip_checkpoint(msd, tmp_path, cli):
-    ckpt = tmp_path / "skip.pt"
-    torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=True).state_dict(), ckpt)
+def test_infer_wrapper_runs_a_full_res_skip_checkpoint(msd, tmp_path, cli, checkpoints):
+    ckpt = checkpoints["skip"]
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "hippocampus_001.nii.gz").symlink_to(msd / "imagesTr" / "hippocampus_001.nii.gz")
@@ -71,18 +79,14 @@ def test_infer_wrapper_runs_a_full_res_skip_checkpoint(msd, tmp_path, cli):
 
 
 @pytest.mark.parametrize("configs", [["inference.json"], ["inference.json", "evaluate.json"]])
-def test_bundle_configs_build_the_architecture_of_their_checkpoint(tmp_path, configs):
+def test_bundle_configs_build_the_architecture_of_their_checkpoint(tmp_path, configs, checkpoints):
     # python -m monai.bundle run --config_file inference.json (or evaluate.json) --ckpt_path x.pt
     from hipposeg.bundle import parse_bundle
 
     for skip in (False, True):
-        ckpt = tmp_path / f"skip_{skip}.pt"
-        torch.save(build_network(in_channels=3, num_classes=3, full_res_skip=skip).state_dict(), ckpt)
-        parser = parse_bundle(configs, overrides={"ckpt_path": str(ckpt)})
+        parser = parse_bundle(configs, overrides={"ckpt_path": str(checkpoints["skip" if skip else "plain"])})
         assert isinstance(_core(parser), FullResolutionUnet) is skip
-    ckpt = tmp_path / "scaled.pt"
-    torch.save(build_network(in_channels=3, num_classes=3, input_scale=1.5).state_dict(), ckpt)
-    net = _core(parse_bundle(configs, overrides={"ckpt_path": str(ckpt)}))
+    net = _core(parse_bundle(configs, overrides={"ckpt_path": str(checkpoints["scaled"])}))
     assert float(net.input_scale) == 1.5
     # a missing checkpoint builds the default network; loading the weights then names the file
     parser = parse_bundle(configs, overrides={"ckpt_path": str(tmp_path / "missing.pt")})
