@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +19,6 @@ from hipposeg.errors import InputError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mrihs_fixture import make_mrihs_fixture, name5  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 LABELS = {"0": "background", "1": "left", "2": "right"}
 
 
@@ -292,13 +289,10 @@ def test_missing_root_or_original_is_an_input_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_import_mrihs(tmp_path):
+def test_cli_import_mrihs(tmp_path, cli):
     info = make_mrihs_fixture(tmp_path / "kaggle", n_train=3, n_test=1, n_slices=6, rows=40, cols=32)
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "hipposeg.cli", "import-mrihs", str(info["root"]), "-o", str(out),
-           "--spacing", "1", "1", "1.5"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    done = cli("import-mrihs", info["root"], "-o", out, "--spacing", "1", "1", "1.5")
     assert done.returncode == 0, done.stderr
     (broken,) = info["broken"]
     assert broken in done.stderr
@@ -308,8 +302,7 @@ def test_cli_import_mrihs(tmp_path):
     np.testing.assert_allclose(nii.affine, np.diag([1.0, 1.0, 1.5, 1.0]), atol=1e-6)
 
     missing = tmp_path / "no_such_root"
-    done = subprocess.run([sys.executable, "-m", "hipposeg.cli", "import-mrihs", str(missing), "-o",
-                           str(tmp_path / "out2")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    done = cli("import-mrihs", missing, "-o", tmp_path / "out2")
     assert done.returncode == 2
     assert str(missing) in done.stderr
     assert not (tmp_path / "out2").exists()
