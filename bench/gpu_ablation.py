@@ -58,9 +58,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-CONFIGS = REPO / "bundles" / "hipposeg" / "configs"
+from common import BENCH, CONFIGS, REPO, config_arg, paired, shown_command
+
 REFERENCE = BENCH / "configs" / "reference_recipe.json"
 
 # keys of the reference overlay that make up its optimisation recipe (the "plateau" variant)
@@ -137,16 +136,6 @@ def variant_train_overrides(name: str, args) -> dict:
     return out
 
 
-def _config_arg(files: list[Path]) -> str:
-    return "[" + ",".join(f"'{p}'" for p in files) + "]"
-
-
-def _shown(cmd: list[str]) -> str:
-    """The command as recorded: ``python -m ...`` with paths inside the repository made relative."""
-    text = " ".join(shlex.quote(c) for c in ["python"] + cmd[1:])
-    return text.replace(str(REPO) + "/", "")
-
-
 def _write_json(path: Path, data) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n")
@@ -164,7 +153,7 @@ class Job:
 
     @property
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(self.files)]
+        return [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_arg([str(f) for f in self.files])]
 
     def launch(self, env: dict) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -217,11 +206,18 @@ def make_train_job(name: str, args, runs: Path, notb: Path | None, max_minutes: 
 
 
 def make_eval_job(name: str, trained: str, eval_set: dict, about: str, args, runs: Path, notb: Path | None) -> Job:
+    """Score a trained variant as ``bench/accuracy.py`` does: ``inference.json`` + ``evaluate.json`` (its overlay),
+    with the variant's settings that inference knows (``context``, ``inference_axes``, ... and an overlay's
+    ``validate#inferer``), the checkpoint alone."""
+    from accuracy import inference_overrides
+
     out = runs / trained / ("eval" if name == trained else f"eval_{name.split('@', 1)[-1]}")
-    overrides = {**common_overrides(args), **variant_train_overrides(trained, args), **eval_set,
-                 "ckpt_path": str(runs / trained / "model.pt"), "output_dir": str(out)}
-    files = [CONFIGS / "train.json"] + ([notb] if notb else []) + list(TRAIN_VARIANTS[trained].get("overlays", []))
-    files += [CONFIGS / "evaluate.json", _write_json(out / "variant_eval.json", overrides)]
+    known = {**json.loads((CONFIGS / "inference.json").read_text()), **json.loads((CONFIGS / "evaluate.json").read_text())}
+    settings = {**common_overrides(args), **variant_train_overrides(trained, args)}
+    overrides = {**{k: v for k, v in settings.items() if k in known},
+                 **inference_overrides([str(p) for p in TRAIN_VARIANTS[trained].get("overlays", [])]), **eval_set,
+                 "ckpt_path": str(runs / trained / "model.pt"), "output_dir": str(out), "use_partner": False}
+    files = [CONFIGS / "inference.json", CONFIGS / "evaluate.json", _write_json(out / "variant_eval.json", overrides)]
     row = {"variant": name, "kind": "train" if name == trained else "inference", "about": about,
            "trained": trained, "eval_overrides": eval_set}
     return Job(name, "eval", files, out, out / "eval.log", row)
@@ -261,15 +257,13 @@ def read_cases(out: Path) -> dict[str, dict]:
 
 
 def paired_delta(cases: dict, base: dict, key: str = "dice_whole") -> dict | None:
-    common = [c for c in cases if c in base and key in cases[c] and key in base[c]
-              and math.isfinite(cases[c][key]) and math.isfinite(base[c][key])]
-    if len(common) < 2 or cases is base:
+    """``common.paired`` of one metric, with how many volumes got better and worse."""
+    a, b = ({c: v[key] for c, v in side.items() if key in v} for side in (cases, base))
+    p = None if cases is base else paired(a, b)
+    if p is None:
         return None
-    d = [cases[c][key] - base[c][key] for c in common]
-    mean = sum(d) / len(d)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
-    return {"mean": mean, "se": sd / math.sqrt(len(d)), "n": len(d),
-            "better": sum(x > 0 for x in d), "worse": sum(x < 0 for x in d)}
+    d = [a[c] - b[c] for c in a if c in b and math.isfinite(a[c]) and math.isfinite(b[c])]
+    return {"mean": p[0], "se": p[1], "n": p[2], "better": sum(x > 0 for x in d), "worse": sum(x < 0 for x in d)}
 
 
 def status_text(r: dict) -> str:
@@ -461,7 +455,7 @@ def main(argv=None) -> int:
         if rc == 0 and hist.get("epochs_done", 0) < job.row["epochs_planned"]:
             status = "stopped early by time budget"
         row = add_row(job.name, {**job.row, **hist, "train_wall_s": round(job.end - job.start, 1),
-                                 "train_command": _shown(job.command), "train_status": status})
+                                 "train_command": shown_command(job.command), "train_status": status})
         if rc != 0 and not job.killed:
             row["log_tail"] = job.log_tail()
         print(f"[{elapsed():6.1f}s] train {job.name}: {status}, {hist.get('epochs_done', 0)} epochs, "
@@ -484,7 +478,7 @@ def main(argv=None) -> int:
         rc = job.poll()
         summary_path = job.workdir / "summary.json"
         row = add_row(job.name, {**job.row, "eval_wall_s": round(job.end - job.start, 1),
-                                 "eval_command": _shown(job.command)})
+                                 "eval_command": shown_command(job.command)})
         if rc == 0 and summary_path.is_file():
             row["summary"] = json.loads(summary_path.read_text())
             row["_cases"] = read_cases(job.workdir)
