@@ -152,3 +152,20 @@ def test_gpu_ablation_table():
     assert "| `2d` | train | context 1 | 2/4 | – | 0.8500 | – | – | – | -0.0300 ± 0.0000 | train timeout at 2/4 epochs; " \
            "eval ok |" in text
     assert "| `default` | train | bundle defaults | 4 | 300 | 0.8800 |" in text
+
+
+def test_thick_slices_table(tmp_path):
+    import thick_slices
+
+    cells = [{"thickness_mm": t, "axis": a, "mean_loss": 0.01 * (a + 1), "max_loss": 0.1} for t in (1.6, 2.0)
+             for a in (0, 1, 2)]
+    result = {"checkpoint": "bundles/hipposeg/models/model.pt", "partner_checkpoint": None, "date": "2026-12-07 10:00",
+              "command": "python bench/thick_slices.py", "n_cases": 42, "profile": thick_slices.CURRENT_PROFILE,
+              "summary": cells, "rows": [{"dice_1mm_native": 0.9}, {"dice_1mm_native": 0.8}]}
+    (tmp_path / "thick_slices.json").write_text(json.dumps(result))
+    (tmp_path / "thick_slices_partial.json").write_text(json.dumps({**result, "n_cases": 5}))  # not a full run
+    lines = thick_slices.build_table(tmp_path).splitlines()
+    assert lines[-1] == ("| bundles/hipposeg/models/model.pt (2026-12-07) | `python bench/thick_slices.py` | 0.850 | "
+                         + " | ".join(f"+{0.01 * (a + 1):.3f} (+0.10)" for _ in (1.6, 2.0) for a in (0, 1, 2))
+                         + " | +0.020 |")
+    assert thick_slices.build_table(tmp_path / "empty") is None
