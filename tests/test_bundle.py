@@ -1,4 +1,6 @@
-"""The bundle, run the way a user runs it: ``python -m monai.bundle ...`` in a subprocess, from another folder."""
+"""The bundle, run the way a user runs it: the shared training and the two-process training as ``python -m
+monai.bundle ...`` in a subprocess, from another folder; the other workflows through
+:func:`hipposeg.bundle.run_workflow` (MONAI's ``monai.bundle.run``, what that command calls) in this process."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from conftest import BUNDLE, run_cli
+from hipposeg.bundle import run_workflow
 
 CONFIGS = BUNDLE / "configs"
 SMALL = ["--max_cases", "4", "--num_threads", "2"]
@@ -60,12 +63,11 @@ def test_training_stops_at_its_time_limit_resumes_and_logs_validation(trained):
     assert any(k.startswith("encoder.") for k in state)
 
 
-def test_training_on_every_case_skips_validation_and_saves_the_final_epoch(tmp_path):
+def test_training_on_every_case_skips_validation_and_saves_the_final_epoch(tmp_path, cli):
     """``hipposeg train --fold -1`` (the bundle's ``fold: null``): no validation fold, so no validation runs and
     model.pt is the last epoch's network, the weights in checkpoint_final.pt, written when training completes.
     Without --output-dir everything goes to ./runs of the working directory, not into the installed bundle."""
-    result = run_cli("-m", "hipposeg.cli", "train", "--fold", "-1", "--epochs", "1", "--set", "max_cases=2",
-                     cwd=tmp_path)
+    result = cli("train", "--fold", "-1", "--epochs", "1", "--set", "max_cases=2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     history = json.loads((tmp_path / "runs" / "history.json").read_text())["epochs"]
     assert [e["epoch"] for e in history] == [1]
@@ -92,10 +94,9 @@ def test_inference_writes_masks_in_the_input_geometry(trained, msd, tmp_path):
     for case in ("hippocampus_001", "hippocampus_004"):
         (inputs / f"{case}.nii.gz").write_bytes((msd / "imagesTr" / f"{case}.nii.gz").read_bytes())
     _lps_copy(msd / "imagesTr" / "hippocampus_004.nii.gz", inputs / "lps_004.nii.gz")
-    result = bundle("run", "--config_file", str(CONFIGS / "inference.json"), "--dataset_dir", str(inputs),
-                    "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(trained.dir / "models" / "model.pt"),
-                    "--save_probabilities", "true", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_workflow(["inference.json"], overrides={"dataset_dir": str(inputs), "output_dir": str(tmp_path / "out"),
+                                                "ckpt_path": str(trained.dir / "models" / "model.pt"),
+                                                "save_probabilities": True})
     for src in sorted(inputs.iterdir()):
         case = src.name[: -len(".nii.gz")]
         seg = nib.load(tmp_path / "out" / f"{case}_seg.nii.gz")
@@ -162,17 +163,12 @@ def test_mrihs_trains_and_infers_by_override_only(tmp_path):
     assert len(report.imported) == 4
     cases = json.loads((tmp_path / "mrihs" / "manifest.json").read_text())["cases"]
     fold = next(c["fold"] for c in cases if c["split"] == "train")
-    common = ["--dataset", "mrihs", "--dataset_dir", str(tmp_path / "mrihs"), "--slice_axes", "[2]",
-              "--inference_axes", "[2]"]
-    result = bundle("run", "--config_file", str(CONFIGS / "train.json"), *common, "--fold", str(fold),
-                    "--epochs", "1", "--output_dir", str(tmp_path / "runs"), "--ckpt_dir", str(tmp_path / "models"),
-                    cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    result = bundle("run", "--config_file", str(CONFIGS / "inference.json"), *common[:2],
-                    "--dataset_dir", str(tmp_path / "mrihs" / "imagesTs"), "--inference_axes", "[2]",
-                    "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(tmp_path / "models" / "model.pt"),
-                    cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_workflow(["train.json"], overrides={
+        "dataset": "mrihs", "dataset_dir": str(tmp_path / "mrihs"), "slice_axes": [2], "inference_axes": [2],
+        "fold": fold, "epochs": 1, "output_dir": str(tmp_path / "runs"), "ckpt_dir": str(tmp_path / "models")})
+    run_workflow(["inference.json"], overrides={
+        "dataset": "mrihs", "dataset_dir": str(tmp_path / "mrihs" / "imagesTs"), "inference_axes": [2],
+        "output_dir": str(tmp_path / "out"), "ckpt_path": str(tmp_path / "models" / "model.pt")})
     src = next((tmp_path / "mrihs" / "imagesTs").iterdir())
     seg = nib.load(tmp_path / "out" / src.name.replace(".nii.gz", "_seg.nii.gz"))
     assert seg.shape == nib.load(src).shape == (60, 70, 10)
