@@ -51,14 +51,14 @@ import math
 import os
 import platform
 import re
-import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import BENCH, CONFIGS, REPO, config_arg, paired, shown_command
+from common import BENCH, CONFIGS, REPO, config_arg, paired, shown_command, this_command, write_result
+from hipposeg.data.writers import write_text
 
 REFERENCE = BENCH / "configs" / "reference_recipe.json"
 
@@ -137,9 +137,7 @@ def variant_train_overrides(name: str, args) -> dict:
 
 
 def _write_json(path: Path, data) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    return path
+    return write_result(path, data)  # atomic: results files are published
 
 
 # ----------------------------------------------------------------------------------------------- jobs
@@ -364,7 +362,7 @@ def render(path: Path) -> None:
     result = json.loads(path.read_text())
     for r in result["rows"]:
         r["status"] = status_text(r)
-    path.with_suffix(".md").write_text(markdown(result))
+    write_text(path.with_suffix(".md"), markdown(result), overwrite=True)
     print(path.with_suffix(".md").read_text())
 
 
@@ -388,7 +386,7 @@ def main(argv=None) -> int:
                MKL_NUM_THREADS=str(args.num_threads or 1))
     elapsed = lambda: time.perf_counter() - t0  # noqa: E731
 
-    command = "python bench/gpu_ablation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = this_command(__file__, argv)
     result = {"meta": {"device_name": device_name(args.device), "date": time.strftime("%Y-%m-%d %H:%M"),
                        "epochs": args.epochs, "parallel": args.parallel, "eval_parallel": args.eval_parallel,
                        "num_workers": args.num_workers, "num_threads": args.num_threads, "max_cases": args.max_cases,
@@ -420,7 +418,7 @@ def main(argv=None) -> int:
                                                      for c, m in rows[n].get("_cases", {}).items() if "dice_whole" in m}}
                           for n in order]
         _write_json(args.out_dir / f"{args.out_name}.json", result)
-        (args.out_dir / f"{args.out_name}.md").write_text(markdown(result))
+        write_text(args.out_dir / f"{args.out_name}.md", markdown(result), overwrite=True)
 
     external_base = {}
     if args.base_json and "default" not in args.variants:
