@@ -102,6 +102,11 @@ ROWS: dict[str, dict] = {
     "v1-axis2": {"about": "v1 model, axial slices only", "from": "v1", "eval": {"inference_axes": [2]}},
     "v1-no-lcc": {"about": "v1 model, consensus, no largest-component step", "from": "v1",
                   "eval": {"keep_largest": False}},
+    "shipped-no-lcc": {"about": "the shipped default without the largest-component step (v1-no-lcc and the GPU "
+                                "ablation's no-lcc passed keep_largest as the string 'false', which left the step on)",
+                       "from": "default-thick", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
+                       "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt"),
+                                "keep_largest": False}},
     "v1-tta": {"about": "v1 model, consensus + left-right flip TTA", "from": "v1", "eval": {"flip_tta": True}},
     "v2-tta": {"about": "v2 model, consensus + left-right flip TTA", "from": "v2", "eval": {"flip_tta": True}},
     "shipped": {"about": "the shipped default (0.6.0, hipposeg segment without --model): models/model.pt "
@@ -206,19 +211,34 @@ def export_final_weights(run_dir: Path) -> Path:
     return run_dir / "model_final.pt"
 
 
+def inference_overrides(overlays: list[str]) -> dict:
+    """What a row's training overlays change at inference: their top-level keys that ``inference.json`` also has
+    (``network_def``, ``context``, ``inference_axes``, ``keep_largest``, ...) and their validation inferer
+    (``validate#inferer``) as the inferer; keys of training-only sections (``train#...``) do not apply."""
+    inference = json.loads((CONFIGS / "inference.json").read_text())
+    out = {}
+    for overlay in overlays:
+        content = json.loads(Path(overlay_path(overlay)).read_text())
+        out.update({k: v for k, v in content.items() if k in inference and k != "imports"})
+        if "validate#inferer" in content:
+            out["inferer"] = content["validate#inferer"]
+    return out
+
+
 def evaluate_row(name: str) -> dict:
+    """Score a row's checkpoint on its validation fold through ``inference.json`` + ``evaluate.json``: the inference
+    recipe users run, masks put back in each input's own grid, then compared with the ground truth there. The
+    checkpoint runs alone unless the row names a ``partner_ckpt_path`` (then ``use_partner`` is set explicitly)."""
     row = ROWS[name]
     trained = row.get("from", name)
     base = ROWS[trained]
     out = RUNS / name / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    # evaluate.json before the row's overlays, so an overlay that replaces the inferer replaces it whole
-    files = [str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")]
-    files += [overlay_path(o) for o in base["overlays"]]
+    files = [str(CONFIGS / "inference.json"), str(CONFIGS / "evaluate.json")]
     weights = "model_final.pt" if base.get("final_epoch") else "model.pt"
+    evaluation = {**inference_overrides(base["overlays"]), **row.get("eval", {})}
     overrides = {"ckpt_path": row.get("ckpt", str(RUNS / trained / weights)), "output_dir": str(out),
-                 "fold": base.get("fold", 0),
-                 **base.get("train", {}), **row.get("eval", {})}
+                 "fold": base.get("fold", 0), "use_partner": "partner_ckpt_path" in evaluation, **evaluation}
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
     wall = _run(cmd, out / "eval.log")
     summary = json.loads((out / "summary.json").read_text())
@@ -490,10 +510,11 @@ def main() -> None:
         if "from" not in ROWS[args.row] and not args.eval_only:
             result.update(train_row(args.row, args.minutes, args.epochs, parse_overrides(args.set)))
             result["train_bench_command"] = result["bench_command"]
-        elif (RESULTS / f"{args.row}.json").is_file():  # keep how the checkpoint was trained (train_*) and notes
+        elif (RESULTS / f"{args.row}.json").is_file():  # keep how the checkpoint was trained and notes
             previous = json.loads((RESULTS / f"{args.row}.json").read_text())
-            result.update({k: v for k, v in previous.items() if k.startswith("train_") or k == "note"})
-        result.update(history_facts(args.row))
+            trained = ("epochs", "time_to_val_dice_0.88_s", "best_val_whole_dice", "note")
+            result.update({k: v for k, v in previous.items() if k.startswith("train_") or k in trained})
+        result.update(history_facts(args.row))  # the training run's history, where this machine has it
         result.update(evaluate_row(args.row))
         write_result(RESULTS / f"{args.row}.json", result)
         s = result["summary"]

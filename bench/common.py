@@ -55,10 +55,18 @@ def config_arg(names: list[str]) -> str:
 
 
 def override_args(overrides: dict) -> list[str]:
-    """Bundle overrides as ``--key value`` arguments (values JSON-encoded unless they are strings)."""
+    """Bundle overrides as ``--key value`` arguments: strings as they are, booleans and None as Python literals
+    (``True``/``False``/``None``: ``fire``, which parses MONAI's command line, reads JSON's ``false`` as the string
+    "false", which a config's ``$not @key`` takes for true), everything else JSON-encoded."""
     out = []
     for key, value in overrides.items():
-        out += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+        if isinstance(value, str):
+            text = value
+        elif isinstance(value, bool) or value is None:
+            text = repr(value)
+        else:
+            text = json.dumps(value)
+        out += [f"--{key}", text]
     return out
 
 

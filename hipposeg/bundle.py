@@ -55,6 +55,20 @@ def shipped_partner(name: str | None, bundle_dir: str | Path | None = None) -> P
     return Path(bundle_dir or BUNDLE_DIR) / "models" / SHIPPED_MODELS[name][1]
 
 
+def switch(value) -> bool:
+    """A bundle's on/off override as a bool. ``python -m monai.bundle run --key false`` hands the config the string
+    "false" (``fire`` reads only Python's ``False`` as a boolean), which ``$not @key`` would take for true; the
+    strings true/false/1/0 (any case) are read as meant and anything else is an error naming the value."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", "none", ""):
+        return False
+    raise ValueError(f"expected a boolean (True/False), got {value!r}")
+
+
 def uses_partner_by_default(ckpt_path: str | Path, partner_ckpt_path: str | Path | None, ckpt_dir: str | Path) -> bool:
     """``inference.json``'s default ``use_partner``: true for the bundle's own pair (``ckpt_path`` is
     ``models/model.pt`` and ``models/model_3d.pt`` exists) and whenever a ``partner_ckpt_path`` other than the

@@ -149,6 +149,15 @@ def cmd_evaluate(args) -> int:
     manifest = load_manifest()
     if not manifest.entry(args.dataset).get("labels"):
         raise InputError(manifest.path, f"dataset {args.dataset!r} has no label names to evaluate against")
+    if args.fold is not None:
+        if args.pred_dir or args.gt_dir:
+            raise InputError(None, "evaluate takes PRED_DIR GT_DIR, or --fold N (a model on a validation fold), "
+                                   "not both")
+        return _evaluate_fold(args)
+    if not (args.pred_dir and args.gt_dir):
+        raise InputError(None, "evaluate needs PRED_DIR and GT_DIR (or --fold N)")
+    if args.model:
+        raise InputError(None, "--model goes with --fold (PRED_DIR holds masks some model already made)")
     labels = manifest.label_names(args.dataset)
     pairs, unpaired = pair_folders(args.pred_dir, args.gt_dir)
     rows, terms, failed = [], [], list(unpaired)
@@ -174,6 +183,40 @@ def cmd_evaluate(args) -> int:
         print(f"{len(rows)} case(s): mean Dice whole {summary['dice_whole']['mean']:.4f}, "
               f"HD95 {summary['hd95_whole_mm']['mean']:.2f} mm", file=sys.stderr)
     return EXIT_BAD_INPUT if failed else EXIT_OK
+
+
+def _evaluate_fold(args) -> int:
+    """``hipposeg evaluate --fold N [--model M]``: the bundle's evaluate.json (an overlay of inference.json) on the
+    validation fold N, the model chosen as every door chooses it; the report as for PRED_DIR GT_DIR."""
+    import json
+    import tempfile
+
+    from hipposeg.bundle import resolve_model, run_workflow
+    from hipposeg.data.writers import check_writable, write_text
+
+    bundle_dir, model_overrides = resolve_model(args.model)
+    if args.output:  # refused before the model runs
+        for path in (Path(args.output), Path(args.output).with_suffix(".summary.json")):
+            check_writable(path, args.overwrite)
+    overrides = {"dataset": args.dataset, "fold": args.fold, **model_overrides}
+    if args.max_cases:
+        overrides["max_cases"] = args.max_cases
+    if args.data_root:
+        overrides["data_root"] = str(Path(args.data_root).resolve())
+    with tempfile.TemporaryDirectory(prefix="hipposeg_eval_") as tmp:
+        run_workflow(["inference.json", "evaluate.json"], bundle_dir, {**overrides, "output_dir": tmp})
+        table = (Path(tmp) / "metrics.csv").read_text()
+        summary = json.loads((Path(tmp) / "summary.json").read_text())
+    if args.output:
+        summary_path = Path(args.output).with_suffix(".summary.json")
+        write_text(args.output, table, overwrite=args.overwrite)
+        write_text(summary_path, json.dumps(summary, indent=1) + "\n", overwrite=args.overwrite)
+        print(f"wrote {args.output} and {summary_path}")
+    else:
+        print(table, end="")
+    print(f"{summary['n_cases']} case(s) of fold {args.fold}: mean Dice whole {summary['dice_whole']['mean']:.4f}, "
+          f"HD95 {summary['hd95_whole_mm']['mean']:.2f} mm", file=sys.stderr)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- train / infer (bundle doors)
@@ -305,9 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bids)
 
-    p = sub.add_parser("evaluate", help="per-case Dice, HD95 and volumes of predictions against ground truth")
-    p.add_argument("pred_dir")
-    p.add_argument("gt_dir")
+    p = sub.add_parser("evaluate", help="per-case Dice, HD95 and volumes of predictions against ground truth, "
+                                         "or of a model on a validation fold (--fold)")
+    p.add_argument("pred_dir", nargs="?", help="folder of masks (<case>_seg.nii.gz or <case>.nii.gz)")
+    p.add_argument("gt_dir", nargs="?", help="folder of ground-truth label maps (<case>.nii.gz)")
+    p.add_argument("--fold", type=int, help="instead of folders: segment the validation fold N of --dataset with "
+                                            "--model through the bundle's evaluate.json and score it")
+    p.add_argument("--model", help="with --fold: a shipped model's name, a bundle folder or a checkpoint (as for "
+                                   "segment; default: the default model)")
+    p.add_argument("--data-root", help="with --fold: where the datasets live")
+    p.add_argument("--max-cases", type=int, help="with --fold: only the fold's first N cases (a quick look)")
     p.add_argument("-o", "--output", help="report CSV (a .summary.json is written beside it); default: stdout")
     p.add_argument("--dataset", default="msd_hippocampus", help="label names come from this manifest entry")
     p.add_argument("--overwrite", action="store_true")

@@ -11,6 +11,8 @@ runs the whole network on upsampled slices instead (:class:`ScaledInputNet`), so
 
 from __future__ import annotations
 
+import functools
+
 from pathlib import Path
 
 import torch
@@ -136,9 +138,18 @@ class ScaledInputNet(nn.Module):
 
 
 def _read_state(path: Path, map_location="cpu") -> dict:
-    """The state dict inside a checkpoint file; a missing or unreadable file is an :class:`InputError`."""
+    """The state dict inside a checkpoint file; a missing or unreadable file is an :class:`InputError`.
+
+    Read from disk once per process and file version: the bundle asks twice (the architecture it implies, then the
+    weights), and a cohort run builds its networks once. Callers must not modify the returned tensors."""
     if not path.is_file():
         raise InputError(path, "model checkpoint not found")
+    stat = path.stat()
+    return _read_state_cached(path.resolve(), stat.st_mtime_ns, stat.st_size, str(map_location))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_state_cached(path: Path, mtime_ns: int, size: int, map_location: str) -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:

@@ -100,10 +100,10 @@ def load_segmenter(model: str | Path | None = None, *, partner: str | Path | Non
     (:func:`hipposeg.bundle.resolve_model`: a shipped model's name, a bundle folder, a checkpoint file, or None for
     the bundle's default); ``overrides`` are any other ``inference.json`` keys. The network (weights loaded by the
     config), inferer and post-processing are the config's own, whatever they are."""
-    from hipposeg.bundle import parse_bundle, resolve_model
+    from hipposeg.bundle import parse_bundle, resolve_model, switch
 
     bundle_dir, model_overrides = resolve_model(model, bundle_dir, partner=partner)
-    values = {"device": f"$torch.device({str(device)!r})", "preprocessing#load": False, **model_overrides,
+    values = {"device": f"$torch.device({str(device)!r})", "load_images": False, **model_overrides,
               **(overrides or {})}
     if flip_tta is not None:
         values["flip_tta"] = bool(flip_tta)
@@ -111,7 +111,7 @@ def load_segmenter(model: str | Path | None = None, *, partner: str | Path | Non
         values["batch_size"] = int(batch_size)
     parser = parse_bundle(["inference.json"], bundle_dir, values)
     content = parser.get_parsed_content
-    partner_path = content("partner_ckpt_path") if content("use_partner") else None
+    partner_path = content("partner_ckpt_path") if switch(content("use_partner")) else None
     return Segmenter(network=content("network"), preprocessing=content("preprocessing"), inferer=content("inferer"),
                      postprocessing=content("postprocessing"), device=device, label_names=content("label_names"),
                      checkpoint=str(Path(content("ckpt_path")).resolve()),

@@ -152,3 +152,25 @@ def test_bundle_workflows_have_every_property_monai_requires(config, workflow_ty
     workflow = create_workflow(config_file=files if len(files) > 1 else files[0], workflow_type=workflow_type,
                                bundle_root=str(BUNDLE))
     assert not workflow.check_properties()
+
+
+def test_hipposeg_evaluate_fold_runs_evaluate_json_with_the_model_named(tmp_path, capsys):
+    """``hipposeg evaluate --fold N --model M``: the evaluate door takes the model as every door does; its rows are
+    evaluate.json's (the same cases and Dice as the bundle run with resolve_model's overrides)."""
+    from hipposeg.bundle import resolve_model, run_workflow
+    from hipposeg.cli import main
+
+    report = tmp_path / "core.csv"
+    assert main(["evaluate", "--fold", "0", "--model", "core", "--max-cases", "2", "-o", str(report)]) == 0
+    rows = list(csv.DictReader(open(report)))
+    assert json.loads(report.with_suffix(".summary.json").read_text())["n_cases"] == len(rows) == 2
+    _, overrides = resolve_model("core")
+    run_workflow(["inference.json", "evaluate.json"], overrides={
+        **overrides, "fold": 0, "max_cases": 2, "output_dir": str(tmp_path / "bundle")})
+    bundle = list(csv.DictReader(open(tmp_path / "bundle" / "metrics.csv")))
+    assert [(r["case"], r["dice_whole"]) for r in rows] == [(r["case"], r["dice_whole"]) for r in bundle]
+    capsys.readouterr()
+    assert main(["evaluate", "--fold", "0", "-o", str(report)]) == 2  # no overwrite without --overwrite
+    assert "exists" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), str(tmp_path), "--fold", "0"]) == 2
+    assert "not both" in capsys.readouterr().err

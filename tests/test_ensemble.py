@@ -191,3 +191,18 @@ def test_multi_axis_slice_inferer_alone():
     assert torch.equal(mirrored[0, 1] > 0.5, volume[0, 0] > 0.5)
     with pytest.raises(ValueError, match="expected volumes"):
         inferer(torch.zeros(1, 6, 10, 7), SliceProbe())
+
+
+def test_on_off_overrides_typed_on_monais_command_line_mean_what_they_say():
+    """``python -m monai.bundle run --use_partner false`` hands the config the string "false" (fire reads only
+    Python's False as a boolean): the bundle's switches read it as off, and refuse what is not a boolean."""
+    from hipposeg.bundle import parse_bundle, switch
+
+    assert [switch(v) for v in (True, "True", "true", "1", False, "False", "false", "0", "None")] == [True] * 4 + [False] * 5
+    with pytest.raises(ValueError, match="expected a boolean"):
+        switch("maybe")
+    parser = parse_bundle(["inference.json"], overrides={"use_partner": "false", "keep_largest": "false",
+                                                         "device": "cpu"})
+    assert type(parser.get_parsed_content("network")).__name__ == "Unet"
+    steps = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
+    assert "KeepLargestConnectedComponentd" not in steps and "Invertd" in steps
