@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 from common import BENCH, CONFIGS, REPO, RESULTS, RUNS, replace_block, write_result
-from common import config_arg as _config_arg, override_args as _args, paired as _paired, run_logged as _run, \
-    shown_command as _shown  # (evaluate_row's names)
+from common import bundle_command, paired, run_logged, shown_command
 from hipposeg.bundle import parse_overrides
 
 # name: (description, overlay configs under bench/configs, training overrides, evaluation overrides, trained row)
@@ -194,11 +193,11 @@ def train_row(name: str, minutes: float | None, epochs: int | None, extra: dict)
         overrides["max_minutes"] = minutes
     if epochs:
         overrides["epochs"] = epochs
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
-    wall = _run(cmd, out / "train.log")
+    cmd = bundle_command(files, overrides)
+    wall = run_logged(cmd, out / "train.log")
     if row.get("final_epoch"):
         export_final_weights(out)
-    return {"train_command": _shown(cmd), "train_wall_s": round(wall, 1)}
+    return {"train_command": shown_command(cmd), "train_wall_s": round(wall, 1)}
 
 
 def export_final_weights(run_dir: Path) -> Path:
@@ -239,10 +238,10 @@ def evaluate_row(name: str) -> dict:
     evaluation = {**inference_overrides(base["overlays"]), **row.get("eval", {})}
     overrides = {"ckpt_path": row.get("ckpt", str(RUNS / trained / weights)), "output_dir": str(out),
                  "fold": base.get("fold", 0), "use_partner": "partner_ckpt_path" in evaluation, **evaluation}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _config_arg(files), *_args(overrides)]
-    wall = _run(cmd, out / "eval.log")
+    cmd = bundle_command(files, overrides)
+    wall = run_logged(cmd, out / "eval.log")
     summary = json.loads((out / "summary.json").read_text())
-    return {"eval_command": _shown(cmd), "eval_wall_s": round(wall, 1), "summary": summary,
+    return {"eval_command": shown_command(cmd), "eval_wall_s": round(wall, 1), "summary": summary,
             **per_case_metrics(out / "metrics.csv")}
 
 
@@ -274,7 +273,7 @@ def compare_rows(row: str, base: str) -> None:
     a, b = (json.loads((RESULTS / f"{n}.json").read_text()) for n in (row, base))
     print(f"{row} minus {base}, paired over the same volumes (mean ± standard error, n):")
     for m in PAIRED:
-        p = _paired(a.get(f"per_case_{m}", {}), b.get(f"per_case_{m}", {}))
+        p = paired(a.get(f"per_case_{m}", {}), b.get(f"per_case_{m}", {}))
         print(f"  {m:22s} " + ("–" if p is None else f"{p[0]:+.4f} ± {p[1]:.4f} (n={p[2]})"))
     wa, wb = a.get("per_case_dice_whole", {}), b.get("per_case_dice_whole", {})
     worst = sorted((c for c in wa if c in wb), key=lambda c: -abs(wa[c] - wb[c]))[:3]
@@ -329,7 +328,7 @@ def paired_difference(row: dict, base: dict) -> str:
     """Mean per-volume difference of whole Dice, ``row`` minus ``base``, +- its standard error (the same volumes;
     case-sampling noise only, not seed-to-seed training noise)."""
     a, b = row.get("per_case_dice_whole"), base.get("per_case_dice_whole")
-    p = None if not a or not b or row is base else _paired(a, b)
+    p = None if not a or not b or row is base else paired(a, b)
     if p is None:
         return "–"
     shared = "" if p[2] == len(a) == len(b) else f" (n={p[2]})"
@@ -400,7 +399,7 @@ def _cv_cells(results: list[dict], by_recipe: dict[str, list[dict]]) -> str:
             continue
         # a pooled row whose baseline is not run on every fold yet: the paired difference on the folds both have
         common = [r for r in results if r["fold"] in {b["fold"] for b in base}]
-        p = _paired(_pooled(common, "dice_whole"), _pooled(base, "dice_whole"))
+        p = paired(_pooled(common, "dice_whole"), _pooled(base, "dice_whole"))
         only = f" (fold {'+'.join(str(b['fold']) for b in base)} only)" if len(common) < len(results) else ""
         cells.append("–" if p is None else f"{p[0]:+.4f} ± {p[1]:.4f}{only}")
     return " | ".join(cells)
@@ -441,52 +440,6 @@ def write_table() -> None:
         sys.exit(f"{readme}: the <!-- cv-table --> markers are missing")
 
 
-def write_bundle_results(row: str = "shipped") -> None:
-    """Copy the shipped model's validation numbers (and how they were made) into the bundle's docs/README.md and
-    the ``eval_metrics`` of its metadata.json."""
-    path = RESULTS / f"{row}.json"
-    docs = REPO / "bundles" / "hipposeg" / "docs" / "README.md"
-    if not path.is_file() or not docs.is_file():
-        return
-    r = json.loads(path.read_text())
-    trained = RESULTS / f"{ROWS[row].get('from', row)}.json"
-    if trained.is_file():  # training facts of the checkpoint this row evaluates
-        r = {**{k: v for k, v in json.loads(trained.read_text()).items() if k.startswith("train_")}, **r}
-    s = r["summary"]
-    lines = [
-        f"Validation fold 0 (42 volumes, scored per volume in 3D), from `{r['bench_command']}`:",
-        "",
-        "| metric | mean | median |",
-        "|---|---|---|",
-    ]
-    for key, label, digits in [("dice_whole", "Dice, whole hippocampus", 3), ("dice_anterior", "Dice, anterior", 3),
-                               ("dice_posterior", "Dice, posterior", 3), ("hd95_whole_mm", "HD95 (mm)", 2),
-                               ("abs_volume_error_mm3", "absolute volume error (mm³)", 0)]:
-        lines.append(f"| {label} | {_fmt(s, key, digits=digits)} | {_fmt(s, key, 'median', digits)} |")
-    nb = s.get("notebook_slice_dice", {}).get("mean")
-    if nb is not None:
-        lines += ["", f"The reference notebook's slice Dice (mean over batches of 32 non-empty axial slices, not a "
-                      f"volumetric Dice) is {nb:.3f} here, against the notebook's published 0.839 on its own test set."]
-    trained_row = ROWS[row].get("from", row)
-    lines += ["", f"Training: `python bench/accuracy.py --row {trained_row}` (as run then: "
-                  f"`{r.get('train_bench_command', '')}`, which ran `{r.get('train_command', '')}`) "
-                  f"— {r.get('epochs', '?')} epochs in {(r.get('train_elapsed_s') or 0) / 60:.0f} min on "
-                  f"{r.get('machine', '')}."]
-    note = json.loads(trained.read_text()).get("note") if trained.is_file() else None
-    if note:
-        lines += ["", f"Note on that run: {note}"]
-    lines += ["", "![training curve](training_curve.png)"]
-    from hipposeg.data.writers import write_text
-
-    meta_path = CONFIGS / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["eval_metrics"] = {f"mean_{key}": round(s[src]["mean"], 4) for key, src in
-                            [("dice_whole", "dice_whole"), ("dice_anterior", "dice_anterior"),
-                             ("dice_posterior", "dice_posterior"), ("hd95_whole_mm", "hd95_whole_mm")]}
-    write_text(meta_path, json.dumps(meta, indent=4, ensure_ascii=False) + "\n", overwrite=True)
-    replace_block(docs, "results", "\n".join(lines))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", choices=list(ROWS))
@@ -521,7 +474,16 @@ def main() -> None:
         print(f"{args.row}: Dice whole {_fmt(s, 'dice_whole')} anterior {_fmt(s, 'dice_anterior')} "
               f"posterior {_fmt(s, 'dice_posterior')} HD95 {_fmt(s, 'hd95_whole_mm', digits=2)} mm")
     write_table()
-    write_bundle_results()
+    publish_docs()  # every other block and metadata.json's figures from the results, as tools/publish_docs.py does
+
+
+def publish_docs() -> None:
+    sys.path.insert(0, str(REPO / "tools"))
+    from publish_docs import publish
+
+    _, errors = publish()
+    for line in errors:
+        print(f"docs: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Generated blocks of a Markdown file: the text between ``<!-- NAME -->`` and ``<!-- /NAME -->``.
 
-One implementation for ``tools/publish_docs.py`` and the bench scripts (``bench/markdown_block.py`` re-exports
-:func:`replace_block`). Files are rewritten atomically (``hipposeg.data.writers.write_text``).
+One implementation (:func:`replace_block`) for ``tools/publish_docs.py`` and the bench scripts (through
+``bench/common.py``). Files are rewritten atomically (``hipposeg.data.writers.write_text``).
 """
 
 from __future__ import annotations

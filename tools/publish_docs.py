@@ -295,33 +295,11 @@ def table_shipped_models(src: Sources) -> str:
     return "\n".join(lines)
 
 
-#: speed results shown in bench/README.md, by column title
-SPEED_FILES = {"`default` (`model.pt` + `model_3d.pt`)": "speed", "`default`, second run": "speed_ensemble",
-               "`core` (`model.pt`)": "speed_core", "`hires` (`model_hires.pt`)": "speed_hires"}
-
-
 def table_speed(src: Sources) -> str:
-    """bench/speed.py's own table (``speed_table``) once its results are in the engine-timing format; until then
-    the older results' table."""
+    """bench/speed.py's own table (``speed_table``) of its results (``TABLE_RESULTS``)."""
     speed = _bench("speed")
-    if hasattr(speed, "speed_table"):
-        new = {name: r for name, file in speed.TABLE_RESULTS.items()
-               if (r := src.load(file)) and "median_segment_s" in r}
-        if new:
-            return speed.speed_table(new)
-    runs = {title: src.load(name) for title, name in SPEED_FILES.items()}
-    stages = list(next(iter(runs.values()))["median_stage_s"])
-    rows = [("command", lambda r: f"`{r['command']}`"),
-            ("end-to-end", lambda r: f"{r['median_end_to_end_s']:.3f}"),
-            ("bare network forward", lambda r: f"{r['median_bare_forward_s']:.3f}"),
-            ("ratio end-to-end / bare forward", lambda r: f"{r['ratio']:.2f}"),
-            ("end-to-end per slicing direction", lambda r: f"{r['median_end_to_end_per_direction_s']:.3f}"),
-            ("stages: " + " / ".join(stages), lambda r: " / ".join(f"{r['median_stage_s'][s]:.4f}" for s in stages)),
-            ("volumes timed", lambda r: str(r["n_volumes"])),
-            ("machine", machine), ("torch", lambda r: r.get("torch", "not recorded"))]
-    lines = ["| median per volume (seconds) | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
-    lines += [f"| {label} | " + " | ".join(cell(r) for r in runs.values()) + " |" for label, cell in rows]
-    return "\n".join(lines)
+    results = {name: src.load(file) for name, file in speed.TABLE_RESULTS.items()}
+    return speed.speed_table({name: r for name, r in results.items() if r})
 
 
 def table_input_scale_cost(src: Sources) -> str:
