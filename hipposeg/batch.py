@@ -29,7 +29,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from hipposeg.data.manifest import sha256_of
 from hipposeg.data.writers import write_text
 from hipposeg.errors import OutputFolderError
 
@@ -56,11 +55,6 @@ class CaseFiles:
     def outputs(self) -> tuple[Path, ...]:
         """Everything a case writes, the row file last."""
         return self.seg, self.labels, self.qc, self.row
-
-
-#: sha256 of an input's content: the file's bytes, or for a folder (a DICOM series) the names and bytes of every file
-#: in it, in sorted order — hipposeg's one sha256 (:func:`hipposeg.data.manifest.sha256_of`).
-input_sha256 = sha256_of
 
 
 def row_record(case: str, input_path: str | Path, sha256: str, row: dict) -> dict:

@@ -346,25 +346,22 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
 
 
 def _start_distributed(device: str | None) -> tuple[int, int, str]:
-    """Join torchrun's process group (NCCL with GPUs, else gloo; a week's timeout, since a rank waits at the end
-    for the slowest shard); return (rank, world size, this rank's device)."""
+    """Join torchrun's process group (:func:`hipposeg.training.init_distributed`, the one DDP set-up: NCCL with GPUs,
+    else gloo; a week's timeout, since a rank waits at the end for the slowest shard); return (rank, world size,
+    this rank's device)."""
     import datetime
     import os
 
     import torch
     import torch.distributed as dist
 
+    from hipposeg.training import distributed_device, init_distributed
+
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         raise InputError(None, "--distributed needs torchrun (or RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set); "
                                "for a scheduler's array job use --shard I/N instead")
     cuda = torch.cuda.is_available() and device != "cpu"
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(days=7))
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if cuda:
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    else:
-        device = "cpu"
+    init_distributed(cuda=cuda, timeout=datetime.timedelta(days=7))
+    if not cuda:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
-    return dist.get_rank(), dist.get_world_size(), device
+    return dist.get_rank(), dist.get_world_size(), str(distributed_device(cuda))

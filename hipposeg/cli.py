@@ -306,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_import_mrihs)
 
-    p = sub.add_parser("segment", help="masks, volumes and QC pictures for NIfTI files, folders or DICOM series")
+    from hipposeg.qc_flags import help_text as qc_flags_help  # plain Python: --help stays fast
+
+    p = sub.add_parser("segment", help="masks, volumes and QC pictures for NIfTI files, folders or DICOM series",
+                       epilog=qc_flags_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", help="NIfTI files, folders of NIfTI files, DICOM series folders "
                                               "(none: the default demo data)")
     p.add_argument("-o", "--output", default="hipposeg_out", help="output folder (default: hipposeg_out)")

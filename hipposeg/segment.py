@@ -19,8 +19,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hipposeg.batch import (CaseFiles, FileLock, case_status, input_sha256, read_row_file, rebuild_volume_tables,
+from hipposeg.batch import (CaseFiles, FileLock, case_status, read_row_file, rebuild_volume_tables,
                             row_record, write_row_file)
+from hipposeg.data.manifest import sha256_of
 from hipposeg.data.readers import Image, case_name, check_volume, is_nifti, read_image
 from hipposeg.data.writers import check_output_folder, is_output_name, write_segmentation
 from hipposeg.errors import HippoSegError, InputError
@@ -148,7 +149,7 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
         from hipposeg.fullhead.icv import etiv_columns
 
         row.update(etiv_columns(row, row))
-    record = row_record(item.case, item.path, sha256 or input_sha256(item.path), row)
+    record = row_record(item.case, item.path, sha256 or sha256_of(item.path), row)
     written: list[Path] = []
     try:
         files.row.unlink(missing_ok=True)
@@ -222,7 +223,7 @@ def run_case(item: CaseInput, segmenter, out_dir: Path, run: SegmentRun, log: Ca
         return
     try:
         t0 = time.perf_counter()
-        sha256 = input_sha256(item.path)
+        sha256 = sha256_of(item.path)
         status = case_status(files, sha256)
         if status == "finished" and not overwrite:
             run.already_done.append(item.case)

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, SaveImaged
+from monai.transforms import AsDiscreted, Compose, SaveImaged
 
 from hipposeg.data.readers import Image
 from hipposeg.inference import WriteSegmentationd
@@ -41,6 +41,14 @@ def in_memory_steps(postprocessing: Callable) -> Compose:
     return Compose([t for t in steps if not isinstance(t, WRITER_TRANSFORMS)])
 
 
+def probability_steps(postprocessing: Compose) -> Compose:
+    """The steps of the in-memory post-processing before the first one that turns probabilities into labels
+    (``AsDiscreted``): for the bundle's recipe, ``Invertd`` and the copy of the probabilities into ``"prob"``."""
+    steps = list(postprocessing.transforms)
+    first_label_step = next((i for i, t in enumerate(steps) if isinstance(t, AsDiscreted)), len(steps))
+    return Compose(steps[:first_label_step])
+
+
 class Segmenter:
     """Network + preprocessing + inferer + post-processing, loaded once, applied to many images.
 
@@ -58,6 +66,7 @@ class Segmenter:
         self.network = network.to(device).eval()
         self.preprocessing, self.inferer = preprocessing, inferer
         self.postprocessing = in_memory_steps(postprocessing)
+        self.probability_steps = probability_steps(self.postprocessing)
         self.device = torch.device(device)
         self.label_names = label_names or {0: "background", 1: "anterior", 2: "posterior"}
         self.checkpoint = checkpoint  # the weights file, recorded in volumes.csv
@@ -65,26 +74,38 @@ class Segmenter:
 
     @torch.inference_mode()
     def predict_probabilities(self, image: Image) -> np.ndarray:
-        """Class probabilities ``(C, *image.shape)`` on the image's own grid."""
-        return self.segment(image, return_probabilities=True).probabilities
+        """Class probabilities ``(C, *image.shape)`` on the image's own grid: the post-processing up to the step that
+        keeps them (:func:`probability_steps`), without the argmax and largest component, whose labels a caller that
+        wants probabilities (the whole-head path makes its labels once, on the scan grid) would throw away."""
+        data = self.probability_steps(self._predict(image)[0])
+        probabilities = np.asarray(_array(data["prob"]), dtype=np.float32)
+        if probabilities.shape[1:] != image.shape:
+            raise RuntimeError(f"{image.path}: probabilities of shape {probabilities.shape} for input {image.shape}")
+        return probabilities
 
-    @torch.inference_mode()
-    def segment(self, image: Image, return_probabilities: bool = False) -> Segmentation:
+    def _predict(self, image: Image) -> tuple[dict, float, float]:
+        """``{"image": preprocessed, "pred": the inferer's probabilities}`` and the seconds of both steps."""
         t0 = time.perf_counter()
         tensor = MetaTensor(torch.as_tensor(np.asarray(image.array, dtype=np.float32)),
                             affine=torch.as_tensor(image.affine, dtype=torch.float64))
         data = self.preprocessing({"image": tensor})
         t1 = time.perf_counter()
         prob = self.inferer(data["image"].to(self.device)[None], self.network)[0].cpu()
-        t2 = time.perf_counter()
         data["pred"] = MetaTensor(prob, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+        return data, t1 - t0, time.perf_counter() - t1
+
+    @torch.inference_mode()
+    def segment(self, image: Image, return_probabilities: bool = False) -> Segmentation:
+        data, preprocess_s, predict_s = self._predict(image)
+        t2 = time.perf_counter()
         data = self.postprocessing(data)
         labels = np.asarray(_array(data["pred"])[0], dtype=np.uint8)
         t3 = time.perf_counter()
         if labels.shape != image.shape:
             raise RuntimeError(f"{image.path}: prediction shape {labels.shape} differs from input {image.shape}")
         probabilities = np.asarray(_array(data["prob"]), dtype=np.float32) if return_probabilities else None
-        return Segmentation(labels, probabilities, {"preprocess": t1 - t0, "predict": t2 - t1, "postprocess": t3 - t2})
+        return Segmentation(labels, probabilities, {"preprocess": preprocess_s, "predict": predict_s,
+                                                    "postprocess": t3 - t2})
 
 
 def _array(value) -> np.ndarray:

@@ -80,16 +80,16 @@ def test_rerun_redoes_only_changed_and_half_written_cases(synthetic, tmp_path):
     run, _ = _segment([synthetic], out)
     assert run.done == ["a", "b", "c"] and _table_cases(out) == _masks(out) == _row_files(out) == ["a", "b", "c"]
     record = json.loads((out / "a_volumes.json").read_text())
-    from hipposeg.batch import input_sha256
+    from hipposeg.data.manifest import sha256_of
 
-    assert record["input"] == str(synthetic / "a.nii.gz") and record["input_sha256"] == input_sha256(synthetic / "a.nii.gz")
+    assert record["input"] == str(synthetic / "a.nii.gz") and record["input_sha256"] == sha256_of(synthetic / "a.nii.gz")
     _volume(synthetic / "a.nii.gz", 99)  # new content under the same name
     (out / "b_volumes.json").unlink()  # as if a run had been killed after writing b's mask
     run, lines = _segment([synthetic], out)
     assert sorted(run.done) == ["a", "b"] and run.already_done == ["c"]
     assert any(l.startswith("redo: a:") and "changed" in l for l in lines), lines
     assert any(l.startswith("redo: b:") and "unfinished" in l for l in lines), lines
-    assert json.loads((out / "a_volumes.json").read_text())["input_sha256"] == input_sha256(synthetic / "a.nii.gz")
+    assert json.loads((out / "a_volumes.json").read_text())["input_sha256"] == sha256_of(synthetic / "a.nii.gz")
     run, lines = _segment([synthetic / "a.nii.gz"], out, overwrite=True)
     assert run.done == ["a"] and not lines
     assert _table_cases(out) == _masks(out) == ["a", "b", "c"]  # the table covers the folder, not just this run

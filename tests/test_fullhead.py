@@ -37,9 +37,10 @@ from hipposeg.qc_flags import QC_FLAGS
 from hipposeg.volumes import reference_volume_ranges, volume_row
 
 SUBJECTS = ("colin27", "candi030", "bert")
-SECONDS_PER_SCAN = 10.0  # the issue's budget, reading and writing included, 2 cores
-MODEL_FLOOR = 0.55  # shipped model 0.3.0 (lowest measured 0.667), whole-head Dice per side: a regression floor, below the issue's 0.75
-MODEL_MOVED_DIFF = 0.05  # shipped model 0.3.0, cubic crop sampling: bench copies within 0.016; the issue asks 0.03
+# the shipped default, whole-head Dice per side (bench/results/fullhead.json, 0.6.x models): lowest 0.744 on the
+# originals, 0.735 on moved copies, 0.729 on 2 mm thick copies; a floor a little below the lowest
+MODEL_FLOOR = 0.70
+MODEL_MOVED_DIFF = 0.03  # moved copies differ from the original by at most 0.021 (bench); the issue's bound
 _REGISTRATIONS: dict = {}
 _SCANS: dict = {}
 
@@ -396,22 +397,6 @@ def test_qc_reports_and_flags(fullhead_root, tmp_path):
     assert img.shape == image.shape and np.allclose(img.affine, image.affine)
     np.testing.assert_array_equal(np.asarray(img.dataobj), good.labels)
     assert json.loads(qc.read_text())["qc"]["sides"]["left"]["volume_mm3"] > 0
-
-
-def test_end_to_end_speed(fullhead_root, tmp_path):
-    """Read, register, crop, predict (oracle: no model cost), map back, write: within the budget."""
-    import time
-
-    times = []
-    for subject in ("candi030", "bert"):
-        t0 = time.perf_counter()
-        image = read_image(fullhead_root / subject / "t1.nii.gz")
-        result = segment_full_head(image, template_predictor)
-        write_result(result, tmp_path / f"{subject}.nii.gz")
-        times.append(time.perf_counter() - t0)
-        assert result.timings["registration_s"] < 15.0
-    # a loose bound for a loaded CI machine; bench/fullhead.py measures the real figure against the 10 s budget
-    assert max(times) < 2 * SECONDS_PER_SCAN, times
 
 
 def test_bundle_fullhead_config_runs_the_same_path(fullhead_root, tmp_path):

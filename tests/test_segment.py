@@ -289,7 +289,8 @@ def test_thick_slice_input_round_trips_exactly_through_preprocessing_and_invertd
 def test_segment_one_case_writes_the_row_file_last_and_cleans_up_a_failed_case(tmp_path, monkeypatch):
     from test_batch import ThresholdSegmenter, _volume
 
-    from hipposeg.batch import CaseFiles, input_sha256
+    from hipposeg.batch import CaseFiles
+    from hipposeg.data.manifest import sha256_of
     from hipposeg.errors import InputError
     from hipposeg.segment import CaseInput, segment_one_case
 
@@ -302,7 +303,7 @@ def test_segment_one_case_writes_the_row_file_last_and_cleans_up_a_failed_case(t
     assert all(p.is_file() for p in files.outputs())
     assert max(p.stat().st_mtime_ns for p in files.outputs()[:-1]) <= files.row.stat().st_mtime_ns
     assert json.loads(files.row.read_text()) == json.loads(json.dumps(record))
-    assert record["input_sha256"] == input_sha256(src)
+    assert record["input_sha256"] == sha256_of(src)
     labels = np.asanyarray(nib.load(files.seg).dataobj)
     assert record["row"]["volume_anterior_mm3"] == (labels == 1).sum() == 4 * 12 * 6
     assert json.loads(files.labels.read_text()) == {"0": "background", "1": "anterior", "2": "posterior"}

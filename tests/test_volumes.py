@@ -1,5 +1,5 @@
 """Tests of hipposeg.volumes (volumes, QC flags, reference ranges, volume tables, the CSV writer) and of the
-reference-range builder bench/volume_ranges.py."""
+reference-range builder tools/volume_ranges.py."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from hipposeg.errors import InputError, OutputExistsError
 from hipposeg.volumes import reference_volume_ranges, rows_to_csv, volume_row, write_volume_tables
 
 WIDE = {"low": 1.0, "high": 1e9}
-VOLUME_RANGES_SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "volume_ranges.py"
+VOLUME_RANGES_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "volume_ranges.py"
 
 
 def _volume_ranges_script():
-    """bench/volume_ranges.py as a module (bench/ is not a package)."""
+    """tools/volume_ranges.py as a module (tools/ is not a package)."""
     spec = importlib.util.spec_from_file_location("volume_ranges", VOLUME_RANGES_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -255,7 +255,7 @@ def test_volume_ranges_script_writes_keeps_other_datasets_and_refuses_overwrite(
     assert stored["datasets"]["other"] == {"low": 1, "high": 2}
     toy = stored["datasets"]["toy"]
     assert (toy["min"], toy["max"], toy["low"], toy["high"]) == (100.0, 300.0, 50.0, 450.0)
-    assert toy["command"].startswith("python bench/volume_ranges.py --labels")
+    assert toy["command"].startswith("python tools/volume_ranges.py --labels")
     (tmp_path / "bad.nii.gz").write_text("not an image")
     assert script.main(["--labels", str(tmp_path / "bad.nii.gz"), "-o", str(tmp_path / "new.json")]) == 2
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@ Flow of :func:`segment_full_head`::
     labels in the input geometry: 1 left anterior, 2 left posterior, 3 right anterior, 4 right posterior
 
 Orientation of the Task04 training crops (what a crop must look like)
-    Evidence: ``python bench/task04_orientation.py`` (results in ``bench/results/task04_orientation.json``).
+    Evidence: ``python bench/archive/task04_orientation.py`` (results in ``bench/archive/task04_orientation.json``).
     The Task04 files all carry an identity 1 mm affine (the header says RAS but holds no real scanner
     geometry), so the orientation has to be read from the anatomy in the labels:
 

@@ -1,6 +1,6 @@
 """Measure the reference hippocampus volume range behind the ``volume_out_of_range`` QC flag.
 
-    python bench/volume_ranges.py --labels '<data root>/msd_hippocampus/labelsTr/*.nii.gz' \
+    python tools/volume_ranges.py --labels '<data root>/msd_hippocampus/labelsTr/*.nii.gz' \
         --dataset msd_hippocampus --overwrite
 
 reads every label file of the glob (each must hold ONE hippocampus, as the MSD crops do), measures the volume
@@ -25,7 +25,7 @@ from hipposeg.errors import HippoSegError, InputError
 from hipposeg.volumes import VOLUME_RANGES_FILE, voxel_volume_mm3
 
 ABOUT = ("Reference hippocampus volumes (mm3) for the volume_out_of_range QC flag (hipposeg/volumes.py); "
-         "rebuilt by bench/volume_ranges.py")
+         "rebuilt by tools/volume_ranges.py")
 APPLIES_TO = "one hippocampus: the total of a one-sided label map, or each side of a left/right one"
 
 
@@ -67,7 +67,7 @@ def compute_reference_ranges(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python bench/volume_ranges.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/volume_ranges.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--labels", required=True, help="glob of label files, each with ONE hippocampus")
     parser.add_argument("--dataset", default="msd_hippocampus", help="manifest dataset name to store it under")
     parser.add_argument("-o", "--output", default=str(VOLUME_RANGES_FILE), help="ranges JSON to update")
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"training label files of {args.dataset} (one hippocampus per file); low = {args.low_factor} x min, "
             f"high = {args.high_factor} x max"
         )
-        ranges["command"] = "python bench/volume_ranges.py " + " ".join(
+        ranges["command"] = "python tools/volume_ranges.py " + " ".join(
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         stored.setdefault("datasets", {})[args.dataset] = ranges
         write_text(output, json.dumps(stored, indent=1) + "\n", overwrite=args.overwrite)
