@@ -124,6 +124,32 @@ def cmd_segment(args) -> int:
     return EXIT_BAD_INPUT if run.failed else EXIT_OK
 
 
+# --------------------------------------------------------------------------- longitudinal
+def cmd_longitudinal(args) -> int:
+    from hipposeg.bundle import resolve_model
+    from hipposeg.data.writers import check_output_folder
+    from hipposeg.longitudinal import parse_times, run_longitudinal
+    from hipposeg.segmenter import load_segmenter
+
+    times = parse_times(args.times, len(args.scans))
+    resolve_model(args.model)  # a bad --model is one line, before anything else
+    check_output_folder(args.output)
+    result = run_longitudinal(args.scans, args.output, lambda: load_segmenter(args.model, device=args.device),
+                              times=times, overwrite=args.overwrite, qc_png=not args.no_qc)
+    for row in result.rows:
+        changes = "  ".join(f"{side} {row[f'volume_{side}_mm3']:.0f} mm3 ({row[f'change_{side}_pct']:+.2f} %)"
+                            for side in ("left", "right"))
+        flags = ";".join(f for f in (row["qc_flags"], row["alignment_flags"]) if f)
+        print(f"{row['scan']}: {changes}" + (f"  flags: {flags}" if flags else ""))
+    for side, rate in result.rates.items():
+        if rate["pct_per_year"] is not None:
+            se = f" +- {rate['se_pct_per_year']:.2f}" if rate["se_pct_per_year"] is not None else ""
+            print(f"rate {side}: {rate['pct_per_year']:+.2f}{se} % per year")
+    print(f"outputs: {Path(args.output).resolve()} (<scan>_seg.nii.gz, longitudinal.csv, longitudinal.json"
+          f"{', longitudinal_qc.png' if not args.no_qc else ''}); {result.timings['total_s']:.1f} s")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- bids
 def cmd_bids(args) -> int:
     import shlex
@@ -331,6 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where the default data lives")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("longitudinal", help="two or more whole-head T1 scans of one subject: hippocampal volume "
+                                            "change per side and its rate, in one unbiased within-subject space")
+    p.add_argument("scans", nargs="+", help="whole-head T1 scans of one subject (NIfTI files or DICOM series "
+                                            "folders); the first is the baseline unless --times says otherwise")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--times", help="acquisition times in years, one per scan, comma-separated (e.g. 0,1.1,2.0); "
+                                   "default: the DICOM acquisition dates when every scan has one")
+    p.add_argument("--model", help="as for segment: a shipped model's name, a bundle folder or a checkpoint")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-qc", action="store_true", help="skip the QC picture")
+    p.set_defaults(func=cmd_longitudinal)
 
     p = sub.add_parser("bids", help="BIDS App: whole-head T1w images of a BIDS dataset -> BIDS-Derivatives "
                                     "(masks, volumes, eTIV, QC), then a group table and report")

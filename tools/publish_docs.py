@@ -396,6 +396,7 @@ TABLES = {
     "fullhead_hires": lambda src: _bench_table("fullhead", "build_table", src.load("fullhead_hires")),
     "thick_slices": lambda src: _bench_table("thick_slices", "build_table", src.dir),
     "cohort": lambda src: _bench_table("cohort", "build_tables", src.load("cohort")),
+    "longitudinal": lambda src: _bench_table("longitudinal", "build_table", src.load("longitudinal")),
 }
 
 

@@ -1,0 +1,162 @@
+"""``hipposeg longitudinal``: two moved copies of one head (2 mm, so the file stays fast) in both orders.
+
+Checks the table's columns, inverse consistency on swapping the scans ((1 + c12)(1 + c21) = 1 within 0.001), a
+near-zero change between copies of one head, masks in each scan's own grid, rates from --times; bad input and an
+existing output are one line and exit code 2. The accuracy on simulated atrophy is measured by
+``bench/longitudinal.py``; here the known-answer simulation is checked for what it promises.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from hipposeg.data.readers import Image, image_to_sitk, read_image, sitk_to_image
+from hipposeg.data.writers import write_nifti
+from hipposeg.longitudinal.alignment import barycentre, symmetrise
+
+COLUMNS = ["scan", "time_years", "volume_left_mm3", "volume_right_mm3", "change_left_pct", "change_right_pct",
+           "rate_left_pct_per_year", "rate_left_se_pct_per_year", "rate_right_pct_per_year",
+           "rate_right_se_pct_per_year"]
+NEAR_ZERO_PCT = 3.0  # two 2 mm copies of one head, moved and regridded: bench/longitudinal.py measures 1 mm scans
+
+
+def moved_copy(image: Image, degrees: float, shift_mm, spacing_mm: float, axes_code: str) -> Image:
+    """``image`` rotated about its centre by ``degrees`` (about the axis (1, 1, 0)) and shifted, resampled linearly
+    onto a grid of ``spacing_mm`` with the voxel axes of ``axes_code`` (e.g. "LPS")."""
+    import SimpleITK as sitk
+
+    from hipposeg.fullhead.evaluation import _axes_from_code
+
+    src = image_to_sitk(Image(np.asarray(image.array, dtype=np.float32), image.affine))
+    axes = _axes_from_code(axes_code)
+    centre = image.affine[:3, :3] @ ((np.asarray(image.shape) - 1) / 2.0) + image.affine[:3, 3]
+    extent = np.abs(image.affine[:3, :3]) @ np.asarray(image.shape, dtype=float)
+    shape = np.ceil(np.abs(axes.T) @ extent / spacing_mm).astype(int) + 4
+    affine = np.eye(4)
+    affine[:3, :3] = axes * spacing_mm
+    affine[:3, 3] = centre + np.asarray(shift_mm) - affine[:3, :3] @ ((shape - 1) / 2.0)
+    reference = image_to_sitk(Image(np.zeros(tuple(shape), dtype=np.float32), affine))
+    rotation = sitk.VersorRigid3DTransform()
+    rotation.SetCenter([float(v) for v in np.diag([-1.0, -1.0, 1.0]) @ (centre + np.asarray(shift_mm))])
+    rotation.SetRotation((1.0, 1.0, 0.0), float(np.deg2rad(degrees)))
+    rotation.SetTranslation([float(v) for v in np.diag([-1.0, -1.0, 1.0]) @ -np.asarray(shift_mm)])
+    return sitk_to_image(sitk.Resample(src, reference, rotation, sitk.sitkLinear, 0.0), source="nifti")
+
+
+@pytest.fixture(scope="module")
+def runs(data_root, tmp_path_factory):
+    """Two 2 mm copies of colin27 and ``hipposeg longitudinal`` on them in both orders (once for the module)."""
+    from hipposeg.cli import main
+
+    tmp = tmp_path_factory.mktemp("longitudinal")
+    head = read_image(data_root / "fullhead" / "colin27" / "t1.nii.gz")
+    paths = []
+    for name, degrees, shift, code in (("t0", 4.0, (3.0, -2.0, 1.0), "RAS"), ("t1", -6.0, (-4.0, 5.0, -3.0), "LPI")):
+        copy = moved_copy(head, degrees, shift, 2.0, code)
+        paths.append(write_nifti(tmp / f"{name}.nii.gz", copy.array, copy.affine))
+    forward, backward = tmp / "forward", tmp / "backward"
+    codes = (main(["longitudinal", *map(str, paths), "-o", str(forward), "--times", "0,1.5"]),
+             main(["longitudinal", *map(str, paths[::-1]), "-o", str(backward), "--no-qc"]))
+    return {"paths": paths, "forward": forward, "backward": backward, "codes": codes}
+
+
+def _table(folder):
+    with open(folder / "longitudinal.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_table_columns_and_masks_in_each_scans_grid(runs):
+    import nibabel as nib
+
+    assert runs["codes"] == (0, 0)
+    rows = _table(runs["forward"])
+    assert list(rows[0])[: len(COLUMNS)] == COLUMNS
+    assert [r["scan"] for r in rows] == ["t0", "t1"]
+    assert float(rows[0]["change_left_pct"]) == 0.0 and float(rows[1]["time_years"]) == 1.5
+    for row in rows:
+        assert 1000 < float(row["volume_left_mm3"]) < 6000 and 1000 < float(row["volume_right_mm3"]) < 6000
+    # two time points and known times: a rate (the change per 1.5 years, annualised), no standard error
+    change = float(rows[1]["change_left_pct"]) / 100
+    assert float(rows[1]["rate_left_pct_per_year"]) == pytest.approx(100 * ((1 + change) ** (1 / 1.5) - 1), abs=1e-4)
+    assert rows[1]["rate_left_se_pct_per_year"] == ""
+    for path in runs["paths"]:
+        scan, mask = nib.load(str(path)), nib.load(str(runs["forward"] / f"{path.name[:-7]}_seg.nii.gz"))
+        assert mask.shape == scan.shape and np.allclose(mask.affine, scan.affine)
+        assert set(np.unique(np.asarray(mask.dataobj))) == {0, 1, 2, 3, 4}
+    summary = json.loads((runs["forward"] / "longitudinal.json").read_text())
+    assert summary["baseline"] == "t0" and summary["alignment"]["pairs"][0]["inconsistency_mm"] < 1.5
+    assert (runs["forward"] / "longitudinal_qc.png").stat().st_size > 10_000
+    assert not (runs["backward"] / "longitudinal_qc.png").exists()
+
+
+def test_swapping_the_scans_gives_the_inverse_change_and_copies_show_almost_none(runs):
+    forward, backward = _table(runs["forward"]), _table(runs["backward"])
+    assert [r["scan"] for r in backward] == ["t1", "t0"]
+    for side in ("left", "right"):
+        c12, c21 = (float(t[1][f"change_{side}_pct"]) / 100 for t in (forward, backward))
+        assert abs((1 + c12) * (1 + c21) - 1) < 1e-3, (side, c12, c21)
+        assert abs(c12) * 100 < NEAR_ZERO_PCT, (side, c12)
+        assert float(backward[0][f"volume_{side}_mm3"]) == pytest.approx(float(forward[1][f"volume_{side}_mm3"]),
+                                                                          rel=1e-6)
+
+
+def test_existing_outputs_are_not_replaced_without_overwrite(runs, cli):
+    before = (runs["forward"] / "longitudinal.csv").read_text()
+    result = cli("longitudinal", *runs["paths"], "-o", runs["forward"])
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "exists; pass --overwrite" in result.stderr
+    assert (runs["forward"] / "longitudinal.csv").read_text() == before
+
+
+def test_bad_input_is_one_line_naming_the_file(tmp_path, cli, runs):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti file")
+    result = cli("longitudinal", runs["paths"][0], broken, "-o", tmp_path / "out")
+    assert result.returncode == 2 and str(broken) in result.stderr and result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "out" / "longitudinal.csv").exists()
+    result = cli("longitudinal", runs["paths"][0], "-o", tmp_path / "out")
+    assert result.returncode == 2 and "two or more scans" in result.stderr
+    result = cli("longitudinal", *runs["paths"], "-o", tmp_path / "out", "--times", "0,1,2")
+    assert result.returncode == 2 and "--times" in result.stderr
+
+
+def test_halfway_space_and_symmetrised_pairs_are_exact():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+
+    def rigid():
+        m = np.eye(4)
+        m[:3, :3] = Rotation.from_rotvec(rng.normal(size=3) * 0.2).as_matrix()
+        m[:3, 3] = rng.normal(size=3) * 10
+        return m
+
+    a, b, c = rigid(), rigid(), rigid()
+    half = barycentre([a, b])
+    np.testing.assert_allclose((np.linalg.inv(half) @ a) @ (np.linalg.inv(half) @ b), np.eye(4), atol=1e-10)
+    np.testing.assert_allclose(barycentre([c @ a, c @ b]), c @ half, atol=1e-10)  # frame-independent
+    np.testing.assert_allclose(symmetrise(a, b) @ symmetrise(b, a), np.eye(4), atol=1e-10)
+
+
+def test_simulated_atrophy_changes_the_label_by_the_asked_fraction():
+    from hipposeg.longitudinal.simulation import label_volume_mm3, simulate_atrophy
+
+    # a synthetic head: two ellipsoid "hippocampi" in a 1 mm box, on a textured background
+    grid = np.indices((70, 50, 40), dtype=float)
+    labels = np.zeros((70, 50, 40), dtype=np.uint8)
+    for value, cx in ((1, 20), (2, 50)):
+        labels[((grid[0] - cx) / 6) ** 2 + ((grid[1] - 25) / 14) ** 2 + ((grid[2] - 20) / 5) ** 2 <= 1] = value
+    image = Image((labels > 0) * 100.0, np.eye(4))
+    truth = Image(labels, np.eye(4))
+    warped, _, info = simulate_atrophy(image, truth, {"left": -0.04, "right": -0.01})
+    assert info["true_change"]["left"] == pytest.approx(-0.04, abs=5e-4)
+    assert info["true_change"]["right"] == pytest.approx(-0.01, abs=5e-4)
+    assert warped.shape == image.shape and np.allclose(warped.affine, image.affine)
+    # the image's bright blobs shrink as much (their intensity sums on the 1 mm grid, within 0.4 percentage points)
+    for half, change in ((slice(0, 35), -0.04), (slice(35, 70), -0.01)):
+        assert warped.array[half].sum() / image.array[half].sum() - 1 == pytest.approx(change, abs=4e-3)
+    assert label_volume_mm3(truth, "left") == pytest.approx((labels == 1).sum(), rel=0.02)
