@@ -11,6 +11,9 @@ Derivatives (BIDS 1.9, "derivatives/imaging" and "segmentations"), in ``OUTPUT_D
 * per image ``sub-X/[ses-Y/]anat/<source entities>_space-T1w_desc-hipposeg_dseg.nii.gz`` in the T1w's own grid,
   ``..._desc-hipposeg_volumes.tsv`` (one row: volumes per label and side, eTIV, QC flags) and the QC picture
   ``sub-X/figures/<source entities>_desc-hipposeg_qc.png``;
+* per subject with T1w images in two or more sessions (unless ``--no-longitudinal``):
+  ``sub-X/anat/sub-X_desc-hipposeg_longitudinal.tsv`` (+ ``.json``) and ``sub-X/figures/
+  sub-X_desc-hipposeg_longitudinal.png`` (:mod:`hipposeg.longitudinal.bids`);
 * ``group``: ``group_volumes.tsv`` / ``group_volumes.json`` (every finished image) and ``group_report.html``.
 """
 
@@ -215,7 +218,7 @@ def write_dataset_files(out_dir: Path, bids_dir: str | Path, segmenter) -> None:
 def segment_participants(bids_dir: str | Path, out_dir: str | Path, segmenter=None, *,
                          participant_labels: Sequence[str] | None = None, session_labels: Sequence[str] | None = None,
                          shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True,
-                         log=None):
+                         log=None, longitudinal: bool = True):
     """The BIDS App's ``participant`` level: segment every selected T1w image (or this shard's share) with the
     whole-head path into BIDS-Derivatives under ``out_dir``. Same rules as ``hipposeg segment`` (the output folder
     is the state: finished images are skipped, changed or half-done ones redone, one lock per image, a bad image
@@ -228,6 +231,7 @@ def segment_participants(bids_dir: str | Path, out_dir: str | Path, segmenter=No
 
     log = log or (lambda line: print(line, file=sys.stderr))
     images, problems = find_t1w_images(bids_dir, participant_labels, session_labels)
+    every_image = images
     if shard is not None:
         images = images[shard[0]::shard[1]]
     out_dir = check_output_folder(out_dir)
@@ -252,7 +256,30 @@ def segment_participants(bids_dir: str | Path, out_dir: str | Path, segmenter=No
             text = row_to_tsv(record["row"])
             if not tsv.is_file() or tsv.read_text() != text:
                 write_text(tsv, text, overwrite=True)
+    if longitudinal:  # subjects with two or more sessions (hipposeg.longitudinal.bids), each in one shard
+        longitudinal_subjects(bids_dir, out_dir, every_image, segmenter, run, log, shard=shard, overwrite=overwrite)
     return run
+
+
+def longitudinal_subjects(bids_dir, out_dir, images, segmenter, run, log, *, shard=None, overwrite=False) -> None:
+    """``sub-X_desc-hipposeg_longitudinal.tsv`` and its picture for every subject with T1w images in two or more
+    sessions (this shard's share of those subjects); a failure is one line in ``run.failed``."""
+    from hipposeg.errors import HippoSegError
+    from hipposeg.longitudinal.bids import run_subject, subjects_with_sessions
+
+    subjects = list(subjects_with_sessions(images).items())
+    for subject, sessions in subjects[shard[0]::shard[1]] if shard else subjects:
+        try:
+            status = run_subject(bids_dir, out_dir, subject, sessions, segmenter, overwrite=overwrite)
+            log(f"longitudinal: sub-{subject}: {len(sessions)} sessions, {status}")
+        except HippoSegError as exc:
+            run.failed.append(f"sub-{subject} longitudinal: {exc}")
+            log(f"error: sub-{subject} longitudinal: {exc}")
+        except Exception as exc:  # an unexpected failure of one subject must not stop the others
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            line = f"sub-{subject} longitudinal: {type(exc).__name__}: {first}"
+            run.failed.append(line)
+            log(f"error: {line}")
 
 
 def finished_images(out_dir: str | Path) -> list[tuple[dict, Path]]:
@@ -299,7 +326,7 @@ def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...
 def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, participant_labels=None,
                  session_labels=None, shard: tuple[int, int] | None = None, distributed: bool = False,
                  model: str | Path | None = None, device: str | None = None, overwrite: bool = False,
-                 progress: bool = True, command: str = "") -> int:
+                 progress: bool = True, command: str = "", longitudinal: bool = True) -> int:
     """``hipposeg bids``: the ``participant`` or ``group`` level; returns the exit code (2 when an image failed).
 
     ``model``: ``--model`` (a shipped model's name, a bundle folder or a checkpoint; ``None``: the default).
@@ -329,7 +356,7 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
     segmenter = load_segmenter(model, device=device or "cpu")
     run = segment_participants(bids_dir, out_dir, segmenter, participant_labels=participant_labels,
                                session_labels=session_labels, shard=shard, overwrite=overwrite,
-                               progress=progress and rank == 0)
+                               progress=progress and rank == 0, longitudinal=longitudinal)
     prefix = f"[rank {rank}/{world}] " if distributed else ""
     print(prefix + run.summary().split("; volume table")[0])
     if run.failed:

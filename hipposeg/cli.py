@@ -161,7 +161,8 @@ def cmd_bids(args) -> int:
     return run_bids_app(args.bids_dir, args.output_dir, args.analysis_level,
                         participant_labels=args.participant_label, session_labels=args.session_label, shard=shard,
                         distributed=args.distributed, model=args.model, device=args.device,
-                        overwrite=args.overwrite, progress=not args.quiet, command=command)
+                        overwrite=args.overwrite, progress=not args.quiet, command=command,
+                        longitudinal=args.longitudinal)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -387,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="as for segment: a shipped model's name, a bundle folder or a checkpoint")
     p.add_argument("--device", help="cpu or cuda (default: cpu; with --distributed, one GPU per rank if present)")
     p.add_argument("--overwrite", action="store_true", help="redo images that are already finished")
+    p.add_argument("--longitudinal", action=argparse.BooleanOptionalAction, default=True,
+                   help="participant level: for each subject with T1w images in two or more sessions also write "
+                        "sub-X_desc-hipposeg_longitudinal.tsv and its picture (hipposeg longitudinal; on by default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bids)
 

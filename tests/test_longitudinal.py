@@ -124,6 +124,36 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, cli, runs):
     assert result.returncode == 2 and "--times" in result.stderr
 
 
+def test_bids_subject_with_two_sessions_gets_the_longitudinal_table(runs, tmp_path, cli):
+    """The BIDS App's participant level on one subject with two sessions (the two copies): its longitudinal TSV, with
+    times from sessions.tsv, measures what ``hipposeg longitudinal`` measured on the same scans."""
+    import shutil
+
+    root = tmp_path / "ds"
+    for session, path in zip(("1", "2"), runs["paths"]):
+        anat = root / "sub-01" / f"ses-{session}" / "anat"
+        anat.mkdir(parents=True)
+        shutil.copy(path, anat / f"sub-01_ses-{session}_T1w.nii.gz")
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    (root / "sub-01" / "sub-01_sessions.tsv").write_text(
+        "session_id\tacq_time\nses-1\t2020-01-01T10:00:00\nses-2\t2021-07-02T22:00:00\n")
+    out = tmp_path / "deriv"
+    result = cli("bids", root, out, "participant", "--quiet")
+    assert result.returncode == 0, result.stderr
+    with open(out / "sub-01" / "anat" / "sub-01_desc-hipposeg_longitudinal.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r["session"] for r in rows] == ["1", "2"] and list(rows[0])[1:len(COLUMNS) + 1] == COLUMNS
+    assert float(rows[1]["time_years"]) == pytest.approx(1.5, abs=0.01)
+    forward = _table(runs["forward"])
+    for side in ("left", "right"):
+        assert float(rows[1][f"change_{side}_pct"]) == pytest.approx(float(forward[1][f"change_{side}_pct"]),
+                                                                     abs=1e-3)
+    assert (out / "sub-01" / "figures" / "sub-01_desc-hipposeg_longitudinal.png").is_file()
+    assert not list(out.glob(".sub-01*"))  # the work folder is gone
+    again = cli("bids", root, out, "participant", "--quiet")
+    assert again.returncode == 0 and "longitudinal: sub-01: 2 sessions, already done" in again.stderr
+
+
 def test_halfway_space_and_symmetrised_pairs_are_exact():
     from scipy.spatial.transform import Rotation
 

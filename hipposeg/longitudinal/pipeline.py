@@ -173,10 +173,12 @@ def case_names(paths: Sequence[str | Path]) -> list[str]:
 
 
 def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter, *, times: Sequence[float] | None = None,
-                     overwrite: bool = False, qc_png: bool = True, equalise_blur: bool = True) -> LongitudinalResult:
+                     overwrite: bool = False, qc_png: bool = True, masks: bool = True,
+                     equalise_blur: bool = True) -> LongitudinalResult:
     """The longitudinal run (see the module text). ``segmenter``: :func:`hipposeg.segmenter.load_segmenter`'s, or a
     function that loads it (called once every input has been read and checked, so a bad input costs no model load).
-    Every output is checked before any work (no overwrite without ``overwrite``) and written atomically."""
+    Every output is checked before any work (no overwrite without ``overwrite``) and written atomically; ``masks``
+    False leaves out the per-scan masks (the BIDS App has written them already)."""
     from hipposeg.data.writers import check_output_folder, check_writable, write_segmentation, write_text
     from hipposeg.fullhead.icv import check_t1_weighted, intracranial_volume
     from hipposeg.fullhead.pipeline import extract_boxes, segment_full_head
@@ -189,7 +191,8 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
     out_dir = check_output_folder(out_dir)
     names = case_names(paths)
     out = output_paths(out_dir, names)
-    targets = [p for pair in out["masks"].values() for p in pair] + [out["csv"], out["json"]]
+    targets = [p for pair in out["masks"].values() for p in pair] if masks else []
+    targets += [out["csv"], out["json"]]
     targets += [out["qc"]] if qc_png else []
     for target in targets:
         check_writable(target, overwrite)
@@ -261,7 +264,7 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
                   "soft_volume_region_mm3": {side: int(regions[side].sum()) for side in SIDES},
                   "equalising_blur_sigma_mm": {side: {names[i]: sigmas[side][i] for i in order} for side in SIDES}}
     files = []
-    for i in order:
+    for i in order if masks else []:
         mask_path, _ = out["masks"][names[i]]
         files += [p for p in write_segmentation(mask_path, results[i].labels, images[i].affine, names_map,
                                                 overwrite=overwrite) if p]

@@ -55,7 +55,7 @@ def save_longitudinal_png(path: str | Path, crops: Sequence[dict], probabilities
         views += [(side, 0, centre[0]), (side, 1, centre[1])]
     fig = Figure(figsize=(1.9 * n + 3.6, 1.9 * len(views) + 0.5), dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(len(views), n + 2, left=0.01, right=0.98, bottom=0.04, top=0.93, wspace=0.05,
+    grid = fig.add_gridspec(len(views), n + 2, left=0.04, right=0.98, bottom=0.04, top=0.93, wspace=0.05,
                             hspace=0.12, width_ratios=[1.0] * n + [0.25, 1.8])
     for t in range(n):
         for r, (side, axis, index) in enumerate(views):
