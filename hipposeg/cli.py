@@ -100,15 +100,22 @@ def cmd_import_mrihs(args) -> int:
 def cmd_segment(args) -> int:
     from hipposeg.bundle import resolve_model
     from hipposeg.data.writers import check_output_folder
-    from hipposeg.segment import default_inputs, segment_inputs
-    from hipposeg.segmenter import load_segmenter
+    from hipposeg.segment import default_inputs, expand_inputs, segment_inputs
 
     inputs = args.inputs
     if not inputs:
         inputs = default_inputs(args.data_root)
         print(f"no INPUT given: segmenting the default data ({len(inputs)} Task04 volumes from {inputs[0].parent.parent})")
-    resolve_model(args.model)  # a bad --model is one line, before anything else
-    check_output_folder(args.output)  # one line naming the folder, before the model is loaded or any case is read
+    # every check that needs no model first, before torch, MONAI and smp are imported (about 10 s on 2 cores)
+    resolve_model(args.model)  # a bad --model is one line
+    check_output_folder(args.output)  # one line naming the folder
+    cases, problems = expand_inputs(inputs)
+    if not cases:  # nothing left to segment: each input's problem, one line each
+        for line in problems:
+            _err(line)
+        return EXIT_BAD_INPUT
+    from hipposeg.segmenter import load_segmenter
+
     segmenter = load_segmenter(args.model, device=args.device, flip_tta=args.tta or None, batch_size=args.batch_size)
     mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
     run = segment_inputs(inputs, args.output, segmenter, overwrite=args.overwrite, series_uid=args.series_uid,

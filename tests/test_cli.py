@@ -15,14 +15,17 @@ HEAVY = ("torch", "monai", "segmentation_models_pytorch", "SimpleITK", "scipy.nd
          "nilearn")
 
 
-def test_info_and_help_import_no_heavy_library(msd):
-    """``hipposeg info`` (NIfTI) and ``--help`` start without torch, MONAI, SimpleITK... (5 s and 1.2 GB before;
-    about 0.5 s and 50 MB now). Asserted on the imported modules, not on a flaky wall-clock bound."""
+def test_info_and_help_import_no_heavy_library(msd, tmp_path):
+    """``hipposeg info`` (NIfTI), ``--help`` and ``segment`` of inputs that are all missing start without torch,
+    MONAI, SimpleITK... (5-10 s and 1.2 GB before; about 0.5 s and 50 MB now). Asserted on the imported modules,
+    not on a flaky wall-clock bound."""
     crop = msd / "imagesTr" / "hippocampus_001.nii.gz"
+    missing = [str(tmp_path / "missing.nii.gz"), str(tmp_path / "gone")]
     script = textwrap.dedent(f"""
         import sys
         from hipposeg.cli import main
         assert main(["info", {str(crop)!r}]) == 0
+        assert main(["segment", *{missing!r}, "-o", {str(tmp_path / "out")!r}]) == 2
         for argv in (["--help"], ["segment", "--help"], ["train", "--help"]):
             try:
                 main(argv)
@@ -34,6 +37,8 @@ def test_info_and_help_import_no_heavy_library(msd):
     assert result.returncode == 0, result.stderr
     assert "35x51x35" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "HEAVY"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {path}: no such file or folder" for path in missing], result.stderr
 
 
 def _training_checkpoint(folder, network, *, epochs_done=2):
