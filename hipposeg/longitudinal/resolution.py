@@ -7,6 +7,11 @@ Because every time point's crop is the same box of the common space, the blur of
 measured directly: :func:`relative_blur` finds the Gaussian (isotropic, sigma in mm) that makes crop ``a`` most like
 crop ``b``. :func:`equalising_sigmas` gives each crop the blur that makes it match the blurriest other crop (0 for the
 blurriest itself); the answer depends only on the set of crops, not on their order.
+
+Evidence (``bench/longitudinal.py``, 15 pairs of the three heads, per side left / right, mean absolute error in
+percentage points): without equalising, 0.65 on a first 9 pairs where equalising gave 0.48; an extra 0.5 mm blur of
+every crop on top (tried, not kept) lowered the no-change error from 0.22 / 0.43 to 0.19 / 0.30 but raised the atrophy
+error from 0.41 / 0.52 to 0.49 / 0.68: on blurrier crops the model under-reads atrophy.
 """
 
 from __future__ import annotations
