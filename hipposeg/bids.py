@@ -264,7 +264,7 @@ def segment_participants(bids_dir: str | Path, out_dir: str | Path, segmenter=No
 def longitudinal_subjects(bids_dir, out_dir, images, segmenter, run, log, *, shard=None, overwrite=False) -> None:
     """``sub-X_desc-hipposeg_longitudinal.tsv`` and its picture for every subject with T1w images in two or more
     sessions (this shard's share of those subjects); a failure is one line in ``run.failed``."""
-    from hipposeg.errors import HippoSegError
+    from hipposeg.errors import one_line
     from hipposeg.longitudinal.bids import run_subject, subjects_with_sessions
 
     subjects = list(subjects_with_sessions(images).items())
@@ -272,12 +272,8 @@ def longitudinal_subjects(bids_dir, out_dir, images, segmenter, run, log, *, sha
         try:
             status = run_subject(bids_dir, out_dir, subject, sessions, segmenter, overwrite=overwrite)
             log(f"longitudinal: sub-{subject}: {len(sessions)} sessions, {status}")
-        except HippoSegError as exc:
-            run.failed.append(f"sub-{subject} longitudinal: {exc}")
-            log(f"error: sub-{subject} longitudinal: {exc}")
-        except Exception as exc:  # an unexpected failure of one subject must not stop the others
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            line = f"sub-{subject} longitudinal: {type(exc).__name__}: {first}"
+        except Exception as exc:  # a bad image, or an unexpected failure, of one subject must not stop the others
+            line = f"sub-{subject} longitudinal: {one_line(exc)}"
             run.failed.append(line)
             log(f"error: {line}")
 

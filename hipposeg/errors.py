@@ -14,6 +14,15 @@ class HippoSegError(Exception):
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 
+def one_line(exc: BaseException) -> str:
+    """What went wrong, in one line: a :class:`HippoSegError` as it reads (it names its file), anything unexpected
+    as its type and the first line of its message (a batch reports it and goes on with the other cases)."""
+    if isinstance(exc, HippoSegError):
+        return str(exc)
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class InputError(HippoSegError):
     """An input file or folder that cannot be used (missing, unreadable, not an image, wrong shape...)."""
 

@@ -48,16 +48,15 @@ def _label_case(path: str) -> str:
 
 
 class CaseMetricsWriter:
-    """Evaluator handler: per case metrics from ``pred`` (labels) and the ground truth under ``label_key``;
+    """Evaluator handler: per case metrics from ``pred`` (labels) and the ground truth under ``label``;
     ``metrics.csv`` and ``summary.json`` in ``output_dir`` when the run completes (rank 0 only).
 
-    The ground truth is either a label tensor on the prediction's grid (training's validation) or, in
+    The ground truth is either a label tensor on the prediction's grid (a config that loads the labels) or, in
     ``evaluate.json``, the label file's path, read as ``hipposeg evaluate`` reads it and compared in its own grid
     with the prediction ``Invertd`` put back there; the metrics are :func:`hipposeg.metrics.case_metrics` for both."""
 
-    def __init__(self, output_dir: str, label_names: dict, slice_dice_axis: int = 2, label_key: str = "label"):
+    def __init__(self, output_dir: str, label_names: dict, slice_dice_axis: int = 2):
         self.output_dir = Path(output_dir)
-        self.label_key = label_key
         self.label_names = {int(k): v for k, v in label_names.items()}
         self.slice_dice_axis = slice_dice_axis
         self.rows: list[dict] = []
@@ -79,14 +78,15 @@ class CaseMetricsWriter:
         outputs, batch = (x if isinstance(x, list) else [x] for x in (outputs, batch))
         for item, batch_item in zip(outputs, batch):
             pred = np.asarray(item["pred"].detach().cpu())[0]
-            label = item.get(self.label_key)
+            label = item.get("label")
             if label is None:  # inference.json's evaluator: the ground truth is a path in the batch
-                label = batch_item[self.label_key]
+                label = batch_item["label"]
             if isinstance(label, (str, Path)):  # read in its own grid, as hipposeg evaluate reads it
                 truth_image = read_image(label)
-                _check_same_grid(item["pred"], pred.shape, truth_image)
+                check_same_grid(getattr(item["pred"], "meta", {}).get("filename_or_obj", label), pred.shape,
+                                getattr(item["pred"], "affine", None), truth_image)
                 truth, spacing, source = np.rint(truth_image.array).astype(np.int16), truth_image.spacing, str(label)
-            else:  # a (one-hot) label tensor on the prediction's grid (train.json's validation)
+            else:  # a (one-hot) label tensor on the prediction's grid
                 truth = np.asarray(label.detach().cpu())
                 truth = truth[0] if truth.ndim == 4 and truth.shape[0] == 1 else np.argmax(truth, 0)
                 affine = getattr(label, "affine", None)
@@ -115,13 +115,13 @@ class CaseMetricsWriter:
                   f"HD95 {s['hd95_whole_mm']['mean']:.2f} mm -> {self.output_dir / 'metrics.csv'}")
 
 
-def _check_same_grid(pred, shape: tuple, truth) -> None:
-    """The inverted prediction must lie on the ground truth's grid (same shape, same affine to 1e-3)."""
+def check_same_grid(source, shape: tuple, affine, truth) -> None:
+    """A prediction (of ``source``: a mask file, or the image evaluate.json segmented) must lie on its ground
+    truth's grid: the same shape and, when ``affine`` is known, the same affine to 1e-3."""
     if tuple(shape) != tuple(truth.shape):
-        raise InputError(truth.path, f"shape {truth.shape} differs from the prediction's {tuple(shape)}")
-    affine = getattr(pred, "affine", None)
+        raise InputError(source, f"shape {tuple(shape)} differs from ground truth {truth.path} shape {truth.shape}")
     if affine is not None and not np.allclose(np.asarray(affine), truth.affine, atol=1e-3):
-        raise InputError(truth.path, "geometry (affine) differs from the image it labels")
+        raise InputError(source, f"geometry (affine) differs from ground truth {truth.path}")
 
 
 def pair_folders(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
@@ -150,10 +150,7 @@ def pair_folders(pred_dir: str | Path, gt_dir: str | Path) -> tuple[list[tuple[s
 
 def evaluate_pair(pred_path: Path, gt_path: Path, label_names: dict[int, str]) -> tuple[dict, list[float]]:
     pred, truth = read_image(pred_path), read_image(gt_path)
-    if pred.shape != truth.shape:
-        raise InputError(pred_path, f"shape {pred.shape} differs from ground truth {gt_path} shape {truth.shape}")
-    if not np.allclose(pred.affine, truth.affine, atol=1e-3):
-        raise InputError(pred_path, f"geometry (affine) differs from ground truth {gt_path}")
+    check_same_grid(pred_path, pred.shape, pred.affine, truth)
     p, t = np.rint(pred.array).astype(np.int16), np.rint(truth.array).astype(np.int16)
     row = case_metrics(p, t, truth.spacing, label_names)
     return row, notebook_slice_dice(p, t)

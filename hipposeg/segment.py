@@ -24,7 +24,7 @@ from hipposeg.batch import (CaseFiles, FileLock, case_status, read_row_file, reb
 from hipposeg.data.manifest import sha256_of
 from hipposeg.data.readers import Image, case_name, check_volume, is_nifti, read_image
 from hipposeg.data.writers import check_output_folder, is_output_name, write_segmentation
-from hipposeg.errors import HippoSegError, InputError
+from hipposeg.errors import HippoSegError, InputError, one_line
 
 CROP_LABELS = {0: "background", 1: "anterior", 2: "posterior"}
 
@@ -242,12 +242,8 @@ def run_case(item: CaseInput, segmenter, out_dir: Path, run: SegmentRun, log: Ca
         run.rows.append(record["row"])
         run.done.append(item.case)
         run.seconds_per_case.append(time.perf_counter() - t0)
-    except HippoSegError as exc:
-        run.failed.append(str(exc))
-        log(f"error: {exc}")
-    except Exception as exc:  # an unexpected failure of one case must not stop the others
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        line = f"{item.path}: {type(exc).__name__}: {first}"
+    except Exception as exc:  # a bad input, or an unexpected failure, of one case must not stop the others
+        line = one_line(exc) if isinstance(exc, HippoSegError) else f"{item.path}: {one_line(exc)}"
         run.failed.append(line)
         log(f"error: {line}")
     finally:
