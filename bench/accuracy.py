@@ -70,6 +70,16 @@ ROWS: dict[str, dict] = {
                                 "32-320, 3D flip/rotation/scaling, thick-slice simulation, intensity/gamma/noise, "
                                 "150 epochs, final-epoch weights", "overlays": ["train_3d.json"], "train": {},
                        "eval": {}, "final_epoch": True},
+    # issue 27: partner candidates under one training budget (train_3d.json's schedule, the robustness augmentation
+    # of bench/configs/trust_aug_3d.json, final-epoch weights), each alone and averaged with the shipped core
+    "partner-unet16-trust": {"about": "partner candidate: plain MONAI UNet 16-256, instance norm (bench/configs/"
+                                      "partner_unet16.json), robustness augmentation, 250 epochs, final-epoch weights",
+                             "overlays": ["train_3d.json", "trust_aug_3d.json", "partner_unet16.json"],
+                             "train": {"epochs": 250}, "eval": {}, "final_epoch": True},
+    "shipped-core+partner-unet16-trust": {
+        "about": "the shipped core models/model.pt + partner-unet16-trust (final epoch), probabilities averaged 1:1",
+        "from": "default-thick", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
+        "eval": {"partner_ckpt_path": str(RUNS / "partner-unet16-trust" / "model_final.pt")}},
     # the 3D-aware ensembles: a 2.5D core's three-axis consensus averaged with the 3D partner's probabilities
     "shipped-0.5+partner": {"about": "ensemble: 0.5.0's default models/model_0.5.pt (1 mm slices) + the 3D partner "
                                      "(unet3d-partner, final epoch), probabilities averaged 1:1", "from": "default",

@@ -12,6 +12,7 @@ runs the whole network on upsampled slices instead (:class:`ScaledInputNet`), so
 from __future__ import annotations
 
 import functools
+import re
 
 from pathlib import Path
 
@@ -73,15 +74,39 @@ def build_network_3d(
     num_classes: int = 3,
     channels: tuple[int, ...] = (32, 64, 128, 256, 320),
     num_res_units: int = 2,
+    norm: str = "batch",
 ) -> nn.Module:
-    """The 3D partner network: MONAI's residual ``UNet`` (five levels, stride-2 convolutions, batch norm) on
-    whole crops padded to a multiple of 16. On 2 CPU cores a training step of 4 crops of 48x64x48 takes 0.45 s
-    and a crop's inference 0.07 s; MONAI's ``DynUNet`` in nnU-Net's layout (a full-resolution level) took 5-20x
-    longer for both, which the CPU training and the 0.6 s crop budget cannot afford."""
+    """The 3D partner network: MONAI's residual ``UNet`` (stride-2 convolutions at every level) on whole crops
+    padded to a multiple of 16. The default (five levels 32-320, batch norm): on 2 CPU cores a training step of 4
+    crops of 48x64x48 takes 0.45 s and a crop's inference 0.07 s; MONAI's ``DynUNet`` in nnU-Net's layout (a
+    full-resolution level) took 5-20x longer for both, which the CPU training and the 0.6 s crop budget cannot
+    afford. :func:`partner_architecture` reads ``channels``, ``num_res_units`` and ``norm`` back from a checkpoint."""
     from monai.networks.nets import UNet
 
     return UNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, channels=tuple(channels),
-                strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm="batch")
+                strides=(2,) * (len(channels) - 1), num_res_units=num_res_units, norm=norm)
+
+
+_DOWN_CONV = re.compile(r"^model\.((?:1\.submodule\.)*)(?:0\.)?conv\.unit0\.conv\.weight$")
+
+
+def partner_architecture(checkpoint: str | Path) -> dict:
+    """The :func:`build_network_3d` arguments a partner checkpoint implies (``channels`` per level, ``norm``,
+    ``num_res_units``), read from its tensor names and shapes; empty when the file does not exist, so that loading
+    the weights reports it."""
+    if not Path(checkpoint).is_file():
+        return {}
+    state = _read_state(Path(checkpoint))
+    levels = {}
+    for key, value in state.items():
+        match = _DOWN_CONV.match(key)
+        if match:
+            levels[match.group(1).count("submodule")] = int(value.shape[0])
+    if not levels or sorted(levels) != list(range(len(levels))):
+        return {}  # not a MONAI UNet: load_weights says why it does not fit
+    units = sum(1 for key in state if re.match(r"^model\.0\.conv\.unit\d+\.conv\.weight$", key))
+    return {"channels": [levels[i] for i in sorted(levels)], "num_res_units": units,
+            "norm": "batch" if any(key.endswith("running_mean") for key in state) else "instance"}
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Sequential:

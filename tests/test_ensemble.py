@@ -86,6 +86,24 @@ def test_load_network_core_and_partner(tmp_path):
         load_network(build_network(num_classes=3), tmp_path / "partner.pt")
 
 
+def test_partner_architecture_is_read_from_the_checkpoint(tmp_path):
+    """A partner checkpoint says which network it is (levels, norm, residual units): inference.json builds the
+    plain instance-norm UNet 16-256 candidate and the shipped batch-norm 32-320 partner from the same line."""
+    from hipposeg.bundle import parse_bundle
+    from hipposeg.model import partner_architecture
+
+    small = dict(num_classes=3, channels=[4, 8, 16, 24], num_res_units=1, norm="instance")
+    torch.save(build_network_3d(**small).state_dict(), tmp_path / "partner.pt")
+    assert partner_architecture(tmp_path / "partner.pt") == {"channels": [4, 8, 16, 24], "num_res_units": 1,
+                                                             "norm": "instance"}
+    assert partner_architecture(tmp_path / "missing.pt") == {}
+    parser = parse_bundle(["inference.json"], overrides={"partner_ckpt_path": str(tmp_path / "partner.pt"),
+                                                         "device": "cpu"})
+    partner = parser.get_parsed_content("network").partner
+    for a, b in zip(partner.state_dict().values(), torch.load(tmp_path / "partner.pt").values()):
+        assert torch.equal(a, b)
+
+
 def test_bundle_runs_the_ensemble_when_given_a_partner(tmp_path):
     """inference.json with --ckpt_path X --partner_ckpt_path Y: the network is core + partner (use_partner defaults
     to true for a named partner); --use_partner False: the plain core. network_def, what MONAI's verify_net_in_out
