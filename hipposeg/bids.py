@@ -14,7 +14,8 @@ Derivatives (BIDS 1.9, "derivatives/imaging" and "segmentations"), in ``OUTPUT_D
 * per subject with T1w images in two or more sessions (unless ``--no-longitudinal``):
   ``sub-X/anat/sub-X_desc-hipposeg_longitudinal.tsv`` (+ ``.json``) and ``sub-X/figures/
   sub-X_desc-hipposeg_longitudinal.png`` (:mod:`hipposeg.longitudinal.bids`);
-* ``group``: ``group_volumes.tsv`` / ``group_volumes.json`` (every finished image) and ``group_report.html``.
+* ``group``: ``group_volumes.tsv`` / ``group_volumes.json`` (every finished image) and ``group_report.html`` (with
+  the rate table and a trajectory plot per subject that has a longitudinal table).
 """
 
 from __future__ import annotations
@@ -313,7 +314,10 @@ def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...
     tsv = write_text(out_dir / "group_volumes.tsv", row_to_tsv(table_rows, columns), overwrite=True)
     table = write_text(out_dir / "group_volumes.json", json.dumps(table_rows, indent=1) + "\n", overwrite=True)
     models = sorted({str(Path(r["model"]).name) for r in rows if r.get("model")})
+    from hipposeg.longitudinal.bids import read_subject_tables
+
     report = write_group_report(rows, out_dir / "group_report.html", command=command, overwrite=True,
+                                longitudinal=read_subject_tables(out_dir),
                                 model_version=f"hipposeg {hipposeg.__version__} ({', '.join(models) or 'model ?'})",
                                 qc_pictures={str(row.get("case")): qc for row, qc in images if qc.is_file()})
     return tsv, table, report
@@ -322,10 +326,11 @@ def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...
 def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, participant_labels=None,
                  session_labels=None, shard: tuple[int, int] | None = None, distributed: bool = False,
                  model: str | Path | None = None, device: str | None = None, overwrite: bool = False,
-                 progress: bool = True, command: str = "", longitudinal: bool = True) -> int:
+                 progress: bool = True, command: str = "", longitudinal: bool = True, runtime: str | None = None) -> int:
     """``hipposeg bids``: the ``participant`` or ``group`` level; returns the exit code (2 when an image failed).
 
-    ``model``: ``--model`` (a shipped model's name, a bundle folder or a checkpoint; ``None``: the default).
+    ``model``: ``--model`` (a shipped model's name, a bundle folder or a checkpoint; ``None``: the default);
+    ``runtime``: ``--runtime`` (:func:`hipposeg.runtime.choose_runtime`; ``None``: the bundle's, ``auto``).
 
     ``distributed``: run under torch's distributed engine (``torchrun --nnodes N --nproc_per_node K -m hipposeg
     bids ... --distributed``): each rank takes a disjoint shard of the images (rank ``r`` of ``W`` takes images
@@ -349,7 +354,7 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
         shard = (lo + rank * n, n * world)  # the shard of this rank within the scheduler's shard
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(model, device=device or "cpu")
+    segmenter = load_segmenter(model, device=device or "cpu", runtime=runtime)
     run = segment_participants(bids_dir, out_dir, segmenter, participant_labels=participant_labels,
                                session_labels=session_labels, shard=shard, overwrite=overwrite,
                                progress=progress and rank == 0, longitudinal=longitudinal)

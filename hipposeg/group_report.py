@@ -11,7 +11,10 @@ there is no script and no link to the network. In order, the page shows
    and, when the rows have an eTIV, as a per mille of eTIV, with every case a labelled dot and flagged cases red;
 4. the left/right asymmetry index, ``AI = 100 * (L - R) / ((L + R) / 2)`` in %, per case;
 5. a table of every case's numbers;
-6. every case's QC picture, flagged cases first.
+6. with longitudinal tables (``hipposeg longitudinal``'s rows per subject, e.g. the BIDS App's
+   ``sub-X_desc-hipposeg_longitudinal.tsv``): the rate table (per side, % per year with its standard error) and
+   one trajectory plot per subject (change vs the baseline in %, per side, over time or session order);
+7. every case's QC picture, flagged cases first.
 
 :func:`load_segment_output` reads the rows and QC pictures of a ``hipposeg segment`` output folder.
 """
@@ -57,6 +60,7 @@ ul.reasons{margin:4px 0 0 0;padding-left:20px}.note{color:#555;font-size:.9em;ma
 .card{border:1px solid #ddd;border-radius:8px;padding:10px 14px;margin:14px 0}
 .card.flagged{border:2px solid #d33}.card h3{margin:0 0 6px 0}.card img{max-width:100%;height:auto}
 img.plot{max-width:100%;height:auto;display:block;margin:8px 0}
+.trajectories{display:flex;flex-wrap:wrap;gap:10px}img.trajectory{max-width:32%;height:auto}
 """
 
 
@@ -193,6 +197,35 @@ def _asymmetry_plot(points: list[tuple[str, float, bool]]) -> bytes:
     return _figure_png(fig)
 
 
+def _trajectory_plot(subject: str, rows: Sequence[Mapping]) -> bytes:
+    """Change vs the baseline (%) per side over time (years; session order when a time is missing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = [_number(row.get("time_years")) for row in rows]
+    known = all(t is not None for t in times)
+    x = times if known else list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    for side, colour in (("left", "#1f77b4"), ("right", "#ff7f0e")):
+        y = [_number(row.get(f"change_{side}_pct")) for row in rows]
+        ax.plot(x, [float("nan") if v is None else v for v in y], "o-", color=colour, label=side)
+    flagged = [i for i, row in enumerate(rows) if is_flagged(row)]
+    if flagged:
+        ax.plot([x[i] for i in flagged], [0.0] * len(flagged), "x", color="#d62728", ms=9, label="QC flag")
+    ax.axhline(0, color="#999", lw=1)
+    ax.set_xlabel("years since baseline" if known else "session (no acquisition times)")
+    if not known:
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(row.get("session") or row.get("scan", "?")) for row in rows], fontsize=7)
+    ax.set_ylabel("change vs baseline (%)")
+    ax.set_title(subject, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _figure_png(fig)
+
+
 # ------------------------------------------------------------------------------------------------------ HTML
 
 
@@ -299,6 +332,42 @@ def _table_section(ordered: list[tuple[int, Mapping]]) -> str:
     return "\n".join(lines) + "\n</table>\n"
 
 
+def _rate_cell(rows: Sequence[Mapping], side: str) -> str:
+    rate = _number(rows[0].get(f"rate_{side}_pct_per_year")) if rows else None
+    se = _number(rows[0].get(f"rate_{side}_se_pct_per_year")) if rows else None
+    return "" if rate is None else f"{rate:+.2f}" + ("" if se is None else f" &plusmn; {se:.2f}")
+
+
+def _longitudinal_section(longitudinal: Mapping[str, Sequence[Mapping]]) -> str:
+    """The rate table (one row per subject) and one trajectory plot per subject."""
+    if not longitudinal:
+        return ""
+    head = ["subject", "sessions", "years", "rate left (%/y)", "rate right (%/y)", "change left (%)",
+            "change right (%)", "QC"]
+    lines = ["<h2>Change over time</h2>\n<p class=\"note\">Per subject with two or more sessions "
+             "(<code>hipposeg longitudinal</code>: every session in one halfway space, change by Jacobian "
+             "integration). Rate: the least-squares slope of ln(volume) on time, as % per year &plusmn; its "
+             "standard error (three or more sessions); change: last session vs the first. Empty where the "
+             "acquisition times are unknown.</p>\n<table>\n<tr>"
+             + "".join(f'<th{" class=text" if i == 0 else ""}>{_e(h)}</th>' for i, h in enumerate(head)) + "</tr>"]
+    plots = []
+    for subject, rows in sorted(longitudinal.items()):
+        rows = list(rows)
+        times = [t for row in rows if (t := _number(row.get("time_years"))) is not None]
+        flagged = [row for row in rows if is_flagged(row)]
+        qc = "ok" if not flagged else "; ".join(sorted({f for row in flagged for f in _flag_list(row)})) or "flagged"
+        cells = [f'<td class="text">{_e(subject)}</td>', f"<td>{len(rows)}</td>",
+                 f"<td>{_fmt(max(times) - min(times), 1) if len(times) == len(rows) else ''}</td>",
+                 f"<td>{_rate_cell(rows, 'left')}</td>", f"<td>{_rate_cell(rows, 'right')}</td>"]
+        cells += [f"<td>{_fmt(_number(rows[-1].get(f'change_{side}_pct')), 2)}</td>" for side in ("left", "right")]
+        cells.append(f'<td class="text">{_e(qc)}</td>')
+        lines.append(f'<tr{" class=flagged" if flagged else ""}>' + "".join(cells) + "</tr>")
+        plots.append(f'<img class="trajectory" alt="volume change over time of {_e(subject)}" '
+                     f'src="{_png_data_uri(_trajectory_plot(subject, rows))}">')
+    return ("\n".join(lines) + "\n</table>\n<h3>Trajectories</h3>\n<div class=\"trajectories\">"
+            + "\n".join(plots) + "</div>\n")
+
+
 def _cases_section(ordered: list[tuple[int, Mapping]], qc_pictures) -> str:
     parts = ["<h2>QC pictures</h2>\n<p class=\"note\">Each picture shows the scan with the mask outlines in three "
              "views; flagged cases come first.</p>\n"]
@@ -321,20 +390,22 @@ def _cases_section(ordered: list[tuple[int, Mapping]], qc_pictures) -> str:
 
 
 def render_group_report(rows: Sequence[Mapping], *, command: str, model_version: str, qc_pictures,
-                        title: str = "hipposeg group report") -> str:
+                        title: str = "hipposeg group report",
+                        longitudinal: Mapping[str, Sequence[Mapping]] | None = None) -> str:
     """The HTML text of the report (see :func:`write_group_report`)."""
     indexed = list(enumerate(rows))
     ordered = [item for item in indexed if is_flagged(item[1])] + [item for item in indexed if not is_flagged(item[1])]
     flagged = [item for item in ordered if is_flagged(item[1])]
     body = (_header(len(rows), len(flagged), command, model_version, title) + _flagged_section(flagged)
-            + _distribution_section(ordered) + _table_section(ordered) + _cases_section(ordered, qc_pictures))
+            + _distribution_section(ordered) + _table_section(ordered) + _longitudinal_section(longitudinal or {})
+            + _cases_section(ordered, qc_pictures))
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_e(title)}</title>\n'
             f"<style>{_CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
 
 
 def write_group_report(rows: Sequence[Mapping], out_html: str | Path, *, command: str, model_version: str,
                        qc_pictures: Mapping[str, str | Path | bytes] | Sequence, title: str = "hipposeg group report",
-                       overwrite: bool = False) -> Path:
+                       longitudinal: Mapping[str, Sequence[Mapping]] | None = None, overwrite: bool = False) -> Path:
     """Write one self-contained HTML report of ``rows`` (volume-table rows, optionally with ``etiv_mm3``).
 
     ``qc_pictures`` maps each case name to its QC picture (a PNG path or PNG bytes), or is a sequence parallel to
@@ -344,7 +415,7 @@ def write_group_report(rows: Sequence[Mapping], out_html: str | Path, *, command
     if not rows:
         raise ValueError("no rows: a group report needs at least one case")
     text = render_group_report(rows, command=command, model_version=model_version, qc_pictures=qc_pictures,
-                               title=title)
+                               title=title, longitudinal=longitudinal)
     with atomic_path(out_html, overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(out_html)

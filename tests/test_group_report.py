@@ -143,3 +143,40 @@ def test_load_segment_output(tmp_path):
     (tmp_path / "a_qc.png").write_bytes(_png(0))
     loaded, pictures = load_segment_output(tmp_path)
     assert [r["case"] for r in loaded] == ["a", "b"] and list(pictures) == ["a"]
+
+
+def test_report_has_the_rate_table_and_a_trajectory_per_subject(tmp_path, rows):
+    """Longitudinal tables as the BIDS App writes them (TSV, read back by read_subject_tables): a rate table row and
+    one trajectory plot per subject; a subject without times is plotted by session; flags reach the table."""
+    import csv
+
+    from hipposeg.longitudinal.bids import read_subject_tables
+
+    def table(subject, times, left, right, flags=""):
+        path = tmp_path / "out" / f"sub-{subject}" / "anat" / f"sub-{subject}_desc-hipposeg_longitudinal.tsv"
+        path.parent.mkdir(parents=True)
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t")
+            writer.writerow(["session", "scan", "time_years", "change_left_pct", "change_right_pct",
+                             "rate_left_pct_per_year", "rate_left_se_pct_per_year", "rate_right_pct_per_year",
+                             "rate_right_se_pct_per_year", "qc_ok", "qc_flags"])
+            for k, t in enumerate(times):
+                writer.writerow([f"{k + 1}", f"scan{k}", t, left[k], right[k], -1.234, 0.321 if len(times) > 2
+                                 else "n/a", -3.5, "n/a", "False" if flags and k else "True", flags if k else ""])
+
+    table("01", [0.0, 1.0, 2.5], [0.0, -1.0, -3.1], [0.0, -0.5, -1.2])
+    table("02", ["n/a", "n/a"], [0.0, -2.0], [0.0, 0.4], flags="alignment_poor_fit")
+    longitudinal = read_subject_tables(tmp_path / "out")
+    assert sorted(longitudinal) == ["01", "02"] and longitudinal["02"][0]["time_years"] is None
+    out = write_group_report(rows, tmp_path / "r.html", command="c", model_version="v", qc_pictures={},
+                             longitudinal=longitudinal)
+    text = out.read_text(encoding="utf-8")
+    section = text[text.index("<h2>Change over time</h2>"):text.index("<h2>QC pictures</h2>")]
+    assert "-1.23 &plusmn; 0.32" in section and "+-3.50" not in section and "-3.50</td>" in section
+    assert "<td>2.5</td>" in section and "<td>-3.10</td>" in section  # span in years, last change
+    assert 'class=flagged' in section and "alignment_poor_fit" in section
+    plots = [base64.b64decode(d) for d in re.findall(r'class="trajectory"[^>]*src="data:image/png;base64,([^"]+)"',
+                                                      section)]
+    assert len(plots) == 2 and all(p.startswith(b"\x89PNG") for p in plots)
+    plain = write_group_report(rows, tmp_path / "plain.html", command="c", model_version="v", qc_pictures={})
+    assert "Change over time" not in plain.read_text(encoding="utf-8")
