@@ -7,6 +7,9 @@ Written by ``hipposeg bids ... participant`` (unless ``--no-longitudinal``), aft
   (the same with the alignment and timings);
 * ``sub-X/figures/sub-X_desc-hipposeg_longitudinal.png`` — the QC picture (same slices of every session, trajectory).
 
+The ``group`` level reads every subject's table back (:func:`read_subject_tables`) for the group report's rate table
+and trajectory plots.
+
 One T1w image per session (the first in name order, e.g. ``run-1``), sessions in label order. Times in years from the
 first session: ``sub-X/sub-X_sessions.tsv`` ``acq_time``, else each session's ``scans.tsv`` ``acq_time`` of that
 T1w; when a time is missing, none is used (the changes are then against the first session in label order and no rate
@@ -108,3 +111,17 @@ def run_subject(bids_dir: str | Path, out_dir: str | Path, subject: str, images:
     finally:
         shutil.rmtree(paths["work"], ignore_errors=True)
     return "done"
+
+
+def read_subject_tables(out_dir: str | Path) -> dict[str, list[dict]]:
+    """subject -> the rows of its ``sub-X_desc-hipposeg_longitudinal.tsv`` (time order, as written; ``n/a`` -> None),
+    for every subject of ``out_dir`` that has one."""
+    tables = {}
+    for tsv in sorted(Path(out_dir).glob(f"sub-*/anat/sub-*_desc-{DESC}_longitudinal.tsv")):
+        subject = tsv.name.split("_", 1)[0][len("sub-"):]
+        with open(tsv, newline="") as handle:
+            rows = [{k: (None if v == "n/a" else v) for k, v in row.items()}
+                    for row in csv.DictReader(handle, delimiter="\t")]
+        if rows:
+            tables[subject] = rows
+    return tables
