@@ -116,7 +116,8 @@ def cmd_segment(args) -> int:
         return EXIT_BAD_INPUT
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(args.model, device=args.device, flip_tta=args.tta or None, batch_size=args.batch_size)
+    segmenter = load_segmenter(args.model, device=args.device, flip_tta=args.tta or None, batch_size=args.batch_size,
+                               runtime=args.runtime)
     mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
     run = segment_inputs(inputs, args.output, segmenter, overwrite=args.overwrite, series_uid=args.series_uid,
                          mode=mode, qc_png=not args.no_qc, progress=not args.quiet)
@@ -169,7 +170,7 @@ def cmd_bids(args) -> int:
                         participant_labels=args.participant_label, session_labels=args.session_label, shard=shard,
                         distributed=args.distributed, model=args.model, device=args.device,
                         overwrite=args.overwrite, progress=not args.quiet, command=command,
-                        longitudinal=args.longitudinal)
+                        longitudinal=args.longitudinal, runtime=args.runtime)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -288,7 +289,7 @@ def cmd_infer(args) -> int:
 
     bundle_dir, model_overrides = resolve_model(args.model, args.bundle)  # the same networks as segment --model
     overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
-                 "overwrite": args.overwrite, **model_overrides, **parse_overrides(args.set)}
+                 "overwrite": args.overwrite, "runtime": args.runtime, **model_overrides, **parse_overrides(args.set)}
     run_workflow(["inference.json"], bundle_dir, overrides)
     return EXIT_OK
 
@@ -302,6 +303,12 @@ def cmd_export_half(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx", "openvino"),
+                   help="what runs the networks on a CPU: auto (default: OpenVINO, else ONNX Runtime when installed, "
+                        "else PyTorch; the fastest measured, README.md 'Speed'), or one of them; a GPU runs PyTorch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hipposeg import __version__
 
@@ -355,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and speed: README.md, 'Shipped models'")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, help="slices per forward pass")
+    _add_runtime(p)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (left-right)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--series-uid", help="the DICOM series to read when a folder holds several")
@@ -394,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run under torchrun: each rank takes a disjoint share, rank 0 writes the group outputs")
     p.add_argument("--model", help="as for segment: a shipped model's name, a bundle folder or a checkpoint")
     p.add_argument("--device", help="cpu or cuda (default: cpu; with --distributed, one GPU per rank if present)")
+    _add_runtime(p)
     p.add_argument("--overwrite", action="store_true", help="redo images that are already finished")
     p.add_argument("--longitudinal", action=argparse.BooleanOptionalAction, default=True,
                    help="participant level: for each subject with T1w images in two or more sessions also write "
@@ -442,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "segment --help; their measured accuracy: README.md, 'Shipped models') or a "
                                    "checkpoint (.pt)")
     p.add_argument("--tta", action="store_true")
+    _add_runtime(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--bundle")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")

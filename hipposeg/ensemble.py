@@ -4,7 +4,8 @@
 runs the core slice by slice (:class:`~hipposeg.inference.MultiAxisSliceInferer`), the partner on the whole volume
 (:class:`~hipposeg.inference.VolumeInferer`) and returns the weighted mean of their class probabilities, with the
 input's meta data, so ``Invertd`` and the rest of the post-processing see one probability map as before.
-:func:`load_network` loads the weights of either kind from the bundle's ``models/`` files.
+:func:`load_network` loads the weights of either kind from the bundle's ``models/`` files and hands them to the
+CPU runtime :mod:`hipposeg.runtime` chooses.
 """
 
 from __future__ import annotations
@@ -61,18 +62,24 @@ class EnsembleInferer(Inferer):
 
 
 def load_network(core: nn.Module, ckpt_path: str | Path, *, partner: nn.Module | None = None,
-                 partner_ckpt_path: str | Path | None = None, device: str | torch.device = "cpu") -> nn.Module:
+                 partner_ckpt_path: str | Path | None = None, device: str | torch.device = "cpu",
+                 runtime: str = "auto") -> nn.Module:
     """The bundle's ``network``: ``core`` with the weights of ``ckpt_path`` alone, or, given a ``partner`` (the
-    3D network) and its ``partner_ckpt_path``, both as a :class:`CoreAndPartner`; on ``device``. One loader for every
-    door (bundle run, ``hipposeg segment``, benches). ``network_def`` stays the plain core network, so MONAI's
-    ``verify_net_in_out`` and ``ckpt_export`` work on it as on any bundle."""
+    3D network) and its ``partner_ckpt_path``, both as a :class:`CoreAndPartner`; on ``device``, run by the
+    ``runtime`` :func:`hipposeg.runtime.choose_runtime` picks (``auto``: the fastest installed one on a CPU, PyTorch
+    on a GPU). One loader for every door (bundle run, ``hipposeg segment``, benches). ``network_def`` stays the
+    plain core network, so MONAI's ``verify_net_in_out`` and ``ckpt_export`` work on it as on any bundle."""
     from hipposeg.errors import InputError
     from hipposeg.model import load_weights
+    from hipposeg.runtime import accelerate, choose_runtime
 
+    runtime = choose_runtime(runtime, device)
     load_weights(core, ckpt_path)
+    core = accelerate(core.eval(), ckpt_path, part="core", runtime=runtime)
     if partner is None:
         return core.to(device)
     if partner_ckpt_path is None:
         raise InputError(None, "a 3D partner network was given without its checkpoint (partner_ckpt_path)")
     load_weights(partner, partner_ckpt_path)
+    partner = accelerate(partner.eval(), partner_ckpt_path, part="partner", runtime=runtime)
     return CoreAndPartner(core, partner).to(device)

@@ -23,6 +23,7 @@ from monai.transforms import AsDiscreted, Compose, SaveImaged
 
 from hipposeg.data.readers import Image
 from hipposeg.inference import WriteSegmentationd
+from hipposeg.runtime import runtime_of
 
 #: Post-processing steps that write files: dropped from the bundle's recipe when segmenting in memory.
 WRITER_TRANSFORMS = (WriteSegmentationd, SaveImaged)
@@ -71,6 +72,7 @@ class Segmenter:
         self.label_names = label_names or {0: "background", 1: "anterior", 2: "posterior"}
         self.checkpoint = checkpoint  # the weights file, recorded in volumes.csv
         self.partner_checkpoint = partner_checkpoint  # the 3D partner's weights (hipposeg.ensemble), if any
+        self.runtime = runtime_of(self.network)  # torch, onnx or openvino (hipposeg.runtime)
 
     @torch.inference_mode()
     def predict_probabilities(self, image: Image) -> np.ndarray:
@@ -114,12 +116,15 @@ def _array(value) -> np.ndarray:
 
 def load_segmenter(model: str | Path | None = None, *, partner: str | Path | None = None,
                    bundle_dir: str | Path | None = None, device: str = "cpu", flip_tta: bool | None = None,
-                   batch_size: int | None = None, overrides: dict | None = None) -> Segmenter:
+                   batch_size: int | None = None, runtime: str | None = None,
+                   overrides: dict | None = None) -> Segmenter:
     """Build a :class:`Segmenter` from a bundle's ``inference.json`` (default: the bundle shipped with hipposeg).
 
     ``model`` and ``partner`` select the networks exactly as ``--model`` does at every door
     (:func:`hipposeg.bundle.resolve_model`: a shipped model's name, a bundle folder, a checkpoint file, or None for
-    the bundle's default); ``overrides`` are any other ``inference.json`` keys. The network (weights loaded by the
+    the bundle's default); ``runtime`` runs them with PyTorch, ONNX Runtime or OpenVINO (``inference.json``'s
+    ``runtime``, default ``auto``: :func:`hipposeg.runtime.choose_runtime`); ``overrides`` are any other
+    ``inference.json`` keys. The network (weights loaded by the
     config), inferer and post-processing are the config's own, whatever they are."""
     from hipposeg.bundle import parse_bundle, resolve_model, switch
 
@@ -130,6 +135,8 @@ def load_segmenter(model: str | Path | None = None, *, partner: str | Path | Non
         values["flip_tta"] = bool(flip_tta)
     if batch_size:
         values["batch_size"] = int(batch_size)
+    if runtime:
+        values["runtime"] = str(runtime)
     parser = parse_bundle(["inference.json"], bundle_dir, values)
     content = parser.get_parsed_content
     partner_path = content("partner_ckpt_path") if switch(content("use_partner")) else None

@@ -1,0 +1,44 @@
+"""Export a model's networks to ONNX, into the cache the runtimes read (:mod:`hipposeg.runtime`).
+
+    python -m hipposeg.export [--model NAME|BUNDLE|CHECKPOINT] [--partner CHECKPOINT]
+
+Builds the networks exactly as ``configs/inference.json`` does (PyTorch, weights from the ``.pt`` files), writes
+``core-<sha256>.onnx`` (and ``partner-<sha256>.onnx`` for a model with a 3D partner) into
+:func:`hipposeg.runtime.cache_dir` and prints their paths. ``hipposeg segment`` makes the same files on first use
+when OpenVINO or ONNX Runtime is installed; this command makes them ahead (an image build, a read-only home later).
+An existing file of the same checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def export_model(model: str | None = None, *, partner: str | None = None) -> list[Path]:
+    """The cached ONNX files of ``model``'s networks (``--model`` as at every door), made when missing."""
+    from hipposeg.bundle import parse_bundle, resolve_model, switch
+    from hipposeg.runtime import ensure_onnx
+
+    bundle_dir, overrides = resolve_model(model, partner=partner)
+    content = parse_bundle(["inference.json"], bundle_dir, {**overrides, "runtime": "torch", "device": "cpu"})
+    network = content.get_parsed_content("network")
+    paths = [ensure_onnx(getattr(network, "core", network), content.get_parsed_content("ckpt_path"), "core")]
+    if switch(content.get_parsed_content("use_partner")):
+        paths.append(ensure_onnx(network.partner, content.get_parsed_content("partner_ckpt_path"), "partner"))
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hipposeg.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="a shipped model's name, a bundle folder or a checkpoint (default: the "
+                                        "bundle's default model)")
+    parser.add_argument("--partner", help="with a checkpoint --model: its 3D partner checkpoint")
+    args = parser.parse_args(argv)
+    for path in export_model(args.model, partner=args.partner):
+        print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
