@@ -10,13 +10,18 @@ For every subject of ``../shared/data/fullhead`` it builds scans with a known ch
   grid of another orientation and voxel size (:func:`hipposeg.fullhead.evaluation.move_and_regrid`);
 * atrophied copies: each hippocampus contracted smoothly towards its centre
   (:func:`hipposeg.longitudinal.simulation.simulate_atrophy`; the true change is measured on the warped label), then
-  moved and regridded like the others.
+  moved and regridded like the others;
+* every moved or atrophied copy then gets its own Rician noise
+  (:func:`hipposeg.longitudinal.simulation.add_scanner_noise`, sd 2 % of the head's 99th percentile, seeded apart
+  from the moves): without it the copies of one head would share the original's noise pattern, which a deformable
+  registration between two of them could lock onto, unlike two real sessions.
 
 Pairs per subject: two with no change (original vs moved copy, two moved copies) and three with atrophy
 (left / right: -1 / -2, -2 / -4, -4 / -1 %). Each pair is measured (a) by ``hipposeg segment --full-head`` on each scan
 alone (the change of the ``volume_left_mm3`` / ``volume_right_mm3`` columns, what a user would compute) and (b) by
-``hipposeg longitudinal`` (:func:`hipposeg.longitudinal.run_longitudinal`, in-process, segmenter loaded once), in both
-orders: the swapped run gives c21, and (1 + c12)(1 + c21) - 1 is the order inconsistency. Errors are in percentage
+``hipposeg longitudinal`` (:func:`hipposeg.longitudinal.run_longitudinal`, in-process, segmenter loaded once; its
+change by Jacobian integration, and its soft-volume cross-check column beside it), in both orders: the swapped run
+gives c21, and (1 + c12)(1 + c21) - 1 is the order inconsistency. Errors are in percentage
 points of the change; speed is the longitudinal run's seconds over the two segment runs' (each scan timed alone).
 """
 
@@ -39,6 +44,7 @@ README = Path(__file__).parent / "README.md"
 ATROPHY = ((-0.01, -0.02), (-0.02, -0.04), (-0.04, -0.01))  # (left, right) fractions
 MAX_DEGREES, MAX_MM = 10.0, 10.0
 #: the issue's must-show figures, percentage points
+METHODS = ("segment", "longitudinal", "soft_volume")  # soft_volume: longitudinal's cross-check column
 TARGETS = {"zero_mean": 0.3, "zero_worst": 0.8, "atrophy_mean": 0.4, "atrophy_worst": 1.0, "swap": 0.001}
 
 
@@ -55,7 +61,7 @@ def summarise(pairs: list[dict]) -> dict:
         if not chosen:
             continue
         out[kind] = {method: {side: _stats([p[method]["error_pp"][side] for p in chosen]) for side in SIDES}
-                     for method in ("segment", "longitudinal")}
+                     for method in METHODS if all(method in p for p in chosen)}
         both = [abs(p[m]["error_pp"][s]) for p in chosen for s in SIDES for m in ("segment",)]
         lon = [abs(p["longitudinal"]["error_pp"][s]) for p in chosen for s in SIDES]
         out[kind]["longitudinal_over_segment"] = round(float(np.mean(lon) / np.mean(both)), 3) if np.mean(both) else None
@@ -74,13 +80,17 @@ def build_table(result: dict) -> str:
             continue
         for side in SIDES:
             seg, lon = s[kind]["segment"][side], s[kind]["longitudinal"][side]
+            soft = s[kind].get("soft_volume", {}).get(side)
             rows.append([label, side, seg["n"], f"{seg['mean_abs']:.2f} / {seg['worst']:.2f}",
-                         f"**{lon['mean_abs']:.2f}** / {lon['worst']:.2f}"])
+                         f"**{lon['mean_abs']:.2f}** / {lon['worst']:.2f}",
+                         f"{soft['mean_abs']:.2f} / {soft['worst']:.2f}" if soft else "-"])
     t = TARGETS
     caption = (f"`{result['command']}` ({result['model']}" + (f" + {result['model_3d']}" if result.get("model_3d") else "")
                + f"; {describe_machine(result['machine'])}). Error of the measured change, percentage points "
-               "(mean absolute / worst), per pair of scans of one head:")
-    table = markdown_table(["kind of pair", "side", "pairs", "`segment` on each scan", "`longitudinal`"], rows)
+               "(mean absolute / worst), per pair of scans of one head; `longitudinal` measures the change by "
+               f"{result.get('method', 'soft volumes')}, its soft-volume column is the cross-check:")
+    table = markdown_table(["kind of pair", "side", "pairs", "`segment` on each scan", "`longitudinal`",
+                            "soft volumes (cross-check)"], rows)
     notes = (f"Order swap: the worst |(1 + c12)(1 + c21) - 1| over every pair and side is {s['swap_worst']:.1e} "
              f"(target {t['swap']:g}). Longitudinal error over segment error (mean, both sides): "
              f"{s['zero']['longitudinal_over_segment']:.2f} on the no-change pairs, "
@@ -105,7 +115,8 @@ def main(argv=None) -> dict:
     from hipposeg.data.writers import write_nifti
     from hipposeg.fullhead.evaluation import move_and_regrid
     from hipposeg.longitudinal import run_longitudinal
-    from hipposeg.longitudinal.simulation import simulate_atrophy
+    from hipposeg.longitudinal.pipeline import CHANGE_METHOD
+    from hipposeg.longitudinal.simulation import NOISE_FRACTION, add_scanner_noise, simulate_atrophy
     from hipposeg.segment import segment_inputs
     from hipposeg.segmenter import load_segmenter
 
@@ -135,6 +146,7 @@ def main(argv=None) -> dict:
             folder = root / subject
             image, truth = read_image(folder / "t1.nii.gz"), read_image(folder / "hippocampus_lr.nii.gz")
             rng = np.random.default_rng([args.seed, SUBJECTS.index(subject)])
+            noise_rng = np.random.default_rng([args.seed, SUBJECTS.index(subject), 1])  # the moves stay as they were
             scans = {"original": (folder / "t1.nii.gz", {side: 0.0 for side in SIDES}, {})}
 
             def add(name, img, true_change, info):
@@ -144,13 +156,13 @@ def main(argv=None) -> dict:
 
             for k in (1, 2):
                 moved, _, info = move_and_regrid(image, truth, rng, MAX_DEGREES, MAX_MM)
-                add(f"moved{k}", moved, {side: 0.0 for side in SIDES}, {key: v for key, v in info.items()
-                                                                          if key != "move_ras"})
+                add(f"moved{k}", add_scanner_noise(moved, noise_rng), {side: 0.0 for side in SIDES},
+                    {key: v for key, v in info.items() if key != "move_ras"})
             for left, right in ATROPHY:
                 warped, warped_truth, sim = simulate_atrophy(image, truth, {"left": left, "right": right})
                 moved, _, info = move_and_regrid(warped, warped_truth, rng, MAX_DEGREES, MAX_MM)
-                add(f"atrophy{-left * 100:g}-{-right * 100:g}", moved, sim["true_change"],
-                    {**{key: v for key, v in info.items() if key != "move_ras"}, "strength": sim["strength"]})
+                add(f"atrophy{-left * 100:g}-{-right * 100:g}", add_scanner_noise(moved, noise_rng),
+                    sim["true_change"], {**{key: v for key, v in info.items() if key != "move_ras"}, "strength": sim["strength"]})
             scans_info[subject] = {name: {"true_change_pct": {s: 100 * c for s, c in tc.items()}, **info}
                                    for name, (_, tc, info) in scans.items()}
             plan = [("zero", "original", "moved1"), ("zero", "moved1", "moved2")]
@@ -167,6 +179,7 @@ def main(argv=None) -> dict:
                 sec_lon = time.perf_counter() - t0
                 backward = run_longitudinal([pb, pa], tmp / f"lon_{subject}_{b}_{a}", segmenter)
                 c12 = {s: forward.rows[1][f"change_{s}_pct"] for s in SIDES}
+                soft12 = {s: forward.rows[1][f"soft_change_{s}_pct"] for s in SIDES}
                 c21 = {s: backward.rows[1][f"change_{s}_pct"] for s in SIDES}
                 pair = {
                     "subject": subject, "kind": kind, "scans": [a, b], "true_change_pct": truth_pct,
@@ -175,7 +188,9 @@ def main(argv=None) -> dict:
                     "longitudinal": {"change_pct": c12, "error_pp": {s: c12[s] - truth_pct[s] for s in SIDES},
                                      "volumes_mm3": [{s: r[f"volume_{s}_mm3"] for s in SIDES} for r in forward.rows],
                                      "alignment": forward.alignment["pairs"],
-                                     "flags": [f"{r['qc_flags']}|{r['alignment_flags']}" for r in forward.rows]},
+                                     "flags": [r["qc_flags"] for r in forward.rows],
+                                     "jacobian_pairs": forward.change.get("pairs")},
+                    "soft_volume": {"change_pct": soft12, "error_pp": {s: soft12[s] - truth_pct[s] for s in SIDES}},
                     "swap_product_minus_1": {s: (1 + c12[s] / 100) * (1 + c21[s] / 100) - 1.0 for s in SIDES},
                     "seconds": {"segment_a": round(sec_a, 3), "segment_b": round(sec_b, 3),
                                 "longitudinal": round(sec_lon, 3), "ratio": round(sec_lon / (sec_a + sec_b), 3),
@@ -184,14 +199,16 @@ def main(argv=None) -> dict:
                 pairs.append(pair)
                 print(f"{subject:9s} {kind:7s} {a:9s} -> {b:14s} true L {truth_pct['left']:+.2f} R "
                       f"{truth_pct['right']:+.2f} | segment L {seg_pct['left']:+.2f} R {seg_pct['right']:+.2f} | "
-                      f"longitudinal L {c12['left']:+.2f} R {c12['right']:+.2f} | swap "
+                      f"longitudinal L {c12['left']:+.2f} R {c12['right']:+.2f} | soft L {soft12['left']:+.2f} R "
+                      f"{soft12['right']:+.2f} | swap "
                       f"{max(abs(v) for v in pair['swap_product_minus_1'].values()):.1e} | "
                       f"{sec_lon:.1f} s vs {sec_a + sec_b:.1f} s", flush=True)
 
     result = {"command": this_command(__file__, argv), "date": time.strftime("%Y-%m-%d %H:%M"),
               **provenance(segmenter), "machine": machine(),
+              "method": CHANGE_METHOD,
               "design": {"atrophy_left_right": ATROPHY, "max_degrees": MAX_DEGREES, "max_mm": MAX_MM,
-                         "subjects": args.subjects},
+                         "noise_fraction": NOISE_FRACTION, "subjects": args.subjects},
               "targets_pp": TARGETS, "summary": summarise(pairs), "scans": scans_info, "pairs": pairs}
     write_result(args.out, result)
     if Path(args.out).resolve() == DEFAULT_OUT.resolve() and list(args.subjects) == list(SUBJECTS):

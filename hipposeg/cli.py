@@ -147,8 +147,7 @@ def cmd_longitudinal(args) -> int:
     for row in result.rows:
         changes = "  ".join(f"{side} {row[f'volume_{side}_mm3']:.0f} mm3 ({row[f'change_{side}_pct']:+.2f} %)"
                             for side in ("left", "right"))
-        flags = ";".join(f for f in (row["qc_flags"], row["alignment_flags"]) if f)
-        print(f"{row['scan']}: {changes}" + (f"  flags: {flags}" if flags else ""))
+        print(f"{row['scan']}: {changes}" + (f"  flags: {row['qc_flags']}" if row["qc_flags"] else ""))
     for side, rate in result.rates.items():
         if rate["pct_per_year"] is not None:
             se = f" +- {rate['se_pct_per_year']:.2f}" if rate["se_pct_per_year"] is not None else ""
@@ -380,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "folders); the first is the baseline unless --times says otherwise")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--times", help="acquisition times in years, one per scan, comma-separated (e.g. 0,1.1,2.0); "
-                                   "default: the DICOM acquisition dates when every scan has one")
+                                   "default: the acquisition dates when every scan has one (DICOM header; for "
+                                   "NIfTI its sidecar JSON's AcquisitionDateTime, as dcm2niix writes it)")
     p.add_argument("--model", help="as for segment: a shipped model's name, a bundle folder or a checkpoint")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -4,7 +4,9 @@ A volume row's ``qc_flags`` (``volumes.csv``, ``volumes.json``, the BIDS ``_volu
 codes from :data:`QC_FLAGS`, empty when there is nothing to look at; ``qc_ok`` is false when there is any. The
 checks live beside their data — :func:`hipposeg.volumes.volume_row` (every row: mask, volume, voxel size),
 :func:`hipposeg.fullhead.pipeline.quality_control` (whole heads: registration, template region, left/right) and
-:func:`hipposeg.fullhead.icv.icv_flags` (whole heads: intracranial volume) — and their thresholds are the constants
+:func:`hipposeg.fullhead.icv.icv_flags` (whole heads: intracranial volume), :func:`hipposeg.longitudinal.alignment.
+align_scans` and :func:`hipposeg.longitudinal.pipeline.methods_disagree_flags` (longitudinal: the within-subject
+alignment, the two change measures) — and their thresholds are the constants
 of this module, so that each meaning below quotes the number its check uses.
 
 :func:`help_text` is the table as ``hipposeg segment --help`` prints it, :func:`markdown_table` as the docs quote it.
@@ -42,6 +44,16 @@ LR_RATIO_RANGE = (0.6, 1.0 / 0.6)
 ADULT_ETIV_RANGE_MM3 = (900_000.0, 1_830_000.0)
 #: |intracranial mask / eTIV - 1| above this is flagged (the three test heads: 0.99-1.07).
 AGREEMENT_TOLERANCE = 0.15
+#: Longitudinal: the two rigid registrations of a scan pair (each scan as fixed image) should be inverses; the
+#: largest displacement (mm) of F_ba F_ab over a 160 mm cube around the brain (hipposeg.longitudinal.alignment).
+ALIGNMENT_INCONSISTENCY_ABOVE_MM = 1.5
+#: Longitudinal: Mattes mutual information of a scan pair after rigid alignment (2 mm, 32 bins): moved copies of one
+#: head -1.6 to -1.7; a registration stopped 8-30 mm away -0.04 to -0.24; scans of two different heads (2 mm copies of
+#: colin27, CANDI 030, bert, pairwise) -0.10 to -0.26.
+ALIGNMENT_METRIC_ABOVE = -0.5
+#: Longitudinal: a scan's change by Jacobian integration and by soft volumes (both vs the baseline, percentage
+#: points) further apart than this (bench/longitudinal.py, moved and atrophied copies: at most 1.5).
+METHODS_DISAGREE_ABOVE_PP = 2.5
 
 SIDES = ("left", "right")
 
@@ -85,6 +97,15 @@ QC_FLAGS: dict[str, str] = {
                              "meaningless",
     "etiv_out_of_range": f"whole head: eTIV outside the adult range {ADULT_ETIV_RANGE_MM3[0] / 1000:.0f}-"
                          f"{ADULT_ETIV_RANGE_MM3[1] / 1000:.0f} cm3 (child, unusual head, or failed registration)",
+    "alignment_inconsistent": "longitudinal: the two rigid registrations of a scan pair (each scan as fixed image) "
+                              f"disagree by more than {ALIGNMENT_INCONSISTENCY_ABOVE_MM:g} mm somewhere in the brain: "
+                              "the within-subject alignment may have failed",
+    "alignment_poor_fit": "longitudinal: after rigid alignment the scan pair's mutual information is above "
+                          f"{ALIGNMENT_METRIC_ABOVE:g} (moved copies of one head: -1.6 to -1.7; two different heads: "
+                          "-0.1 to -0.3): another head, another contrast, or a failed alignment",
+    **{sided("longitudinal_methods_disagree", side): f"longitudinal: the {side} change by Jacobian integration and by "
+       f"soft volumes differ by more than {METHODS_DISAGREE_ABOVE_PP:g} percentage points: check the QC picture"
+       for side in SIDES},
     "icv_estimates_disagree": "whole head: the intracranial mask and eTIV differ by more than "
                               f"{AGREEMENT_TOLERANCE:.0%}: the registration's scale is suspect, check the QC picture",
 }

@@ -89,6 +89,13 @@ def test_table_columns_and_masks_in_each_scans_grid(runs):
         assert set(np.unique(np.asarray(mask.dataobj))) == {0, 1, 2, 3, 4}
     summary = json.loads((runs["forward"] / "longitudinal.json").read_text())
     assert summary["baseline"] == "t0" and summary["alignment"]["pairs"][0]["inconsistency_mm"] < 1.5
+    assert summary["times_source"] == "given" and summary["change"]["method"].startswith("jacobian")
+    # every flag is a code of the one QC flag table; copies of one head are not flagged as misaligned
+    from hipposeg.qc_flags import QC_FLAGS
+
+    flags = [f for row in rows for f in row["qc_flags"].split(";") if f]
+    assert set(flags) <= set(QC_FLAGS) and not [f for f in flags if f.startswith("alignment")]
+    assert "alignment_flags" not in rows[0] and "soft_change_left_pct" in rows[0]
     assert (runs["forward"] / "longitudinal_qc.png").stat().st_size > 10_000
     assert not (runs["backward"] / "longitudinal_qc.png").exists()
 
@@ -190,3 +197,77 @@ def test_simulated_atrophy_changes_the_label_by_the_asked_fraction():
     for half, change in ((slice(0, 35), -0.04), (slice(35, 70), -0.01)):
         assert warped.array[half].sum() / image.array[half].sum() - 1 == pytest.approx(change, abs=4e-3)
     assert label_volume_mm3(truth, "left") == pytest.approx((labels == 1).sum(), rel=0.02)
+
+
+def test_acquisition_dates_from_dicom_headers_and_nifti_sidecars(data_root, tmp_path):
+    """Without --times: the DICOM series' dates (study1: StudyDate 2020-01-19 01:03:13; study2: AcquisitionDate
+    2020-01-21, its time from SeriesTime 01:06:43), a NIfTI's sidecar AcquisitionDateTime; one scan without a date
+    and there are no times."""
+    import datetime
+
+    from hipposeg.longitudinal.acquisition_times import acquisition_time, acquisition_times
+
+    dicoms = [read_image(data_root / "dicom_hcrop" / s) for s in ("study1_hcrop", "study2_hcrop")]
+    assert acquisition_time(dicoms[0]) == datetime.datetime(2020, 1, 19, 1, 3, 13)
+    assert acquisition_time(dicoms[1]) == datetime.datetime(2020, 1, 21, 1, 6, 43)
+    days = (datetime.datetime(2020, 1, 21, 1, 6, 43) - datetime.datetime(2020, 1, 19, 1, 3, 13)).total_seconds() / 86400
+    assert acquisition_times(dicoms[::-1]) == pytest.approx([days / 365.25, 0.0], abs=1e-9)
+    niftis = []
+    for name, stamp in (("a", "2019-03-02T09:30:00"), ("b", None), ("c", "2021-09-01T10:00:00.5")):
+        path = write_nifti(tmp_path / f"{name}.nii.gz", np.zeros((4, 4, 4), np.float32), np.eye(4))
+        meta = {"AcquisitionDateTime": stamp} if stamp else {"AcquisitionDate": "2020-03-02", "AcquisitionTime": "09:30:00"}
+        (tmp_path / f"{name}.json").write_text(json.dumps(meta))
+        niftis.append(read_image(path))
+    years = acquisition_times(niftis)
+    assert years[0] == 0.0 and years[1] == pytest.approx(366 / 365.25) and years[2] == pytest.approx(
+        (datetime.datetime(2021, 9, 1, 10, 0, 0, 500000) - datetime.datetime(2019, 3, 2, 9, 30)).total_seconds()
+        / 86400 / 365.25)
+    (tmp_path / "b.json").write_text(json.dumps({"SeriesDescription": "no date"}))
+    assert acquisition_times(niftis) is None and acquisition_times([dicoms[0], niftis[1]]) is None
+
+
+def test_jacobian_change_recovers_a_known_contraction_and_is_antisymmetric():
+    """Two synthetic 1 mm crops, the second a uniformly scaled copy (volume -3 %) of the first: the symmetric
+    Jacobian integral finds the change, and swapping the crops gives exactly the inverse."""
+    import SimpleITK as sitk
+
+    from hipposeg.longitudinal.deformation import pair_log_ratio
+
+    rng = np.random.default_rng(0)
+    shape = (36, 50, 42)
+    texture = ndimage_smooth(rng.normal(size=shape), 2.0)
+    grid = np.indices(shape, dtype=float)
+    centre = (np.asarray(shape) - 1) / 2.0
+    blob = (((grid - centre[:, None, None, None]) / np.array([7, 15, 6])[:, None, None, None]) ** 2).sum(0) <= 1
+    a = (100 + 30 * blob + 200 * texture).astype(np.float32)
+    scale = (1 - 0.03) ** (1 / 3)
+    transform = sitk.ScaleTransform(3, [1 / scale] * 3)  # reads a at x / scale: the content shrinks by scale
+    transform.SetCenter([float(v) for v in centre])  # sitk x = the array's first axis
+    image = sitk.GetImageFromArray(np.ascontiguousarray(a.transpose(2, 1, 0)))
+    b = sitk.GetArrayFromImage(sitk.Resample(image, image, transform, sitk.sitkBSpline, 0.0)).transpose(2, 1, 0)
+    weights = ndimage_smooth(blob.astype(float), 1.0)
+    forward = pair_log_ratio(a, b, weights, weights)
+    backward = pair_log_ratio(b, a, weights, weights)
+    assert backward["log_ratio"] == -forward["log_ratio"]
+    assert 100 * np.expm1(forward["log_ratio"]) == pytest.approx(-3.0, abs=0.4)
+
+
+def ndimage_smooth(array, sigma):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(array, sigma)
+
+
+def test_a_scan_of_another_head_is_flagged_as_a_failed_alignment(runs, data_root):
+    """colin27 against CANDI 030 (both 2 mm copies): the pair's mutual information after rigid alignment is far from
+    that of two copies of one head (measured -0.10 vs -1.69), so both scans get ``alignment_poor_fit``."""
+    from hipposeg.fullhead.registration import register_to_template
+    from hipposeg.longitudinal.alignment import ALIGNMENT_FLAGS, align_scans
+    from hipposeg.qc_flags import ALIGNMENT_METRIC_ABOVE, QC_FLAGS
+
+    assert set(ALIGNMENT_FLAGS) <= set(QC_FLAGS)
+    scans = [read_image(runs["paths"][0]),
+             moved_copy(read_image(data_root / "fullhead" / "candi030" / "t1.nii.gz"), 4.0, (3.0, -2.0, 1.0), 2.0, "RAS")]
+    alignment = align_scans(scans, [register_to_template(scan).matrix_ras for scan in scans])
+    assert alignment.pairs[0]["metric"] > ALIGNMENT_METRIC_ABOVE
+    assert all("alignment_poor_fit" in flags for flags in alignment.flags)

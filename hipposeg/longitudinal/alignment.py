@@ -26,7 +26,7 @@ Rigid registration (:func:`rigid_register`)
     motion known): each direction within 0.03-0.14 mm of the truth over a 160 mm cube; plain gradient descent with
     a learning rate estimated once (what the template registration uses) stopped 0.4-20 mm away in 3 of 4 runs.
 
-Failure checks (:data:`ALIGNMENT_FLAGS`)
+Failure checks (:data:`ALIGNMENT_FLAGS`, codes and thresholds in :mod:`hipposeg.qc_flags`)
     ``alignment_inconsistent``: F_ab and F_ba should be inverses; the largest distance by which F_ba F_ab moves a
     point of a 160 mm cube around the brain above :data:`INCONSISTENCY_FLAG_ABOVE_MM` means at least one of the two
     registrations stopped away from the optimum. ``alignment_poor_fit``: the mutual information after alignment is
@@ -42,36 +42,31 @@ import numpy as np
 from scipy.linalg import expm, logm
 
 from hipposeg.data.readers import Image
+from hipposeg.qc_flags import ALIGNMENT_INCONSISTENCY_ABOVE_MM, ALIGNMENT_METRIC_ABOVE
 
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 LEVELS = ((4, 1.0, 200), (2, 0.3, 200))  # (mm, sampling fraction, most iterations)
 STEP_MM = 2.0  # first step of the optimiser (halved at each finer level)
 MASK_GROW_MM = 8.0
-#: inverse consistency of the two registrations of a pair, mm (largest displacement over a 160 mm cube)
-INCONSISTENCY_FLAG_ABOVE_MM = 1.5
-#: Mattes mutual information of a scan pair after rigid alignment, 2 mm, 32 bins: moved copies of one head -1.6 to
-#: -1.7; a registration stopped 8-30 mm away -0.04 to -0.24
-ALIGNMENT_METRIC_FLAG_ABOVE = -0.5
-ALIGNMENT_FLAGS = {
-    "alignment_inconsistent": f"the two registrations of a scan pair (each as fixed image) disagree by more than "
-                              f"{INCONSISTENCY_FLAG_ABOVE_MM:g} mm somewhere in the brain: the within-subject "
-                              "alignment may have failed",
-    "alignment_poor_fit": f"after rigid alignment the scan pair's mutual information is above "
-                          f"{ALIGNMENT_METRIC_FLAG_ABOVE:g}: another head, another contrast, or a failed alignment",
-}
+#: the thresholds of the two flags live in the one QC flag table (hipposeg.qc_flags), with their meaning
+INCONSISTENCY_FLAG_ABOVE_MM = ALIGNMENT_INCONSISTENCY_ABOVE_MM
+ALIGNMENT_METRIC_FLAG_ABOVE = ALIGNMENT_METRIC_ABOVE
+ALIGNMENT_FLAGS = ("alignment_inconsistent", "alignment_poor_fit")  # codes of hipposeg.qc_flags.QC_FLAGS
 
 
 @dataclass
 class Alignment:
     """Where every scan sits in the common space. ``to_scan[i]``: common-space RAS mm -> scan ``i`` RAS mm (rigid);
     ``mni_to_common``: MNI mm -> common space (affine); ``pairs``: per registered pair its consistency and metric;
-    ``flags[i]``: :data:`ALIGNMENT_FLAGS` codes of scan ``i``."""
+    ``flags[i]``: :data:`ALIGNMENT_FLAGS` codes of scan ``i``; ``order``: the scans' canonical order (by content),
+    in which every later step that pairs or averages scans works."""
 
     to_scan: list[np.ndarray]
     mni_to_common: np.ndarray
     reference: int
     pairs: list[dict] = field(default_factory=list)
     flags: list[list[str]] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)
 
     def mni_to_scan(self, i: int) -> np.ndarray:
         """MNI mm -> scan ``i`` RAS mm through the common space: the crops of every scan are one box in it."""
@@ -263,4 +258,4 @@ def align_scans(images: list[Image], mni_to_scan: list[np.ndarray]) -> Alignment
     mni_to_common = barycentre([np.linalg.inv(to_scan[i]) @ mni_to_scan[i] for i in order])
     n = len(images)
     return Alignment(to_scan=[to_scan[i] for i in range(n)], mni_to_common=mni_to_common, reference=ref,
-                     pairs=pairs, flags=[flags[i] for i in range(n)])
+                     pairs=pairs, flags=[flags[i] for i in range(n)], order=list(order))

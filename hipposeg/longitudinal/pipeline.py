@@ -33,11 +33,14 @@ from scipy import ndimage
 from hipposeg.data.readers import Image, case_name, check_volume, read_image
 from hipposeg.errors import InputError
 
+#: what the change columns measure (deformation.py); the soft-volume change is the cross-check column
+CHANGE_METHOD = "jacobian-integration (symmetric demons in the halfway-space crops, soft hippocampus weights)"
 REGION_GROW_VOXELS = 3  # the soft-volume region: the union of the time points' masks, grown by 3 mm
 TABLE_COLUMNS = ("scan", "time_years", "volume_left_mm3", "volume_right_mm3", "change_left_pct",
                  "change_right_pct", "rate_left_pct_per_year", "rate_left_se_pct_per_year",
-                 "rate_right_pct_per_year", "rate_right_se_pct_per_year", "mask_volume_left_mm3",
-                 "mask_volume_right_mm3", "qc_ok", "qc_flags", "alignment_flags", "input_path")
+                 "rate_right_pct_per_year", "rate_right_se_pct_per_year", "soft_change_left_pct",
+                 "soft_change_right_pct", "mask_volume_left_mm3", "mask_volume_right_mm3", "qc_ok", "qc_flags",
+                 "input_path")
 SIDES = ("left", "right")
 
 
@@ -46,6 +49,7 @@ class LongitudinalResult:
     rows: list[dict]  # one per scan, ordered by time (baseline first)
     rates: dict  # side -> {"pct_per_year", "se_pct_per_year"} (None when the times are unknown)
     alignment: dict
+    change: dict = field(default_factory=dict)  # the method, each pair's Jacobian ratios, the soft volumes
     timings: dict = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
@@ -69,37 +73,6 @@ def parse_times(text: str | None, n: int) -> list[float] | None:
     if len(times) != n or not all(math.isfinite(t) for t in times):
         raise InputError(None, f"--times: {len(times)} time(s) given for {n} scans")
     return times
-
-
-def dicom_times(images: Sequence[Image]) -> list[float] | None:
-    """Acquisition times in years from the DICOM headers (AcquisitionDate, else StudyDate), when every scan is a
-    DICOM series that has one; else None."""
-    import datetime
-
-    import SimpleITK as sitk
-
-    dates = []
-    for image in images:
-        if image.source != "dicom":
-            return None
-        from hipposeg.data.readers import list_dicom_series
-
-        series = [s for s in list_dicom_series(image.path) if s[0] == image.meta.get("series_uid")]
-        if not series:
-            return None
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(series[0][2][0])
-        reader.ReadImageInformation()
-        value = next((reader.GetMetaData(k).strip() for k in ("0008|0022", "0008|0020") if reader.HasMetaDataKey(k)
-                      and reader.GetMetaData(k).strip()), None)
-        if value is None:
-            return None
-        try:
-            dates.append(datetime.datetime.strptime(value[:8], "%Y%m%d"))
-        except ValueError:
-            return None
-    first = min(dates)
-    return [(d - first).days / 365.25 for d in dates]
 
 
 def log_rate(times: Sequence[float], volumes: Sequence[float]) -> tuple[float | None, float | None]:
@@ -137,13 +110,14 @@ def soft_volumes(probabilities: list[dict], grow: int = REGION_GROW_VOXELS) -> t
 
 
 class _Recorder:
-    """A crop predictor that blurs each crop by its side's ``sigma`` (mm) first and remembers what it returned, per
-    side (the whole-head path calls it once per side)."""
+    """A crop predictor that blurs each crop by its side's ``sigma`` (mm) first and remembers the crop (as sampled,
+    before that blur) and what it returned, per side (the whole-head path calls it once per side)."""
 
     def __init__(self, predict, sigma: dict):
-        self.predict, self.sigma, self.probabilities = predict, sigma, {}
+        self.predict, self.sigma, self.probabilities, self.crops = predict, sigma, {}, {}
 
     def __call__(self, crop: Image) -> np.ndarray:
+        self.crops[crop.meta["side"]] = np.asarray(crop.array, dtype=np.float32)  # deformation.py matches blur
         sigma = self.sigma[crop.meta["side"]]
         if sigma > 0:
             crop = Image(ndimage.gaussian_filter(crop.array, sigma), crop.affine, path=crop.path, source=crop.source,
@@ -184,6 +158,7 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
     from hipposeg.fullhead.pipeline import extract_boxes, segment_full_head
     from hipposeg.fullhead.registration import RegistrationResult, register_to_template
     from hipposeg.longitudinal.alignment import align_scans
+    from hipposeg.longitudinal.deformation import jacobian_volumes
     from hipposeg.longitudinal.resolution import equalising_sigmas
     from hipposeg.volumes import reference_volume_ranges, volume_row
 
@@ -199,8 +174,12 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
     if times is not None and len(times) != len(paths):
         raise InputError(None, f"{len(times)} time(s) given for {len(paths)} scans")
     images = read_scans(paths)
+    times_source = "given" if times is not None else None
     if times is None:
-        times = dicom_times(images)
+        from hipposeg.longitudinal.acquisition_times import acquisition_times
+
+        times = acquisition_times(images)  # DICOM header or NIfTI sidecar, when every scan has a date
+        times_source = "acquisition dates" if times is not None else None
     if not hasattr(segmenter, "predict_probabilities"):
         segmenter = segmenter()
     t_read = time.perf_counter()
@@ -219,15 +198,18 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
     if equalise_blur:  # every time point as sharp as the blurriest (resolution.py)
         boxes = [extract_boxes(image, alignment.mni_to_scan(i)) for i, image in enumerate(images)]
         sigmas = {side: equalising_sigmas([b[side].array for b in boxes]) for side in SIDES}
-    results, probabilities = [], []
+    results, probabilities, crops = [], [], []
     for i, image in enumerate(images):
         common = RegistrationResult(transform=None, matrix_ras=alignment.mni_to_scan(i),
                                     metric=registrations[i].metric, seconds=0.0, stages=registrations[i].stages)
         recorder = _Recorder(segmenter.predict_probabilities, {side: sigmas[side][i] for side in SIDES})
         results.append(segment_full_head(image, recorder, registration=common))
         probabilities.append(recorder.probabilities)
+        crops.append(recorder.crops)
     t_segment = time.perf_counter()
-    volumes, regions = soft_volumes(probabilities)
+    soft, regions = soft_volumes(probabilities)
+    volumes, jacobian_pairs = jacobian_volumes(crops, probabilities, soft, alignment.order)
+    t_change = time.perf_counter()
 
     order = sorted(range(len(images)), key=lambda i: (times[i], i)) if times is not None else list(range(len(images)))
     base = order[0]
@@ -244,15 +226,17 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
         entry = {"scan": names[i], "time_years": None if times is None else float(times[i])}
         for side in SIDES:
             entry[f"volume_{side}_mm3"] = volumes[i][side]
-            base_volume = volumes[base][side]
-            entry[f"change_{side}_pct"] = 100.0 * (volumes[i][side] / base_volume - 1.0) if base_volume > 0 else None
+            entry[f"change_{side}_pct"] = _change_pct(volumes[i][side], volumes[base][side])
         for side in SIDES:
             entry[f"rate_{side}_pct_per_year"] = rates[side]["pct_per_year"]
             entry[f"rate_{side}_se_pct_per_year"] = rates[side]["se_pct_per_year"]
         for side in SIDES:
+            entry[f"soft_change_{side}_pct"] = _change_pct(soft[i][side], soft[base][side])
+        for side in SIDES:
             entry[f"mask_volume_{side}_mm3"] = row[f"volume_{side}_mm3"]
-        entry.update({"qc_ok": row["qc_ok"] and not alignment.flags[i], "qc_flags": row["qc_flags"],
-                      "alignment_flags": ";".join(alignment.flags[i]), "input_path": str(paths[i]),
+        flags = [f for f in row["qc_flags"].split(";") if f] + alignment.flags[i]
+        flags += methods_disagree_flags(entry)
+        entry.update({"qc_ok": not flags, "qc_flags": ";".join(flags), "input_path": str(paths[i]),
                       "etiv_mm3": icvs[i]["etiv_mm3"], "registration_metric": registrations[i].metric})
         rows.append(entry)
 
@@ -263,6 +247,11 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
                   "mni_to_common": alignment.mni_to_common.tolist(),
                   "soft_volume_region_mm3": {side: int(regions[side].sum()) for side in SIDES},
                   "equalising_blur_sigma_mm": {side: {names[i]: sigmas[side][i] for i in order} for side in SIDES}}
+    change_info = {"method": CHANGE_METHOD,
+                   "pairs": {side: [{"scans": [names[a] for a in p["scans"]], "log_ratio": p["log_ratio"],
+                                     "forward_ratio": p["forward"], "backward_ratio": p["backward"]}
+                                    for p in jacobian_pairs[side]] for side in SIDES},
+                   "soft_volumes_mm3": {names[i]: soft[i] for i in order}}
     files = []
     for i in order if masks else []:
         mask_path, _ = out["masks"][names[i]]
@@ -276,14 +265,34 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
                                            overwrite=overwrite))
     t_write = time.perf_counter()
     timings = {"read_s": t_read - t0, "template_registration_s": t_template - t_read, "alignment_s": t_align - t_template,
-               "segment_s": t_segment - t_align, "write_s": t_write - t_segment, "total_s": t_write - t0}
+               "segment_s": t_segment - t_align, "change_s": t_change - t_segment, "write_s": t_write - t_change,
+               "total_s": t_write - t0}
     from hipposeg.longitudinal.report import table_csv
 
-    summary = {"scans": [r["scan"] for r in rows], "baseline": names[base], "rates": rates, "alignment": align_info,
-               "timings": timings, "rows": rows}
+    summary = {"scans": [r["scan"] for r in rows], "baseline": names[base], "times_source": times_source,
+               "rates": rates, "change": change_info,
+               "alignment": align_info, "timings": timings, "rows": rows}
     files.append(write_text(out["csv"], table_csv(rows), overwrite=overwrite))
     files.append(write_text(out["json"], json.dumps(_plain(summary), indent=1) + "\n", overwrite=overwrite))
-    return LongitudinalResult(rows=rows, rates=rates, alignment=align_info, timings=timings, files=files)
+    return LongitudinalResult(rows=rows, rates=rates, alignment=align_info, change=change_info, timings=timings,
+                              files=files)
+
+
+def _change_pct(volume: float, base_volume: float) -> float | None:
+    return 100.0 * (volume / base_volume - 1.0) if base_volume > 0 else None
+
+
+def methods_disagree_flags(entry: dict) -> list[str]:
+    """``longitudinal_methods_disagree_<side>`` where the Jacobian change and the soft-volume change of a scan
+    differ by more than :data:`hipposeg.qc_flags.METHODS_DISAGREE_ABOVE_PP` percentage points."""
+    from hipposeg.qc_flags import METHODS_DISAGREE_ABOVE_PP, sided
+
+    flags = []
+    for side in SIDES:
+        a, b = entry[f"change_{side}_pct"], entry[f"soft_change_{side}_pct"]
+        if a is not None and b is not None and abs(a - b) > METHODS_DISAGREE_ABOVE_PP:
+            flags.append(sided("longitudinal_methods_disagree", side))
+    return flags
 
 
 def _plain(value):
