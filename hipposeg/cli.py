@@ -120,7 +120,8 @@ def cmd_segment(args) -> int:
                                runtime=args.runtime)
     mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
     run = segment_inputs(inputs, args.output, segmenter, overwrite=args.overwrite, series_uid=args.series_uid,
-                         mode=mode, qc_png=not args.no_qc, progress=not args.quiet)
+                         mode=mode, qc_png=not args.no_qc, save_uncertainty=args.save_uncertainty,
+                         progress=not args.quiet)
     print(run.summary())
     if run.done or run.already_done:
         print(f"outputs: {Path(args.output).resolve()} (<case>_seg.nii.gz, <case>_seg.json label names, "
@@ -369,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--full-head", action="store_true", help="treat every input as a whole-head scan")
     mode.add_argument("--crop", action="store_true", help="treat every input as a hippocampus crop")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
+    p.add_argument("--save-uncertainty", action="store_true",
+                   help="also write <case>_uncertainty.nii.gz: per-voxel entropy of the class probabilities (bits), "
+                        "in the input's grid (crops; not yet for whole heads)")
     p.add_argument("--data-root", help="where the default data lives")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)

@@ -45,11 +45,22 @@ class EnsembleInferer(Inferer):
         self.partner_weight = float(partner_weight)
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.parts(inputs, network)["prob"]
+
+    def parts(self, inputs: torch.Tensor, network: nn.Module) -> dict:
+        """``{"prob": what the inferer returns, "core": the core's probabilities, "partner": the partner's (None
+        without one), "axes": the core's per slicing axis}``, for the confidence features
+        (:mod:`hipposeg.confidence`); the mean is made exactly as before, so the masks do not change."""
         core = getattr(network, "core", network)
         partner = getattr(network, "partner", None)
-        prob = self.slice_inferer(inputs, core)
+        if hasattr(self.slice_inferer, "parts"):
+            found = dict(self.slice_inferer.parts(inputs, core))
+        else:
+            found = {"prob": self.slice_inferer(inputs, core)}
+        prob = found["core"] = found["prob"]
+        found["partner"] = None
         if partner is not None and self.partner_weight > 0:
-            other = self.volume_inferer(inputs, partner)
+            other = found["partner"] = self.volume_inferer(inputs, partner)
             w = self.partner_weight
             mixed = (1.0 - w) * torch.as_tensor(prob) + w * torch.as_tensor(other)
             # classes fastest in memory, like the slice inferer's output: AsDiscreted's argmax is ~50x faster
@@ -58,7 +69,8 @@ class EnsembleInferer(Inferer):
                 mixed = MetaTensor(mixed)
                 mixed.copy_meta_from(inputs)
             prob = mixed
-        return prob
+        found["prob"] = prob
+        return found
 
 
 def load_network(core: nn.Module, ckpt_path: str | Path, *, partner: nn.Module | None = None,

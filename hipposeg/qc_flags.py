@@ -57,6 +57,20 @@ METHODS_DISAGREE_ABOVE_PP = 2.5
 
 SIDES = ("left", "right")
 
+#: The stored confidence mapping (hipposeg.confidence; fitted by bench/robustness.py --fit).
+CONFIDENCE_MODEL_FILE = Path(__file__).resolve().parent / "resources" / "confidence_model.json"
+
+
+def _low_confidence_below() -> float | None:
+    if not CONFIDENCE_MODEL_FILE.is_file():
+        return None
+    return float(json.loads(CONFIDENCE_MODEL_FILE.read_text())["low_confidence_below"])
+
+
+#: A predicted Dice (hipposeg.confidence) below this is flagged ``low_confidence``; chosen by bench/robustness.py
+#: --fit on the cross-validated predictions over fold 0's clean and corrupted crops (the evidence is in the file).
+LOW_CONFIDENCE_BELOW = _low_confidence_below()
+
 
 def sided(code: str, side: str) -> str:
     """The code of a per-side flag: ``sided("hippocampus_missing", "left") == "hippocampus_missing_left"``."""
@@ -91,6 +105,12 @@ QC_FLAGS: dict[str, str] = {
                              f"information above {METRIC_FLAG_ABOVE:g}; good fits -0.29 to -0.40)",
     **{sided(code, side): text.replace("that side", f"the {side} side")
        for code, text in _PER_SIDE.items() for side in SIDES},
+    "low_confidence": "the predicted Dice (predicted_dice: agreement of the 2.5D core with the 3D partner and of the "
+                      "three slicing axes, entropy of the probabilities; hipposeg.confidence) is below "
+                      f"{LOW_CONFIDENCE_BELOW if LOW_CONFIDENCE_BELOW is not None else float('nan'):g}: check the mask",
+    **{sided("low_confidence", side): f"whole head: the predicted Dice of the {side} side is below "
+                                      f"{LOW_CONFIDENCE_BELOW if LOW_CONFIDENCE_BELOW is not None else float('nan'):g}"
+       for side in SIDES},
     "left_right_ratio": "whole head: the left / right hippocampus volume ratio is outside "
                         f"{LR_RATIO_RANGE[0]:.2f}-{LR_RATIO_RANGE[1]:.2f}",
     "registration_mirrored": "whole head: the registration mirrors the head (negative determinant); eTIV is "

@@ -23,7 +23,7 @@ from hipposeg.batch import (CaseFiles, FileLock, case_status, read_row_file, reb
                             row_record, write_row_file)
 from hipposeg.data.manifest import sha256_of
 from hipposeg.data.readers import Image, case_name, check_volume, is_nifti, read_image
-from hipposeg.data.writers import check_output_folder, is_output_name, write_segmentation
+from hipposeg.data.writers import check_output_folder, is_output_name, write_nifti, write_segmentation
 from hipposeg.errors import HippoSegError, InputError, one_line
 
 CROP_LABELS = {0: "background", 1: "anterior", 2: "posterior"}
@@ -105,28 +105,77 @@ def default_inputs(data_root: str | None = None, n_labelled: int = 5) -> list[Pa
     return test + val[:n_labelled]
 
 
-def segment_case(image: Image, segmenter, mode: str = "auto") -> tuple[np.ndarray, dict, dict]:
-    """(labels in the input grid, label names, extra QC) for one checked image."""
+def segment_case(image: Image, segmenter, mode: str = "auto", *,
+                 uncertainty: bool = False) -> tuple[np.ndarray, dict, dict]:
+    """(labels in the input grid, label names, extra QC) for one checked image. The extra QC holds the predicted
+    Dice (``predicted_dice``; whole heads: ``predicted_dice_left``/``_right``), its ``low_confidence`` flags and,
+    under ``"confidence"``, the features behind it (:mod:`hipposeg.confidence`); with ``uncertainty`` (crops), the
+    per-voxel map in the input grid under ``"uncertainty"`` (:func:`hipposeg.confidence.uncertainty_map`)."""
     from hipposeg.fullhead.pipeline import is_full_head, segment_full_head
 
     full = mode == "full-head" or (mode == "auto" and is_full_head(image))
     if not full:
-        return segmenter.segment(image).labels, getattr(segmenter, "label_names", CROP_LABELS), {}
+        result = segmenter.segment(image, return_probabilities=True) if uncertainty else segmenter.segment(image)
+        qc = confidence_qc({"": getattr(result, "confidence", None)})
+        if uncertainty:
+            from hipposeg.confidence import uncertainty_map
+
+            qc["uncertainty"] = uncertainty_map(result.probabilities)
+        return result.labels, getattr(segmenter, "label_names", CROP_LABELS), qc
     from hipposeg.fullhead.icv import check_t1_weighted, intracranial_volume
     from hipposeg.fullhead.registration import register_to_template
 
     registration = register_to_template(image)
     check_t1_weighted(image, registration)  # a T2/FLAIR/PD image or a label map: one line, nothing written
-    result = segment_full_head(image, segmenter.predict_probabilities, registration=registration)
+    confidences: dict = {}
+    result = segment_full_head(image, _side_predictor(segmenter, confidences), registration=registration)
     icv = intracranial_volume(image, registration)
     qc = {**result.qc, "etiv_mm3": icv["etiv_mm3"], "icv_mask_mm3": icv["icv_mask_mm3"],
           "flags": [*result.qc.get("flags", []), *icv["flags"]]}
+    extra = confidence_qc(confidences)
+    qc.update({k: v for k, v in extra.items() if k != "flags"})
+    qc["flags"] += extra["flags"]
     return result.labels, {0: "background", **result.label_names}, qc
 
 
+def _side_predictor(segmenter, confidences: dict) -> Callable:
+    """The whole-head path's crop predictor: the segmenter's probabilities, each side crop's confidence kept in
+    ``confidences[side]`` (a predictor without confidences, e.g. a test's, is used as it is)."""
+    if not hasattr(segmenter, "predict_with_confidence"):
+        return segmenter.predict_probabilities
+
+    def predict(crop: Image) -> np.ndarray:
+        probabilities, confidence = segmenter.predict_with_confidence(crop)
+        confidences[crop.meta.get("side", "")] = confidence
+        return probabilities
+
+    return predict
+
+
+def confidence_qc(confidences: dict) -> dict:
+    """``{"predicted_dice[_side]": value, "flags": [low_confidence[_side], ...], "confidence": features}`` for
+    the confidence of each side (``""``: a crop, one value); None confidences (a segmenter without them) give
+    nothing."""
+    from hipposeg.qc_flags import LOW_CONFIDENCE_BELOW
+
+    qc: dict = {"flags": []}
+    for side, confidence in confidences.items():
+        if not confidence:
+            continue
+        suffix = f"_{side}" if side else ""
+        qc.setdefault("confidence", {})[side or "crop"] = confidence
+        value = confidence.get("predicted_dice")
+        if value is None:
+            continue
+        qc[f"predicted_dice{suffix}"] = round(float(value), 4)
+        if LOW_CONFIDENCE_BELOW is not None and value < LOW_CONFIDENCE_BELOW:
+            qc["flags"].append(f"low_confidence{suffix}")
+    return qc
+
+
 def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: str = "auto",
-                     series_uid: str | None = None, qc_png: bool = True, sha256: str | None = None,
-                     files: CaseFiles | None = None) -> dict:
+                     series_uid: str | None = None, qc_png: bool = True, save_uncertainty: bool = False,
+                     sha256: str | None = None, files: CaseFiles | None = None) -> dict:
     """Read -> check -> segment -> volume row and flags -> write the case's outputs into ``out_dir``; return the
     row file's record (:func:`hipposeg.batch.row_record`; ``sha256``: the input's, when the caller has it).
 
@@ -140,7 +189,7 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
 
     files = files or CaseFiles.of(out_dir, item.case)  # another layout: e.g. BIDS-Derivatives (hipposeg.bids)
     image = check_volume(read_image(item.path, series_uid=series_uid))
-    labels, names, qc = segment_case(image, segmenter, mode)
+    labels, names, qc = segment_case(image, segmenter, mode, uncertainty=save_uncertainty)
     row = volume_row(item.case, str(item.path), labels, image.affine, names, reference_volume_ranges(),
                      extra_flags=list(qc.get("flags", [])))
     row.update({k: v for k, v in model_identity(segmenter).items() if v})  # which networks made the mask
@@ -157,15 +206,33 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
             folder.mkdir(parents=True, exist_ok=True)
         written += [files.seg, files.labels]
         write_segmentation(files.seg, labels, image.affine, names, overwrite=True)
+        if "uncertainty" in qc:  # crops with save_uncertainty: <case>_uncertainty.nii.gz beside the mask
+            written.append(uncertainty_path(files.seg))
+            write_nifti(written[-1], qc["uncertainty"], image.affine, overwrite=True)
         if qc_png:
             written.append(files.qc)
-            save_qc_png(image.array, labels, image.affine, files.qc, names, title=item.case, overwrite=True)
+            save_qc_png(image.array, labels, image.affine, files.qc, names, title=qc_title(item.case, row),
+                        overwrite=True)
         written.append(write_row_file(files, record))
     except BaseException:
         for path in written:  # a case that failed half-way leaves nothing behind
             path.unlink(missing_ok=True)
         raise
     return record
+
+
+def uncertainty_path(seg_path: Path) -> Path:
+    """``<case>_uncertainty.nii.gz`` beside ``<case>_seg.nii.gz``."""
+    return seg_path.with_name(seg_path.name.replace("_seg.nii", "_uncertainty.nii"))
+
+
+def qc_title(case: str, row: dict) -> str:
+    """The QC picture's title: the case and its predicted Dice (per side for whole heads) when there is one."""
+    if row.get("predicted_dice") is not None:
+        return f"{case}   predicted Dice {row['predicted_dice']:.2f}"
+    sides = [f"{side[0].upper()} {row[f'predicted_dice_{side}']:.2f}" for side in ("left", "right")
+             if row.get(f"predicted_dice_{side}") is not None]
+    return f"{case}   predicted Dice {' / '.join(sides)}" if sides else case
 
 
 #: The row columns that name the networks behind a mask: the 2.5D core and the 3D partner (None: core alone).
@@ -186,7 +253,8 @@ def describe_model(identity: dict) -> str:
 
 def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=None, *, overwrite: bool = False,
                    series_uid: str | None = None, mode: str = "auto", qc_png: bool = True,
-                   progress: bool = True, log: Callable[[str], None] | None = None) -> SegmentRun:
+                   save_uncertainty: bool = False, progress: bool = True,
+                   log: Callable[[str], None] | None = None) -> SegmentRun:
     """Segment every input into ``out_dir``, then rebuild its volume tables; never raises for a bad case (it is
     listed in ``failed``). An unusable ``out_dir`` raises one :class:`~hipposeg.errors.OutputFolderError` first."""
     from tqdm import tqdm
@@ -202,7 +270,7 @@ def segment_inputs(inputs: Sequence[str | Path], out_dir: str | Path, segmenter=
     for line in problems:
         run.failed.append(line)
         log(f"error: {line}")
-    options = {"mode": mode, "series_uid": series_uid, "qc_png": qc_png}
+    options = {"mode": mode, "series_uid": series_uid, "qc_png": qc_png, "save_uncertainty": save_uncertainty}
     for item in tqdm(cases, desc="segment", unit="case", disable=not progress):
         run_case(item, segmenter, out_dir, run, log, overwrite=overwrite, options=options)
     run.tables = rebuild_volume_tables(out_dir)

@@ -34,6 +34,7 @@ class Segmentation:
     labels: np.ndarray  # uint8, the input's grid
     probabilities: np.ndarray | None  # (C, *input shape) float32, when asked for
     seconds: dict
+    confidence: dict | None = None  # hipposeg.confidence: the features and "predicted_dice"
 
 
 def in_memory_steps(postprocessing: Callable) -> Compose:
@@ -74,31 +75,39 @@ class Segmenter:
         self.partner_checkpoint = partner_checkpoint  # the 3D partner's weights (hipposeg.ensemble), if any
         self.runtime = runtime_of(self.network)  # torch, onnx or openvino (hipposeg.runtime)
 
-    @torch.inference_mode()
     def predict_probabilities(self, image: Image) -> np.ndarray:
         """Class probabilities ``(C, *image.shape)`` on the image's own grid: the post-processing up to the step that
         keeps them (:func:`probability_steps`), without the argmax and largest component, whose labels a caller that
         wants probabilities (the whole-head path makes its labels once, on the scan grid) would throw away."""
-        data = self.probability_steps(self._predict(image)[0])
-        probabilities = np.asarray(_array(data["prob"]), dtype=np.float32)
+        return self.predict_with_confidence(image)[0]
+
+    @torch.inference_mode()
+    def predict_with_confidence(self, image: Image) -> tuple[np.ndarray, dict]:
+        """:meth:`predict_probabilities` and the crop's confidence (:func:`confidence`)."""
+        data, confidence, _, _ = self._predict(image)
+        probabilities = np.asarray(_array(self.probability_steps(data)["prob"]), dtype=np.float32)
         if probabilities.shape[1:] != image.shape:
             raise RuntimeError(f"{image.path}: probabilities of shape {probabilities.shape} for input {image.shape}")
-        return probabilities
+        return probabilities, confidence
 
-    def _predict(self, image: Image) -> tuple[dict, float, float]:
-        """``{"image": preprocessed, "pred": the inferer's probabilities}`` and the seconds of both steps."""
+    def _predict(self, image: Image) -> tuple[dict, dict, float, float]:
+        """``{"image": preprocessed, "pred": the inferer's probabilities}``, the confidence (features and predicted
+        Dice, from the inferer's ``parts`` when it has them) and the seconds of both steps."""
         t0 = time.perf_counter()
         tensor = MetaTensor(torch.as_tensor(np.asarray(image.array, dtype=np.float32)),
                             affine=torch.as_tensor(image.affine, dtype=torch.float64))
         data = self.preprocessing({"image": tensor})
         t1 = time.perf_counter()
-        prob = self.inferer(data["image"].to(self.device)[None], self.network)[0].cpu()
+        inputs = data["image"].to(self.device)[None]
+        parts = self.inferer.parts(inputs, self.network) if hasattr(self.inferer, "parts") else \
+            {"prob": self.inferer(inputs, self.network)}
+        prob = parts["prob"][0].cpu()
         data["pred"] = MetaTensor(prob, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
-        return data, t1 - t0, time.perf_counter() - t1
+        return data, confidence(parts), t1 - t0, time.perf_counter() - t1
 
     @torch.inference_mode()
     def segment(self, image: Image, return_probabilities: bool = False) -> Segmentation:
-        data, preprocess_s, predict_s = self._predict(image)
+        data, confidence_, preprocess_s, predict_s = self._predict(image)
         t2 = time.perf_counter()
         data = self.postprocessing(data)
         labels = np.asarray(_array(data["pred"])[0], dtype=np.uint8)
@@ -107,7 +116,16 @@ class Segmenter:
             raise RuntimeError(f"{image.path}: prediction shape {labels.shape} differs from input {image.shape}")
         probabilities = np.asarray(_array(data["prob"]), dtype=np.float32) if return_probabilities else None
         return Segmentation(labels, probabilities, {"preprocess": preprocess_s, "predict": predict_s,
-                                                    "postprocess": t3 - t2})
+                                                    "postprocess": t3 - t2}, confidence_)
+
+
+def confidence(parts: dict) -> dict:
+    """The confidence features of an inferer's ``parts`` and the Dice they predict (``"predicted_dice"``, None
+    without a stored model or a feature it needs): :mod:`hipposeg.confidence`."""
+    from hipposeg.confidence import confidence_features, predicted_dice
+
+    features = confidence_features(parts)
+    return {**features, "predicted_dice": predicted_dice(features)}
 
 
 def _array(value) -> np.ndarray:

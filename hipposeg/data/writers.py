@@ -58,7 +58,7 @@ def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, overwri
 
 
 #: How hipposeg names what it writes beside a case: a file named like this is an output, never an input.
-OUTPUT_SUFFIXES = ("_seg.nii.gz", "_seg.nii", "_prob.nii.gz", "_prob.nii")
+OUTPUT_SUFFIXES = ("_seg.nii.gz", "_seg.nii", "_prob.nii.gz", "_prob.nii", "_uncertainty.nii.gz", "_uncertainty.nii")
 
 
 def is_output_name(path: str | Path) -> bool:

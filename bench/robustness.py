@@ -1,0 +1,450 @@
+"""Robustness and trust: accuracy under acquisition problems, and how well the predicted Dice finds the failures.
+
+Run: ``python bench/robustness.py [--model NAME|FILE] [--max-cases N] [--heads/--no-heads] [--data-root DIR]``
+writes ``bench/results/robustness.json``; ``python bench/robustness.py --fit`` then fits the confidence mapping
+(``hipposeg/resources/confidence_model.json``) on those results and adds its scores to the JSON; both rebuild the
+``robustness-*`` tables of ``bench/README.md`` through ``tools/publish_docs.py``.
+
+Every fold-0 crop (held out from the shipped weights' training) is segmented clean and re-made with each of
+:data:`CORRUPTIONS` at three severity levels (ROOD-MRI-like: Boone et al., NeuroImage 2023), each seeded per case,
+type and level so the bench is reproducible. The corruptions are TorchIO's (``RandomBiasField``, ``RandomGhosting``,
+``RandomMotion`` - k-space motion, ``RandomBlur``, ``RandomAnisotropy`` - thick slices resampled back,
+``RandomGamma`` - contrast, ``RandomSpike`` - a k-space spike) and MONAI's ``RandRicianNoise`` (magnitude-image
+noise, its standard deviation a fraction of the crop's bright-tissue level, the 99th intensity percentile). TorchIO
+is a bench-only dependency (``pip install torchio``); ``hipposeg`` never imports it.
+
+Each copy goes through :func:`hipposeg.segment.segment_case`, the engine of ``hipposeg segment`` (the segmenter
+loaded once by :func:`hipposeg.segmenter.load_segmenter`), and is scored against the crop's label with
+:func:`hipposeg.metrics.case_metrics`. Per type and level the table gives mean whole/anterior/posterior Dice, the
+paired whole-Dice difference to clean with its standard error (case sampling only), the mean absolute volume error,
+and the cases below Dice 0.8 and 0.7. The three whole heads of ``fullhead/`` get the same corruptions through the
+whole-head path (Dice per side against ``hippocampus_lr``), scored but never used for fitting.
+
+``--fit``: the confidence features of every crop copy (:mod:`hipposeg.confidence`) -> whole Dice by linear least
+squares, scored by 6-fold cross-validation grouped by case (all copies of a crop in one fold, so no crop is scored by
+a mapping fitted on any of its copies): AUROC for Dice < 0.8, the area under the risk-coverage curve (risk 1 - Dice),
+Spearman correlation, beside the baselines that exist today (the QC flags; the volume's distance to the reference
+range). The stored mapping is then refitted on every fold-0 copy; its ``low_confidence`` threshold is the highest
+that flags at most 5 % of the clean crops in the cross-validated predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from common import RESULTS, describe_machine, machine, paired, provenance, read_result, this_command, write_result
+
+DEFAULT_OUT = RESULTS / "robustness.json"
+MODEL_OUT = Path(__file__).resolve().parent.parent / "hipposeg" / "resources" / "confidence_model.json"
+LEVELS = ("mild", "moderate", "severe")
+FAIL_BELOW = (0.8, 0.7)
+CV_FOLDS = 6
+CLEAN_FALSE_ALARMS = 0.05
+HEAD_SUBJECTS = ("colin27", "candi030", "bert")
+
+#: type -> (what it is, the three severity parameters, how the parameter reads)
+CORRUPTIONS = {
+    "bias_field": ("TorchIO RandomBiasField, order 3, coefficients in +-c", (0.2, 0.4, 0.6), "c"),
+    "rician_noise": ("MONAI RandRicianNoise, std = f x the 99th intensity percentile", (0.03, 0.06, 0.10), "f"),
+    "ghosting": ("TorchIO RandomGhosting, 4 ghosts along a random axis, intensity i", (0.3, 0.6, 1.0), "i"),
+    "motion": ("TorchIO RandomMotion (k-space), d movements of up to d degrees and d mm", (1.0, 2.0, 4.0), "d"),
+    "blur": ("TorchIO RandomBlur, Gaussian of FWHM w mm", (1.0, 1.6, 2.4), "w"),
+    "thick_slices": ("TorchIO RandomAnisotropy, one random axis downsampled x s and resampled back", (2.0, 3.0, 4.0),
+                     "s"),
+    "contrast": ("TorchIO RandomGamma, intensity^gamma with |log gamma| = g, sign random", (0.2, 0.4, 0.6), "g"),
+    "spike": ("TorchIO RandomSpike, one k-space spike of relative intensity r", (0.3, 0.6, 1.0), "r"),
+}
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def corrupt(array: np.ndarray, affine: np.ndarray, kind: str, value: float, seed: int) -> np.ndarray:
+    """``array`` (X, Y, Z, in the voxel grid ``affine``) with one corruption of parameter ``value``; the same seed
+    gives the same copy."""
+    import torch
+    import torchio as tio
+
+    data = torch.as_tensor(np.asarray(array, dtype=np.float32))[None]
+    if kind == "rician_noise":
+        from monai.transforms import RandRicianNoise
+
+        std = float(value) * float(np.percentile(array, 99))
+        noise = RandRicianNoise(prob=1.0, std=std, sample_std=False, relative=False)
+        noise.set_random_state(seed=seed % 2**32)
+        return np.asarray(noise(data)[0], dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    transform = {
+        "bias_field": lambda: tio.RandomBiasField(coefficients=value, order=3),
+        "ghosting": lambda: tio.RandomGhosting(num_ghosts=(4, 4), axes=(0, 1, 2), intensity=(value, value)),
+        "motion": lambda: tio.RandomMotion(degrees=value, translation=value, num_transforms=max(1, round(value))),
+        "blur": lambda: tio.RandomBlur(std=(value / 2.3548, value / 2.3548)),
+        "thick_slices": lambda: tio.RandomAnisotropy(axes=(0, 1, 2), downsampling=(value, value)),
+        "contrast": lambda: tio.RandomGamma(log_gamma=(float(rng.choice([-1, 1])) * value,) * 2),
+        "spike": lambda: tio.RandomSpike(num_spikes=1, intensity=(value, value)),
+    }[kind]()
+    torch.manual_seed(seed)
+    image = tio.ScalarImage(tensor=data.clone(), affine=np.asarray(affine, dtype=np.float64))
+    out = transform(image).data[0].numpy().astype(np.float32)
+    return out
+
+
+def conditions(levels=LEVELS) -> list[tuple[str, str | None, float | None]]:
+    """``(name, type, parameter)``: clean first, then every type at every level of ``levels``."""
+    out = [("clean", None, None)]
+    for kind, (_, values, _) in CORRUPTIONS.items():
+        out += [(f"{kind}/{level}", kind, v) for level, v in zip(LEVELS, values) if level in levels]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- measuring
+
+
+def run_crops(segmenter, datalist: list[dict], log) -> list[dict]:
+    from hipposeg.data.readers import Image, read_image
+    from hipposeg.metrics import case_metrics
+    from hipposeg.segment import segment_case
+    from hipposeg.volumes import reference_volume_ranges, volume_row
+
+    names = {0: "background", 1: "anterior", 2: "posterior"}
+    ranges = reference_volume_ranges()
+    records = []
+    for i, item in enumerate(datalist):
+        image, truth = read_image(item["image"]), read_image(item["label"])
+        for name, kind, value in conditions():
+            array = image.array if kind is None else corrupt(image.array, image.affine, kind, value,
+                                                             _seed(item["case"], name))
+            copy = Image(array, image.affine, path=f"{image.path}#{name}")
+            t0 = time.perf_counter()
+            labels, _, qc = segment_case(copy, segmenter, mode="crop")
+            seconds = time.perf_counter() - t0
+            metrics = case_metrics(labels, truth.array, image.spacing, names)
+            row = volume_row(item["case"], name, labels, image.affine, names, ranges)  # today's flags only
+            records.append({
+                "case": item["case"], "condition": name,
+                **{k: round(metrics[k], 4) for k in ("dice_whole", "dice_anterior", "dice_posterior")},
+                "volume_pred_mm3": metrics["volume_pred_mm3"], "volume_true_mm3": metrics["volume_true_mm3"],
+                "qc_flags": row["qc_flags"], "predicted_dice": qc.get("predicted_dice"),
+                "features": {k: _rounded(v) for k, v in qc.get("confidence", {}).get("crop", {}).items()
+                             if k != "predicted_dice"},
+                "seconds": round(seconds, 3)})
+        log(f"crop {i + 1}/{len(datalist)} {item['case']}: clean Dice {records[-len(conditions())]['dice_whole']:.3f}")
+        yield records
+
+
+def run_heads(segmenter, data_root: Path, log, levels=LEVELS) -> list[dict]:
+    from hipposeg.data.readers import Image, read_image
+    from hipposeg.fullhead.evaluation import dice_per_side
+    from hipposeg.segment import segment_case
+
+    records = []
+    for subject in HEAD_SUBJECTS:
+        folder = data_root / "fullhead" / subject
+        image, truth = read_image(folder / "t1.nii.gz"), read_image(folder / "hippocampus_lr.nii.gz")
+        for name, kind, value in conditions(levels):
+            array = image.array if kind is None else corrupt(image.array, image.affine, kind, value,
+                                                             _seed(subject, name))
+            t0 = time.perf_counter()
+            try:
+                labels, _, qc = segment_case(Image(array, image.affine, path=f"{image.path}#{name}"), segmenter,
+                                             mode="full-head")
+            except Exception as exc:  # noqa: BLE001 - a corrupted head the path refuses is a result, not a crash
+                records.append({"subject": subject, "condition": name, "error": str(exc).splitlines()[0]})
+                continue
+            dice = dice_per_side(labels, truth.array)
+            records.append({"subject": subject, "condition": name,
+                            "dice": {k: round(v, 4) for k, v in dice.items()},
+                            "predicted_dice": {s: qc.get(f"predicted_dice_{s}") for s in ("left", "right")},
+                            "qc_flags": ";".join(qc.get("flags", [])),
+                            "seconds": round(time.perf_counter() - t0, 2)})
+        log(f"head {subject}: clean Dice {records[-len(conditions(levels))].get('dice')}")
+    return records
+
+
+def _rounded(value):
+    return round(value, 5) if isinstance(value, float) and math.isfinite(value) else value
+
+
+# -------------------------------------------------------------------------------------------------- summaries
+
+
+def summarise_crops(records: list[dict]) -> list[dict]:
+    """One row per condition: mean Dice, paired whole-Dice difference to clean, volume error, failures."""
+    clean = {r["case"]: r for r in records if r["condition"] == "clean"}
+    rows = []
+    for name, kind, value in conditions():
+        sel = [r for r in records if r["condition"] == name]
+        if not sel:
+            continue
+        delta = paired({r["case"]: r["dice_whole"] for r in sel}, {c: r["dice_whole"] for c, r in clean.items()})
+        volerr = [abs(r["volume_pred_mm3"] - r["volume_true_mm3"]) / r["volume_true_mm3"] * 100 for r in sel]
+        rows.append({
+            "condition": name, "type": kind or "clean", "level": name.split("/")[1] if kind else "-",
+            "parameter": value, "n": len(sel),
+            **{f"mean_{k}": float(np.mean([r[k] for r in sel])) for k in ("dice_whole", "dice_anterior",
+                                                                          "dice_posterior")},
+            "delta_whole": None if delta is None else delta[0], "delta_se": None if delta is None else delta[1],
+            "abs_volume_error_pct": float(np.mean(volerr)),
+            **{f"n_below_{t}": sum(r["dice_whole"] < t for r in sel) for t in FAIL_BELOW},
+            "n_flagged": sum(bool(r["qc_flags"]) for r in sel),
+        })
+    return rows
+
+
+def summarise_levels(rows: list[dict]) -> dict:
+    """Mean whole-Dice loss over the types per level, and the worst type."""
+    out = {}
+    for level in LEVELS:
+        sel = [r for r in rows if r["level"] == level and r["delta_whole"] is not None]
+        if sel:
+            worst = min(sel, key=lambda r: r["delta_whole"])
+            out[level] = {"mean_delta_whole": float(np.mean([r["delta_whole"] for r in sel])),
+                          "worst_type": worst["type"], "worst_delta_whole": worst["delta_whole"]}
+    return out
+
+
+# -------------------------------------------------------------------------------------------- fitting the map
+
+
+def aurc(confidence: np.ndarray, risk: np.ndarray) -> float:
+    """Area under the risk-coverage curve: keep cases from the most confident down; the mean risk of the kept cases
+    averaged over every coverage 1/n .. 1. Ties in confidence count at their mean risk (the expected curve over
+    the orders a tie allows), so a yes/no score is not favoured by the order of the cases."""
+    confidence, risk = np.asarray(confidence, float), np.asarray(risk, float)
+    order = np.argsort(-confidence, kind="stable")
+    c, r = confidence[order], risk[order].copy()
+    for value in np.unique(c):
+        tie = c == value
+        r[tie] = r[tie].mean()
+    return float(np.mean(np.cumsum(r) / np.arange(1, len(r) + 1)))
+
+
+def detection_scores(confidence: np.ndarray, dice: np.ndarray) -> dict:
+    """AUROC of the confidence for Dice < 0.8 (low confidence = failure), AURC, Spearman correlation."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    fail = dice < FAIL_BELOW[0]
+    return {"auroc_dice_below_0.8": float(roc_auc_score(fail, -confidence)) if 0 < fail.sum() < len(fail) else None,
+            "aurc": aurc(confidence, 1 - dice), "spearman": float(spearmanr(confidence, dice).statistic)}
+
+
+def _design(records: list[dict], features: list[str]) -> np.ndarray:
+    return np.array([[r["features"][f] for f in features] for r in records], dtype=float)
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Least squares ``y ~ intercept + x @ coefficients``."""
+    a = np.column_stack([np.ones(len(x)), x])
+    solution = np.linalg.lstsq(a, y, rcond=None)[0]
+    return float(solution[0]), solution[1:]
+
+
+def fit_confidence(result: dict) -> dict:
+    """Cross-validated scores of the mapping and its baselines on the crop copies; the mapping refitted on all."""
+    from hipposeg.confidence import FEATURES, linear_prediction
+    from hipposeg.volumes import reference_volume_ranges
+
+    records = [r for r in result["crops"] if r.get("features")]
+    features = [f for f in FEATURES if all(isinstance(r["features"].get(f), (int, float))
+                                           and math.isfinite(r["features"][f]) for r in records)]
+    cases = sorted({r["case"] for r in records})
+    fold_of = {c: i % CV_FOLDS for i, c in enumerate(cases)}
+    dice = np.array([r["dice_whole"] for r in records])
+    x = _design(records, features)
+    oof = np.zeros(len(records))
+    for k in range(CV_FOLDS):
+        test = np.array([fold_of[r["case"]] == k for r in records])
+        intercept, coefficients = fit_linear(x[~test], dice[~test])
+        model = {"features": features, "intercept": intercept, "coefficients": list(coefficients)}
+        oof[test] = [linear_prediction(r["features"], model) for r in np.array(records, dtype=object)[test]]
+        oof[test & np.array([r["features"].get("mask_voxels", 1) == 0 for r in records])] = 0.0
+    ranges = reference_volume_ranges()
+    low, high = float(ranges["low"]), float(ranges["high"])
+    volume = np.array([r["volume_pred_mm3"] for r in records])
+    baselines = {
+        "qc_flags": -np.array([len([f for f in r["qc_flags"].split(";") if f]) for r in records], dtype=float),
+        "volume_in_range": np.minimum(volume - low, high - volume) / (high - low),
+    }
+    clean = np.array([r["condition"] == "clean" for r in records])
+    thresholds = np.round(np.arange(0.50, 0.951, 0.005), 3)
+    allowed = [t for t in thresholds if np.mean(oof[clean] < t) <= CLEAN_FALSE_ALARMS]
+    threshold = float(max(allowed)) if allowed else float(thresholds[0])
+    flagged = oof < threshold
+    intercept, coefficients = fit_linear(x, dice)
+    single = {f: detection_scores(x[:, i] if f != "entropy" else -x[:, i], dice) for i, f in enumerate(features)}
+    return {
+        "features": features, "n_copies": len(records), "n_cases": len(cases), "cv_folds": CV_FOLDS,
+        "cv": {**detection_scores(oof, dice), "mean_abs_error": float(np.mean(np.abs(oof - dice)))},
+        "baselines": {k: detection_scores(v, dice) for k, v in baselines.items()},
+        "single_features_in_sample": single,
+        "oracle_aurc": aurc(dice, 1 - dice),
+        "low_confidence_below": threshold,
+        "flag": {"clean_false_alarms": float(np.mean(flagged[clean])),
+                 **{f"recall_dice_below_{t}": float(np.mean(flagged[dice < t])) if (dice < t).any() else None
+                    for t in FAIL_BELOW},
+                 "n_flagged": int(flagged.sum())},
+        "model": {"features": features, "intercept": intercept, "coefficients": [float(c) for c in coefficients]},
+        "predictions_cv": [round(float(p), 4) for p in oof],
+    }
+
+
+def model_file(fit: dict, result: dict) -> dict:
+    return {
+        "description": "predicted whole-hippocampus Dice = intercept + sum(coefficient x feature), clipped to [0, 1] "
+                       "(hipposeg.confidence); 0 for an empty mask",
+        **fit["model"],
+        "low_confidence_below": fit["low_confidence_below"],
+        "fitted_on": f"{fit['n_copies']} copies of the {fit['n_cases']} fold-0 crops (clean and {len(CORRUPTIONS)} "
+                     f"corruptions x {len(LEVELS)} levels, bench/robustness.py) segmented by "
+                     f"{result['model']} + {result.get('model_3d')}; least squares on the whole Dice",
+        "scored": f"{fit['cv_folds']}-fold cross-validation grouped by crop (out-of-fold predictions): AUROC "
+                  f"(Dice < 0.8) {fit['cv']['auroc_dice_below_0.8']:.3f}, AURC {fit['cv']['aurc']:.4f}, Spearman "
+                  f"{fit['cv']['spearman']:.3f}; the threshold is the highest flagging at most "
+                  f"{CLEAN_FALSE_ALARMS:.0%} of the clean crops out of fold",
+        "command": "python bench/robustness.py --fit",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+
+
+def build_table(result: dict) -> str:
+    rows = result["summary"]
+    lines = [f"`{result['command']}` ({result['model']} + {result.get('model_3d')}; {result['n_cases']} fold-0 "
+             f"crops; {describe_machine(result['machine'])}):", "",
+             "| corruption | level | parameter | Dice whole | anterior | posterior | Δ whole vs clean | "
+             "volume error % | < 0.8 | < 0.7 | flagged |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        param = "–" if r["parameter"] is None else f"{CORRUPTIONS[r['type']][2]} = {r['parameter']:g}"
+        delta = "–" if r["delta_whole"] is None or r["type"] == "clean" else \
+            f"{r['delta_whole']:+.4f} ± {r['delta_se']:.4f}"
+        lines.append(f"| {r['type']} | {r['level']} | {param} | {r['mean_dice_whole']:.3f} | "
+                     f"{r['mean_dice_anterior']:.3f} | {r['mean_dice_posterior']:.3f} | {delta} | "
+                     f"{r['abs_volume_error_pct']:.1f} | {r['n_below_0.8']} | {r['n_below_0.7']} | {r['n_flagged']} |")
+    levels = result.get("levels", {})
+    if levels:
+        lines += ["", "Mean whole-Dice change over the types: " + "; ".join(
+            f"{level} {v['mean_delta_whole']:+.4f} (worst {v['worst_type']} {v['worst_delta_whole']:+.4f})"
+            for level, v in levels.items()) + "."]
+    heads = [h for h in result.get("heads", []) if "dice" in h]
+    if heads:
+        lines += ["", "Whole heads (Dice left / right, predicted in brackets; " +
+                  ", ".join(HEAD_SUBJECTS) + "):", "",
+                  "| condition | " + " | ".join(HEAD_SUBJECTS) + " |", "|---|" + "---|" * len(HEAD_SUBJECTS)]
+        for name, _, _ in conditions():
+            cells = []
+            for subject in HEAD_SUBJECTS:
+                h = next((h for h in result["heads"] if h["subject"] == subject and h["condition"] == name), None)
+                if h is None:
+                    cells.append("–")
+                elif "dice" not in h:
+                    cells.append("refused")
+                else:
+                    p = h["predicted_dice"]
+                    cells.append(" / ".join(f"{h['dice'][s]:.3f} ({_fmt(p.get(s))})" for s in ("left", "right")))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def build_confidence_table(result: dict) -> str:
+    fit = result.get("confidence")
+    if not fit:
+        return "(not fitted yet: `python bench/robustness.py --fit`)"
+    lines = [f"Predicted Dice from {', '.join(fit['features'])} (linear least squares), scored out of fold "
+             f"({fit['cv_folds']}-fold cross-validation grouped by crop over the {fit['n_copies']} clean and corrupted "
+             f"copies of the {fit['n_cases']} fold-0 crops); risk = 1 - Dice, oracle AURC {fit['oracle_aurc']:.4f}:",
+             "", "| score | AUROC (Dice < 0.8) | AURC | Spearman |", "|---|---|---|---|"]
+    for name, s in [("predicted Dice (cross-validated)", fit["cv"]),
+                    *[(f"baseline: {k.replace('_', ' ')}", v) for k, v in fit["baselines"].items()]]:
+        auroc = "–" if s["auroc_dice_below_0.8"] is None else f"{s['auroc_dice_below_0.8']:.3f}"
+        lines.append(f"| {name} | {auroc} | {s['aurc']:.4f} | {s['spearman']:.3f} |")
+    flag = fit["flag"]
+    lines += ["", f"`low_confidence` below a predicted Dice of {fit['low_confidence_below']:.3f} (the highest "
+              f"threshold flagging ≤ {CLEAN_FALSE_ALARMS:.0%} of the clean crops out of fold): flags "
+              f"{flag['clean_false_alarms']:.1%} of the clean crops, "
+              f"{_pct(flag['recall_dice_below_0.8'])} of the copies below Dice 0.8 and "
+              f"{_pct(flag['recall_dice_below_0.7'])} of those below 0.7."]
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def publish() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from publish_docs import publish as publish_docs
+
+    publish_docs()
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="as hipposeg segment --model (default: the shipped default)")
+    parser.add_argument("--max-cases", type=int, default=None, help="only the first N fold-0 crops")
+    parser.add_argument("--heads", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the three whole heads (default: yes)")
+    parser.add_argument("--head-levels", nargs="+", choices=LEVELS, default=["moderate"],
+                        help="severity levels for the whole heads (default: moderate; each head run registers the "
+                             "scan, ~5-10 s)")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--fit", action="store_true", help="fit the confidence mapping on an existing result")
+    parser.add_argument("--no-publish", action="store_true", help="do not rebuild the README tables")
+    args = parser.parse_args(argv)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+
+    if args.fit:
+        result = read_result(args.out)
+        if result is None:
+            sys.exit(f"{args.out}: no results to fit on; run bench/robustness.py first")
+        result["confidence"] = fit_confidence(result)
+        write_result(MODEL_OUT, model_file(result["confidence"], result))
+        write_result(args.out, result)
+        log(f"fitted: {result['confidence']['cv']}; baselines {result['confidence']['baselines']}")
+    else:
+        from hipposeg.data.manifest import load_manifest, resolve_data_root
+        from hipposeg.segmenter import load_segmenter
+
+        data_root = resolve_data_root(args.data_root)
+        datalist = load_manifest().datalist("msd_hippocampus", "val", 0, data_root=data_root,
+                                            max_cases=args.max_cases)
+        segmenter = load_segmenter(args.model)
+        result = {"command": this_command(__file__, argv), **provenance(segmenter), "machine": machine(),
+                  "n_cases": len(datalist), "corruptions": {k: {"what": v[0], "levels": dict(zip(LEVELS, v[1]))}
+                                                            for k, v in CORRUPTIONS.items()}}
+        t0 = time.perf_counter()
+        for records in run_crops(segmenter, datalist, log):
+            result["crops"] = records
+            result["summary"] = summarise_crops(records)
+            write_result(args.out, result)  # after every crop: a killed run keeps what it measured
+        result["levels"] = summarise_levels(result["summary"])
+        result["crop_seconds"] = round(time.perf_counter() - t0, 1)
+        if args.heads:
+            result["heads"] = run_heads(segmenter, Path(data_root), log, tuple(args.head_levels))
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        write_result(args.out, result)
+    if args.out == DEFAULT_OUT and not args.no_publish:
+        publish()
+    return result
+
+
+if __name__ == "__main__":
+    main()

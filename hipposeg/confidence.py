@@ -1,0 +1,123 @@
+"""How sure a segmentation is: per-case confidence features and the Dice they predict.
+
+Everything comes from what inference already computes (no extra network pass): the class probabilities of the
+three slicing axes of the 2.5D core, of the core (their mean) and of the 3D partner, and their average, all on the
+preprocessed 1 mm grid (:meth:`hipposeg.ensemble.EnsembleInferer.parts`).
+
+:func:`confidence_features` turns them into :data:`FEATURES`:
+
+* ``partner_dice`` - Dice of the core's and the partner's hippocampus masks (argmax not background): the pairwise
+  Dice of ensemble members, the strongest simple failure detector of Zenk et al. (MedIA 2025); NaN without a
+  partner;
+* ``axis_dice`` - mean pairwise Dice of the masks of the three slicing axes;
+* ``entropy`` - mean binary entropy (bits) of the averaged hippocampus probability over the voxels where it exceeds
+  :data:`REGION_PROBABILITY` (the mask and its uncertain rim);
+* ``soft_dice`` - Dice of the averaged probability with its own mask (how crisp the mask's edge is).
+
+:func:`predicted_dice` maps them to a Dice through the small linear model stored in
+``resources/confidence_model.json`` (fitted by ``bench/robustness.py --fit``, which records on which data and how it
+was scored); the ``low_confidence`` flag of :mod:`hipposeg.qc_flags` fires below its stored threshold.
+:func:`uncertainty_map` is the per-voxel map (entropy of the averaged class probabilities, bits) that
+``hipposeg segment --save-uncertainty`` writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from hipposeg.metrics import dice
+
+__all__ = ["FEATURES", "MODEL_FILE", "confidence_features", "load_model", "predicted_dice", "uncertainty_map"]
+
+FEATURES = ("partner_dice", "axis_dice", "entropy", "soft_dice")
+#: Voxels whose averaged hippocampus probability exceeds this make the region the entropy is averaged over.
+REGION_PROBABILITY = 0.05
+MODEL_FILE = Path(__file__).resolve().parent / "resources" / "confidence_model.json"
+
+
+def _array(value) -> np.ndarray:
+    value = value.detach().cpu() if hasattr(value, "detach") else value
+    value = value.as_tensor() if hasattr(value, "as_tensor") else value
+    return np.asarray(value, dtype=np.float32)
+
+
+def _first(value) -> np.ndarray:
+    """(C, X, Y, Z) of a (B=1, C, X, Y, Z) or (C, X, Y, Z) array."""
+    array = _array(value)
+    return array[0] if array.ndim == 5 else array
+
+
+def _mask(prob: np.ndarray) -> np.ndarray:
+    """Hippocampus (any foreground class) where the argmax is not background."""
+    return np.argmax(prob, axis=0) != 0
+
+
+def _binary_entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def confidence_features(parts: dict) -> dict[str, float]:
+    """:data:`FEATURES` from an inferer's ``parts`` (``"prob"``, ``"axes"``, ``"core"``, ``"partner"``; arrays or
+    tensors ``(1, C, X, Y, Z)`` or ``(C, X, Y, Z)``; ``"axes"``/``"partner"`` may be missing or None: NaN)."""
+    prob = _first(parts["prob"])
+    mask = _mask(prob)
+    axes = [_mask(_first(a)) for a in parts.get("axes") or []]
+    axis_dice = float(np.mean([dice(a, b) for a, b in combinations(axes, 2)])) if len(axes) > 1 else math.nan
+    core, partner = parts.get("core"), parts.get("partner")
+    partner_dice = dice(_mask(_first(core)), _mask(_first(partner))) if core is not None and partner is not None \
+        else math.nan
+    foreground = 1.0 - prob[0]
+    region = foreground > REGION_PROBABILITY
+    entropy = float(_binary_entropy(foreground[region]).mean()) if region.any() else 0.0
+    denominator = float(foreground.sum() + mask.sum())
+    soft = 1.0 if denominator == 0 else 2.0 * float((foreground * mask).sum()) / denominator
+    return {"partner_dice": partner_dice, "axis_dice": axis_dice, "entropy": entropy, "soft_dice": soft,
+            "mask_voxels": int(mask.sum())}
+
+
+@functools.lru_cache(maxsize=4)
+def _read_model(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def load_model(path: str | Path | None = None) -> dict | None:
+    """The stored mapping (``features``, ``intercept``, ``coefficients``, ``low_confidence_below``, and how it was
+    fitted), or None when no file is there."""
+    path = Path(path or MODEL_FILE)
+    return _read_model(str(path)) if path.is_file() else None
+
+
+def linear_prediction(features: dict, model: dict) -> float | None:
+    """``intercept + sum(coefficient * feature)`` clipped to [0, 1]; None when a feature the model needs is
+    missing or NaN (e.g. ``partner_dice`` for the core alone)."""
+    values = [features.get(name) for name in model["features"]]
+    if any(v is None or not math.isfinite(float(v)) for v in values):
+        return None
+    raw = float(model["intercept"]) + sum(float(c) * float(v) for c, v in zip(model["coefficients"], values))
+    return min(1.0, max(0.0, raw))
+
+
+def predicted_dice(features: dict, model: dict | None = None) -> float | None:
+    """The whole-hippocampus Dice the features predict, in [0, 1]: 0 for an empty mask (the crop or side is
+    expected to hold a hippocampus), else the stored linear model (:func:`linear_prediction`); None without a
+    model or with a feature it needs missing."""
+    model = model or load_model()
+    if model is None:
+        return None
+    if features.get("mask_voxels", 1) == 0:
+        return 0.0
+    return linear_prediction(features, model)
+
+
+def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
+    """Per-voxel entropy (bits) of class probabilities ``(C, *shape)``: 0 where one class is certain, up to
+    ``log2(C)`` where all are equally likely. float32, ``shape``."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float32), 1e-6, 1.0)
+    return (-(p * np.log2(p)).sum(axis=0)).astype(np.float32)
