@@ -1,7 +1,7 @@
 """Whole-head path: Dice per side and seconds per scan on the three labelled full-head scans.
 
 Run: ``python bench/fullhead.py [--predictor oracle|model|template] [--model NAME|FILE] [--partner F] [--moved 2]
-[--thick 2] [--data-root DIR]``;
+[--thick 2] [--runtime R] [--cli-runs 3] [--baseline CHECKOUT] [--data-root DIR]``;
 writes ``bench/results/fullhead.json`` (or ``--out``).
 
 For every subject (and ``--moved`` copies of it, each moved by a random rigid transform of up to 20
@@ -20,7 +20,13 @@ mapping back and sides end to end; its Dice is 1 minus the loss of two resamplin
 template region, ``model`` a crop model loaded by ``hipposeg.segmenter.load_segmenter`` (``--model`` as
 ``hipposeg segment --model`` takes it: a shipped name, a bundle folder, or a checkpoint file run alone unless
 ``--partner`` names a 3D network to average with it; neither: the shipped default, ``models/model.pt`` +
-``models/model_3d.pt``). The result records the networks the segmenter loaded and the machine.
+``models/model_3d.pt``). The result records the networks the segmenter loaded, the runtime that ran them
+(``--runtime``, as ``hipposeg segment --runtime``) and the machine.
+
+With the model predictor and ``--cli-runs N`` it also times the real CLI (``bench/cli_timing.py``): ``hipposeg
+segment --full-head`` of the three original scans with ``--no-qc`` (eTIV included) in N fresh processes after a
+warm-up: the per-scan median the CLI prints and the process's wall seconds; with ``--baseline`` (a checkout of an
+older version, e.g. a ``git worktree`` of 0.6.1) the same command there, alternately, and the pairwise speed-up.
 """
 
 from __future__ import annotations
@@ -64,12 +70,41 @@ def build_table(result: dict) -> str:
         pr = {side: f"{v['precision']:.2f} / {v['recall']:.2f}" for side, v in r["precision_recall"].items()}
         lines.append(f"| {r['subject']} | {r['variant']} | {grid} | {r['dice']['left']:.3f} | "
                      f"{r['dice']['right']:.3f} | {pr['left']} | {pr['right']} | {r['seconds']:.2f} |")
+    lines.append("")
+    lines.append(f"Runtime: {result.get('runtime') or 'torch'}; seconds: `segment_inputs` in-process, model loaded once.")
+    cli = result.get("cli")
+    if cli:
+        text = (f"Through the CLI (`hipposeg segment --full-head` of the {cli['n_inputs']} original scans, `--no-qc`, eTIV "
+                f"included; median of {cli['runs']} fresh processes): {cli['per_case_s']:.2f} s per scan as the CLI "
+                f"prints it, {cli['wall_s']:.1f} s process wall ({cli['wall_per_input_s']:.2f} s per scan with the "
+                f"start-up)")
+        if cli.get("baseline"):
+            b = cli["baseline"]
+            text += (f"; {cli.get('baseline_checkout')} back to back: {b['per_case_s']:.2f} s per scan, "
+                     f"{b['wall_s']:.1f} s wall; speed-up {cli['speed_up_per_case']:.2f}x per scan, "
+                     f"{cli['speed_up_wall']:.2f}x wall")
+        lines.append(text + ".")
     return "\n".join(lines)
 
 
 def write_table(result: dict, block: str = "fullhead-table") -> None:
     """Write the per-scan table between the ``block`` markers of bench/README.md (runs of a shipped model only)."""
     replace_block(README, block, build_table(result))
+
+
+def time_cli(args, heads: list[str]) -> dict:
+    """``hipposeg segment --full-head HEADS --no-qc`` in fresh processes (``bench/cli_timing.py``), and the
+    ``--baseline`` checkout's, alternately."""
+    from cli_timing import time_segment_cli
+
+    extra = ["--full-head", "--runtime", args.runtime] + (["--model", args.model] if args.model else [])
+    baseline = Path(args.baseline) if args.baseline else None
+    out = time_segment_cli(heads, runs=args.cli_runs, extra=extra, baseline=baseline)
+    if baseline is not None:
+        from speed import _version_of
+
+        out["baseline_checkout"] = _version_of(baseline)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -84,6 +119,10 @@ def main(argv=None) -> dict:
                              "a checkpoint file run alone); default: the shipped default")
     parser.add_argument("--partner", default=None, help="model predictor: average --model with this 3D partner "
                         "checkpoint")
+    parser.add_argument("--runtime", default="auto", help="model predictor: hipposeg segment --runtime")
+    parser.add_argument("--cli-runs", type=int, default=3, help="model predictor: fresh hipposeg segment --full-head "
+                                                                "processes to time (0: none)")
+    parser.add_argument("--baseline", help="a checkout of an older hipposeg to time the CLI against")
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
@@ -111,7 +150,7 @@ def main(argv=None) -> dict:
     if args.predictor == "model":
         from hipposeg.segmenter import load_segmenter
 
-        segmenter = load_segmenter(args.model, partner=args.partner)
+        segmenter = load_segmenter(args.model, partner=args.partner, runtime=args.runtime)
 
     def run_cli_path(path: Path, ref, out: Path):
         """``hipposeg segment --full-head PATH -o OUT`` in-process: (its wall seconds, the mask, its volume row)."""
@@ -204,6 +243,7 @@ def main(argv=None) -> dict:
         "machine": machine(),
         "timed": "hipposeg.segment.segment_inputs(mode='full-head'): hipposeg segment --full-head in-process, "
                  "segmenter loaded once",
+        "runtime": segmenter.runtime if segmenter else None,
         "warmup_seconds": round(warmup_s, 3),
         "original": summary(originals),
         "moved": summary(moved) if moved else None,
@@ -211,6 +251,8 @@ def main(argv=None) -> dict:
         "thick_slices": summary(thick) if thick else None,
         "rows": rows,
     }
+    if segmenter is not None and args.cli_runs:
+        result["cli"] = time_cli(args, [str(Path(args.data_root) / "fullhead" / s / "t1.nii.gz") for s in SUBJECTS])
     write_result(args.out, result)
     if segmenter is not None:  # a shipped model's run to its usual output refreshes its README table
         from hipposeg.bundle import shipped_model, shipped_partner

@@ -1,8 +1,10 @@
 """Speed of ``hipposeg segment`` on CPU: the real engine, model loaded once.
 
-    python bench/speed.py [--n 60] [--threads 2] [--model NAME|FILE] [--partner FILE] [--tta] [--out JSON]
+    python bench/speed.py [--n 60] [--threads 2] [--model NAME|FILE] [--partner FILE] [--tta] [--runtime R]
+                          [--cli-crops 20] [--baseline CHECKOUT] [--out JSON]
 
-Two measurements, both of the code every door runs (no copy of the inferer here):
+Three measurements, all of the code every door runs (no copy of the inferer here), with the runtime that ran the
+networks (``--runtime``, as ``hipposeg segment --runtime``: auto, torch, onnx, openvino):
 
 1. The engine: :func:`hipposeg.segmenter.load_segmenter` once, then :meth:`Segmenter.segment` on each of ``--n``
    Task04 volumes (``imagesTr``, sorted), read beforehand: median seconds per volume and per stage (preprocess,
@@ -10,6 +12,11 @@ Two measurements, both of the code every door runs (no copy of the inferer here)
 2. End to end: :func:`hipposeg.segment.segment_inputs` (what ``hipposeg segment`` calls) with the same segmenter on
    the default data (``hipposeg segment`` without inputs: the Task04 test image and five fold-0 cases): read,
    check, segment, volume row, mask, QC picture, row file and the volume tables; median seconds per case.
+3. Through the real CLI, as a user runs it (``bench/cli_timing.py``): ``hipposeg segment`` of ``--cli-crops`` Task04
+   crops with ``--no-qc`` in fresh processes (three after a warm-up): wall seconds of the process and the per-case
+   median it prints; and ``hipposeg segment missing.nii.gz`` (start-up to its one-line error). With ``--baseline``
+   (a checkout of an older version, e.g. a ``git worktree`` of 0.6.1) the same commands run there alternately and
+   the pairwise speed-up is recorded.
 
 Three warm-up volumes run first. The result (``bench/results/speed.json`` or ``--out``) records the networks the
 segmenter loaded and the machine (CPU model, cores, instruction set); ``bench/README.md``'s ``speed-table`` block
@@ -28,8 +35,10 @@ from common import RESULTS, describe_machine, machine, markdown_table, provenanc
     shown, this_command, write_result
 
 README = Path(__file__).resolve().parent / "README.md"
-#: the results the speed table shows, in its column order: shipped model name -> results file
-TABLE_RESULTS = {"default": "speed", "core": "speed_core", "hires": "speed_hires"}
+#: the results the speed table shows, in its column order: column name -> results file (the default with each
+#: runtime: ``--runtime onnx --out bench/results/speed_onnx.json``, ``--runtime torch --out .../speed_torch.json``)
+TABLE_RESULTS = {"default": "speed", "default, ONNX Runtime": "speed_onnx", "default, PyTorch": "speed_torch",
+                 "core": "speed_core", "hires": "speed_hires"}
 
 
 def time_engine(segmenter, paths: list[str]) -> dict:
@@ -70,19 +79,68 @@ def time_end_to_end(segmenter, inputs: list[str]) -> dict:
             "median_end_to_end_s": statistics.median(run.seconds_per_case), "wall_s": wall, "qc_pictures": True}
 
 
+def time_cli(args, crops: list[str]) -> dict:
+    """``hipposeg segment`` of ``crops`` and of a missing file in fresh processes (``bench/cli_timing.py``)."""
+    from cli_timing import time_segment_cli
+
+    extra = ["--runtime", args.runtime] + (["--model", args.model] if args.model else []) + (["--tta"] if args.tta else [])
+    baseline = Path(args.baseline) if args.baseline else None
+    out = time_segment_cli(crops, extra=extra, baseline=baseline)
+    out["baseline_checkout"] = _version_of(baseline) if baseline else None
+    out["start_up"] = time_segment_cli(["missing.nii.gz"], extra=extra, baseline=baseline, expect_cases=False)
+    return out
+
+
+def _version_of(checkout: Path) -> str:
+    import re
+    import subprocess
+
+    text = (checkout / "hipposeg" / "__init__.py").read_text()
+    version = re.search(r"__version__ = \"([^\"]+)\"", text).group(1)
+    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return f"hipposeg {version} ({commit})"
+
+
 def speed_table(results: dict[str, dict]) -> str:
-    """The speed table of ``bench/README.md``: one column per result (shipped model name -> speed JSON)."""
+    """The speed table of ``bench/README.md``: one column per result (column name -> speed JSON)."""
     first = next(iter(results.values()))
-    rows = [["engine: `Segmenter.segment`, median per volume"] + [f"{r['median_segment_s']:.3f}" for r in results.values()],
+
+    def cli(r, *keys, digits=3):
+        value = r.get("cli")
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    def vs(r, key):
+        c = r.get("cli") or {}
+        return f"{c[key]:.2f}x" if c.get(key) else "–"
+
+    rows = [["runtime (`--runtime`)"] + [r.get("runtime", "torch") for r in results.values()],
+            ["engine: `Segmenter.segment`, median per volume"] + [f"{r['median_segment_s']:.3f}" for r in results.values()],
             ["of which predict (inferer + network)"] + [f"{r['median_stage_s']['predict']:.3f}" for r in results.values()],
             ["preprocess / post-process"] + [f"{r['median_stage_s']['preprocess']:.4f} / "
                                              f"{r['median_stage_s']['postprocess']:.4f}" for r in results.values()],
             ["end to end: `segment_inputs`, median per case (QC picture included)"]
-            + [f"{r['end_to_end']['median_end_to_end_s']:.3f}" for r in results.values()]]
+            + [f"{r['end_to_end']['median_end_to_end_s']:.3f}" for r in results.values()],
+            ["CLI: `hipposeg segment` of the crops (`--no-qc`), process wall / crop (start-up included)"]
+            + [cli(r, "wall_per_input_s") for r in results.values()],
+            ["CLI: its printed median per crop (model loaded)"] + [cli(r, "per_case_s", digits=2) for r in results.values()],
+            ["CLI: `hipposeg segment missing.nii.gz`, process wall"] + [cli(r, "start_up", "wall_s", digits=2)
+                                                                        for r in results.values()],
+            ["the same back to back with the baseline: its wall / crop"] + [cli(r, "baseline", "wall_per_input_s")
+                                                                              for r in results.values()],
+            ["speed-up over the baseline: wall / per crop"] + [f"{vs(r, 'speed_up_wall')} / {vs(r, 'speed_up_per_case')}"
+                                                                for r in results.values()]]
     header = ["seconds"] + [f"`{name}` ({r['model']}{' + ' + r['model_3d'] if r.get('model_3d') else ''})"
                             for name, r in results.items()]
+    baselines = sorted({r["cli"]["baseline_checkout"] for r in results.values() if (r.get("cli") or {}).get("baseline_checkout")})
+    crops = sorted({r["cli"]["n_inputs"] for r in results.values() if r.get("cli")})
     caption = (f"{first['n_volumes']} Task04 volumes for the engine, the {first['end_to_end']['n_cases']} cases of the "
-               f"default data end to end; {describe_machine(first['machine'])}, {first['machine'].get('torch_threads')} "
+               f"default data end to end"
+               + (f", {'/'.join(map(str, crops))} crops per CLI process (median of 3 fresh processes)" if crops else "")
+               + (f", baseline {', '.join(baselines)} run alternately with it" if baselines else "")
+               + f"; {describe_machine(first['machine'])}, {first['machine'].get('torch_threads')} "
                f"torch threads, torch {first['torch']}, {first['date']}; "
                + "; ".join(f"`{r['command']}`" for r in results.values()) + ":")
     return caption + "\n\n" + markdown_table(header, rows)
@@ -104,6 +162,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="what hipposeg segment --model takes: a shipped name (core, hires, ...), a bundle folder "
                              "or a checkpoint file (run alone); default: the shipped default")
     parser.add_argument("--partner", default=None, help="a 3D partner checkpoint to average with --model")
+    parser.add_argument("--runtime", default="auto", help="what runs the networks (hipposeg segment --runtime)")
+    parser.add_argument("--cli-crops", type=int, default=20, help="Task04 crops per hipposeg segment process (0: no "
+                                                                   "CLI timing)")
+    parser.add_argument("--baseline", help="a checkout of an older hipposeg (its own bundle) to time the CLI against")
     parser.add_argument("--out", default=str(RESULTS / "speed.json"))
     args = parser.parse_args(argv)
 
@@ -114,12 +176,15 @@ def main(argv: list[str] | None = None) -> dict:
     from hipposeg.segmenter import load_segmenter
 
     torch.set_num_threads(args.threads)
-    segmenter = load_segmenter(args.model, partner=args.partner, flip_tta=args.tta or None)
+    segmenter = load_segmenter(args.model, partner=args.partner, flip_tta=args.tta or None, runtime=args.runtime)
     paths = [d["image"] for d in load_manifest().datalist("msd_hippocampus", "all")][: args.n]
     result = {"command": this_command(__file__, argv), "date": time.strftime("%Y-%m-%d %H:%M"),
-              "machine": machine(), "torch": torch.__version__, **provenance(segmenter), "tta": args.tta}
+              "machine": machine(), "torch": torch.__version__, **provenance(segmenter), "tta": args.tta,
+              "runtime": segmenter.runtime}
     result.update(time_engine(segmenter, paths))
     result["end_to_end"] = time_end_to_end(segmenter, [str(p) for p in default_inputs()])
+    if args.cli_crops:
+        result["cli"] = time_cli(args, [str(p) for p in paths[:args.cli_crops]])
     write_result(args.out, result)
     write_table()
     print(f"{result['model']}{' + ' + result['model_3d'] if result['model_3d'] else ''}: "

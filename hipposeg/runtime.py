@@ -119,8 +119,11 @@ class ExportedNetwork(nn.Module):
             import openvino
 
             core = openvino.Core()
+            # CACHE_DIR: OpenVINO keeps the compiled network beside the export; later processes load it instead
+            # of compiling again (start-up)
             compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                             "PERFORMANCE_HINT": "LATENCY"})
+                                                             "PERFORMANCE_HINT": "LATENCY",
+                                                             "CACHE_DIR": str(Path(path).parent / "openvino")})
             request = compiled.create_infer_request()
             self._run = lambda x: request.infer({0: x})[0].copy()  # the request reuses its output buffer
         else:
