@@ -99,7 +99,7 @@ def _version_of(checkout: Path) -> str:
     version = re.search(r"__version__ = \"([^\"]+)\"", text).group(1)
     commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    return f"hipposeg {version} ({commit})"
+    return f"version {version} (commit {commit})"  # not "hipposeg X": the docs quote only the package's own version
 
 
 def speed_table(results: dict[str, dict]) -> str:

@@ -122,11 +122,11 @@ def test_fullhead_table():
     assert lines[-3] == "| bert | moved0 | LIA 1x1.2x0.9 mm | 0.812 | 0.789 | 0.91 / 0.73 | 0.80 / 0.78 | 3.46 |"
     assert lines[-1].startswith("Runtime: torch;")
     result.update(runtime="openvino", cli={"n_inputs": 3, "runs": 3, "per_case_s": 2.5, "wall_s": 12.0,
-                                           "wall_per_input_s": 4.0, "baseline_checkout": "hipposeg 0.6.1 (abc)",
+                                           "wall_per_input_s": 4.0, "baseline_checkout": "version 0.6.1 (commit abc)",
                                            "baseline": {"per_case_s": 5.0, "wall_s": 24.0}, "speed_up_per_case": 2.0,
                                            "speed_up_wall": 2.0})
     cli = fullhead.build_table(result).splitlines()[-1]
-    assert "2.50 s per scan as the CLI prints it" in cli and "hipposeg 0.6.1 (abc) back to back: 5.00 s" in cli
+    assert "2.50 s per scan as the CLI prints it" in cli and "version 0.6.1 (commit abc) back to back: 5.00 s" in cli
     assert "speed-up 2.00x per scan" in cli
 
 
