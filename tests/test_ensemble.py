@@ -116,7 +116,7 @@ def test_bundle_runs_the_ensemble_when_given_a_partner(tmp_path):
     cases = (({"use_partner": False}, "Unet"), ({"partner_ckpt_path": str(tmp_path / "partner.pt")}, "CoreAndPartner"),
              ({"ckpt_path": core, "use_partner": False}, "Unet"))
     for overrides, kind in cases:
-        parser = parse_bundle(["inference.json"], overrides={**overrides, "device": "cpu"})
+        parser = parse_bundle(["inference.json"], overrides={**overrides, "device": "cpu", "runtime": "torch"})
         assert type(parser.get_parsed_content("network")).__name__ == kind, overrides
         assert type(parser.get_parsed_content("network_def")).__name__ == "Unet"
         assert parser.get_parsed_content("ckpt_path") == core
@@ -203,7 +203,12 @@ def test_multi_axis_slice_inferer_alone():
     assert out.shape == (1, 2, 6, 10, 7)
     np.testing.assert_allclose(out.sum(1).numpy(), 1.0, atol=1e-5)
     assert torch.equal(out[0, 1] > 0.5, volume[0, 0] > 0.5)  # every axis agrees on a box
-    assert len(seen) == 2 + 3 + 2 and all(s[1] == 3 for s in seen)  # ceil(6/4) + ceil(10/4) + ceil(7/4) batches
+    # every plane pads to 64x64 (min_size): the three axes' 6 + 10 + 7 slices go through together, 4 at a time
+    assert len(seen) == 6 and all(s[1:] == (3, 64, 64) for s in seen)
+    seen.clear()
+    unpadded = MultiAxisSliceInferer(axes=(0, 1, 2), context=3, batch_size=4, divisor=8, min_size=0)
+    assert torch.equal(unpadded(volume, SliceProbe())[0, 1] > 0.5, volume[0, 0] > 0.5)
+    assert len(seen) == 2 + 3 + 2  # planes of three sizes, one group per axis: ceil(6/4) + ceil(10/4) + ceil(7/4)
     seen.clear()
     mirrored = MultiAxisSliceInferer(axes=(2,), context=1, divisor=8, flip_tta=True)(volume, SliceProbe())
     assert torch.equal(mirrored[0, 1] > 0.5, volume[0, 0] > 0.5)
@@ -220,7 +225,7 @@ def test_on_off_overrides_typed_on_monais_command_line_mean_what_they_say():
     with pytest.raises(ValueError, match="expected a boolean"):
         switch("maybe")
     parser = parse_bundle(["inference.json"], overrides={"use_partner": "false", "keep_largest": "false",
-                                                         "device": "cpu"})
+                                                         "device": "cpu", "runtime": "torch"})
     assert type(parser.get_parsed_content("network")).__name__ == "Unet"
     steps = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
     assert "KeepLargestConnectedComponentd" not in steps and "Invertd" in steps
