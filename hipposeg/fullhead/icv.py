@@ -179,8 +179,7 @@ def _crop_to_template(grid: Image, matrix: np.ndarray, margin_mm: float) -> Imag
     transforms several times faster. The cropped image may be empty when the template lands outside the scan.
     """
     tpl = load_template()
-    ijk = np.argwhere(tpl.brain_mask)
-    corners = np.array(np.meshgrid(*zip(ijk.min(axis=0), ijk.max(axis=0)), indexing="ij")).reshape(3, -1)
+    corners = _template_mask_corners()
     to_grid = np.linalg.inv(grid.affine) @ matrix @ tpl.affine
     points = to_grid[:3, :3] @ corners + to_grid[:3, 3:4]
     margin = np.ceil(margin_mm / np.asarray(grid.spacing)) + 2
@@ -190,6 +189,15 @@ def _crop_to_template(grid: Image, matrix: np.ndarray, margin_mm: float) -> Imag
     affine[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
     block = np.asarray(grid.array)[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     return Image(np.ascontiguousarray(block), affine, source=grid.source)
+
+
+@lru_cache(maxsize=1)
+def _template_mask_corners() -> np.ndarray:
+    """The 8 corners (template voxels, (3, 8)) of the template brain mask's bounding box; read-only."""
+    ijk = np.argwhere(load_template().brain_mask)
+    corners = np.array(np.meshgrid(*zip(ijk.min(axis=0), ijk.max(axis=0)), indexing="ij")).reshape(3, -1)
+    corners.setflags(write=False)
+    return corners
 
 
 def _grow(mask: np.ndarray, mm: float, spacing) -> np.ndarray:

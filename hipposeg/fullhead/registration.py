@@ -129,6 +129,11 @@ def template_pyramid(mask_erode_mm: float = 4.0) -> dict:
 
 
 def template_brain_centre_lps() -> np.ndarray:
+    return _template_brain_centre_lps().copy()
+
+
+@lru_cache(maxsize=1)
+def _template_brain_centre_lps() -> np.ndarray:  # the template is fixed: its 1.9 M mask voxels are averaged once
     tpl = load_template()
     ijk = np.argwhere(tpl.brain_mask).mean(axis=0)
     return (_FLIP @ tpl.affine @ np.r_[ijk, 1.0])[:3]
