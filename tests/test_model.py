@@ -63,7 +63,7 @@ def test_segmenter_builds_the_architecture_its_checkpoint_holds(tmp_path, checkp
     for skip in (False, True):
         ckpt = checkpoints["skip" if skip else "plain"]
         assert has_full_res_skip(ckpt) is skip
-        assert isinstance(load_segmenter(ckpt).network, FullResolutionUnet) is skip
+        assert isinstance(load_segmenter(ckpt, runtime="torch").network, FullResolutionUnet) is skip
     with pytest.raises(InputError, match="not found"):
         has_full_res_skip(tmp_path / "missing.pt")
 
