@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from common import RESULTS, describe_machine, machine, paired, provenance, read_result, this_command, write_result
+from doc_blocks import fill_block  # tools/ is on sys.path through common
 
 DEFAULT_OUT = RESULTS / "robustness.json"
 MODEL_OUT = Path(__file__).resolve().parent.parent / "hipposeg" / "resources" / "confidence_model.json"
@@ -281,10 +282,15 @@ def fit_confidence(result: dict) -> dict:
     flagged = oof < threshold
     intercept, coefficients = fit_linear(x, dice)
     single = {f: detection_scores(x[:, i] if f != "entropy" else -x[:, i], dice) for i, f in enumerate(features)}
+    unflagged = baselines["qc_flags"] == 0  # the copies today's flags pass: where a new score has to find failures
+    quiet = {"n": int(unflagged.sum()), "n_dice_below_0.8": int((dice[unflagged] < FAIL_BELOW[0]).sum()),
+             "predicted_dice": detection_scores(oof[unflagged], dice[unflagged]),
+             "volume_in_range": detection_scores(baselines["volume_in_range"][unflagged], dice[unflagged])}
     return {
         "features": features, "n_copies": len(records), "n_cases": len(cases), "cv_folds": CV_FOLDS,
         "cv": {**detection_scores(oof, dice), "mean_abs_error": float(np.mean(np.abs(oof - dice)))},
         "baselines": {k: detection_scores(v, dice) for k, v in baselines.items()},
+        "unflagged": quiet,
         "single_features_in_sample": single,
         "oracle_aurc": aurc(dice, 1 - dice),
         "low_confidence_below": threshold,
@@ -319,8 +325,10 @@ def model_file(fit: dict, result: dict) -> dict:
 
 def build_table(result: dict) -> str:
     rows = result["summary"]
-    lines = [f"`{result['command']}` ({result['model']} + {result.get('model_3d')}; {result['n_cases']} fold-0 "
-             f"crops; {describe_machine(result['machine'])}):", "",
+    measured = len({r["case"] for r in result["crops"]})
+    runtime = f", {result['runtime']}" if result.get("runtime") else ""
+    lines = [f"`{result['command']}` ({result['model']} + {result.get('model_3d')}{runtime}; {measured} of the "
+             f"{result['n_cases']} fold-0 crops; {describe_machine(result['machine'])}):", "",
              "| corruption | level | parameter | Dice whole | anterior | posterior | Δ whole vs clean | "
              "volume error % | < 0.8 | < 0.7 | flagged |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -338,10 +346,11 @@ def build_table(result: dict) -> str:
             for level, v in levels.items()) + "."]
     heads = [h for h in result.get("heads", []) if "dice" in h]
     if heads:
-        lines += ["", "Whole heads (Dice left / right, predicted in brackets; " +
-                  ", ".join(HEAD_SUBJECTS) + "):", "",
+        lines += ["", "Whole heads through `segment --full-head` (Dice per side against `hippocampus_lr`, another "
+                  "labelling protocol than Task04's, whose Dice the mapping predicts; predicted Dice in brackets):", "",
                   "| condition | " + " | ".join(HEAD_SUBJECTS) + " |", "|---|" + "---|" * len(HEAD_SUBJECTS)]
-        for name, _, _ in conditions():
+        measured = {h["condition"] for h in result["heads"]}
+        for name in [c for c, _, _ in conditions() if c in measured]:
             cells = []
             for subject in HEAD_SUBJECTS:
                 h = next((h for h in result["heads"] if h["subject"] == subject and h["condition"] == name), None)
@@ -372,6 +381,14 @@ def build_confidence_table(result: dict) -> str:
                     *[(f"baseline: {k.replace('_', ' ')}", v) for k, v in fit["baselines"].items()]]:
         auroc = "–" if s["auroc_dice_below_0.8"] is None else f"{s['auroc_dice_below_0.8']:.3f}"
         lines.append(f"| {name} | {auroc} | {s['aurc']:.4f} | {s['spearman']:.3f} |")
+    lines += ["", "Each feature alone, in sample (no fit; entropy negated): " + "; ".join(
+        f"{name} AUROC {_num(v['auroc_dice_below_0.8'], 3)}, AURC {v['aurc']:.4f}"
+        for name, v in fit["single_features_in_sample"].items()) + "."]
+    quiet = fit["unflagged"]
+    lines += ["", f"On the {quiet['n']} copies that no QC flag of today marks ({quiet['n_dice_below_0.8']} of them below "
+              f"Dice 0.8): predicted Dice AUROC {_num(quiet['predicted_dice']['auroc_dice_below_0.8'], 3)}, AURC "
+              f"{quiet['predicted_dice']['aurc']:.4f}; volume distance to the reference range AUROC "
+              f"{_num(quiet['volume_in_range']['auroc_dice_below_0.8'], 3)}, AURC {quiet['volume_in_range']['aurc']:.4f}."]
     flag = fit["flag"]
     lines += ["", f"`low_confidence` below a predicted Dice of {fit['low_confidence_below']:.3f} (the highest "
               f"threshold flagging ≤ {CLEAN_FALSE_ALARMS:.0%} of the clean crops out of fold): flags "
@@ -381,15 +398,29 @@ def build_confidence_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _num(value, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
 def _pct(value) -> str:
     return "–" if value is None else f"{value:.0%}"
 
 
-def publish() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    from publish_docs import publish as publish_docs
+BLOCKS = ("robustness-table", "robustness-confidence")
 
-    publish_docs()
+
+def publish() -> None:
+    """Rebuild this bench's blocks of ``bench/README.md`` (only these) from their templates, as
+    ``tools/publish_docs.py`` does for every block."""
+    from publish_docs import DOCS, Sources, render, template_path
+
+    from hipposeg.data.writers import write_text
+
+    text, src = DOCS["bench"].read_text(), Sources(RESULTS)
+    for name in BLOCKS:
+        path = template_path("bench", name)
+        text = fill_block(text, name, render(path.read_text(), src, str(path)))
+    write_text(DOCS["bench"], text, overwrite=True)
 
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -407,6 +438,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--fit", action="store_true", help="fit the confidence mapping on an existing result")
+    parser.add_argument("--only-heads", action="store_true",
+                        help="re-run the whole heads into an existing result (with the stored mapping in place)")
     parser.add_argument("--no-publish", action="store_true", help="do not rebuild the README tables")
     args = parser.parse_args(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -416,9 +449,26 @@ def main(argv=None) -> dict:
         if result is None:
             sys.exit(f"{args.out}: no results to fit on; run bench/robustness.py first")
         result["confidence"] = fit_confidence(result)
-        write_result(MODEL_OUT, model_file(result["confidence"], result))
+        # the shipped mapping only from the official results; a trial run's beside its own JSON
+        model_out = MODEL_OUT if args.out == DEFAULT_OUT else args.out.with_suffix(".model.json")
+        write_result(model_out, model_file(result["confidence"], result))
         write_result(args.out, result)
         log(f"fitted: {result['confidence']['cv']}; baselines {result['confidence']['baselines']}")
+    elif args.only_heads:
+        from hipposeg.data.manifest import resolve_data_root
+        from hipposeg.segmenter import load_segmenter
+
+        result = read_result(args.out)
+        if result is None:
+            sys.exit(f"{args.out}: no results to add the heads to; run bench/robustness.py first")
+        segmenter = load_segmenter(args.model)
+        if provenance(segmenter) != {k: result.get(k) for k in ("model", "model_3d")}:
+            sys.exit(f"{args.out} was measured with another model; run the whole bench")
+        t0 = time.perf_counter()
+        result["heads"] = run_heads(segmenter, Path(resolve_data_root(args.data_root)), log, tuple(args.head_levels))
+        result["heads_command"] = this_command(__file__, argv)
+        result["heads_seconds"] = round(time.perf_counter() - t0, 1)
+        write_result(args.out, result)
     else:
         from hipposeg.data.manifest import load_manifest, resolve_data_root
         from hipposeg.segmenter import load_segmenter
@@ -427,7 +477,8 @@ def main(argv=None) -> dict:
         datalist = load_manifest().datalist("msd_hippocampus", "val", 0, data_root=data_root,
                                             max_cases=args.max_cases)
         segmenter = load_segmenter(args.model)
-        result = {"command": this_command(__file__, argv), **provenance(segmenter), "machine": machine(),
+        result = {"command": this_command(__file__, argv), **provenance(segmenter),
+                  "runtime": getattr(segmenter, "runtime", "torch"), "machine": machine(),
                   "n_cases": len(datalist), "corruptions": {k: {"what": v[0], "levels": dict(zip(LEVELS, v[1]))}
                                                             for k, v in CORRUPTIONS.items()}}
         t0 = time.perf_counter()

@@ -54,12 +54,13 @@ def _first(value) -> np.ndarray:
 
 
 def _mask(prob: np.ndarray) -> np.ndarray:
-    """Hippocampus (any foreground class) where the argmax is not background."""
-    return np.argmax(prob, axis=0) != 0
+    """Hippocampus (any foreground class) where the argmax is not background (the first of equal maxima, as
+    ``argmax`` takes it: a tie with the background is background)."""
+    return prob[0] < prob[1:].max(axis=0)
 
 
 def _binary_entropy(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
+    p = np.clip(p, np.float32(1e-6), np.float32(1 - 1e-6))
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 

@@ -106,11 +106,11 @@ QC_FLAGS: dict[str, str] = {
     **{sided(code, side): text.replace("that side", f"the {side} side")
        for code, text in _PER_SIDE.items() for side in SIDES},
     "low_confidence": "the predicted Dice (predicted_dice: agreement of the 2.5D core with the 3D partner and of the "
-                      "three slicing axes, entropy of the probabilities; hipposeg.confidence) is below "
-                      f"{LOW_CONFIDENCE_BELOW if LOW_CONFIDENCE_BELOW is not None else float('nan'):g}: check the mask",
-    **{sided("low_confidence", side): f"whole head: the predicted Dice of the {side} side is below "
-                                      f"{LOW_CONFIDENCE_BELOW if LOW_CONFIDENCE_BELOW is not None else float('nan'):g}"
-       for side in SIDES},
+                      "three slicing axes, entropy of the probabilities; hipposeg.confidence) is below the threshold "
+                      "low_confidence_below of hipposeg/resources/confidence_model.json (fitted on corrupted fold-0 "
+                      "crops; bench/README.md, 'Robustness and confidence'): check the mask",
+    **{sided("low_confidence", side): f"whole head: the predicted Dice of the {side} side is below the "
+                                      "low_confidence threshold" for side in SIDES},
     "left_right_ratio": "whole head: the left / right hippocampus volume ratio is outside "
                         f"{LR_RATIO_RANGE[0]:.2f}-{LR_RATIO_RANGE[1]:.2f}",
     "registration_mirrored": "whole head: the registration mirrors the head (negative determinant); eTIV is "

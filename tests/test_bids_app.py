@@ -71,6 +71,7 @@ def test_participant_level_writes_bids_derivatives(participant_run, bids_dir):
         values = dict(zip(header, row))
         assert values["case"] == stem and float(values["etiv_mm3"]) > 5e5
         assert 0 < float(values["volume_left_etiv_fraction"]) < 0.01
+        assert all(0 <= float(values[f"predicted_dice_{side}"]) <= 1 for side in ("left", "right"))  # issue 25
         assert (out / stem.split("_")[0] / "figures" / f"{stem}_desc-hipposeg_qc.png").is_file()
     assert not list(out.rglob("*T2w*")) and not (out / "sub-03" / "anat").exists()
 

@@ -397,6 +397,8 @@ TABLES = {
     "thick_slices": lambda src: _bench_table("thick_slices", "build_table", src.dir),
     "cohort": lambda src: _bench_table("cohort", "build_tables", src.load("cohort")),
     "longitudinal": lambda src: _bench_table("longitudinal", "build_table", src.load("longitudinal")),
+    "robustness": lambda src: _bench_table("robustness", "build_table", src.load("robustness")),
+    "robustness_confidence": lambda src: _bench_table("robustness", "build_confidence_table", src.load("robustness")),
 }
 
 
