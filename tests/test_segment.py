@@ -102,8 +102,8 @@ def test_tta_changes_only_voxels_where_the_flipped_prediction_disagrees(msd, tmp
     with torch.inference_mode():
         vol = data["image"].as_tensor()[0]
         core = segmenter.network.core
-        mirrored = segmenter.inferer.slice_inferer._predict_volume(vol.flip(0), core).flip(1)
-        direct = segmenter.inferer.slice_inferer._predict_volume(vol, core)
+        mirrored = segmenter.inferer.slice_inferer._predict_volume(vol.flip(0), core)[0].flip(1)  # (mean, per axis)
+        direct = segmenter.inferer.slice_inferer._predict_volume(vol, core)[0]
     agree = (mirrored.argmax(0) == direct.argmax(0)).numpy()
     # where plain and mirrored passes agree, TTA (their average) must agree too; the largest-component step
     # may only remove islands, which the tolerance of a few voxels covers
