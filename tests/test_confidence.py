@@ -99,7 +99,7 @@ def test_segment_writes_predicted_dice_lower_and_flagged_for_a_broken_copy(msd, 
     inputs.mkdir()
     nib.save(nib.Nifti1Image(array, img.affine), str(inputs / "clean.nii.gz"))
     nib.save(nib.Nifti1Image(noisy, img.affine), str(inputs / "broken.nii.gz"))
-    result = cli("segment", str(inputs), "-o", str(tmp_path / "out"), "--quiet", "--save-uncertainty")
+    result = cli("segment", str(inputs), "-o", str(tmp_path / "out"), "--quiet", "--no-qc", "--save-uncertainty")
     assert result.returncode == 0, result.stderr
     rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "volumes.csv"))}
     clean, broken = (float(rows[c]["predicted_dice"]) for c in ("clean", "broken"))
@@ -131,3 +131,11 @@ def test_risk_coverage_area_orders_by_confidence_and_averages_ties():
     assert best == pytest.approx(np.mean(np.cumsum(risk) / np.arange(1, 5)))
     assert worst > best
     assert aurc(np.zeros(4), risk) == pytest.approx(risk.mean())  # one tie: every coverage at the mean risk
+
+
+def test_qc_picture_title_prints_the_predicted_dice():
+    from hipposeg.segment import qc_title
+
+    assert qc_title("c1", {"predicted_dice": 0.5}) == "c1   predicted Dice 0.50"
+    assert qc_title("h", {"predicted_dice_left": 0.5, "predicted_dice_right": 0.25}) == "h   predicted Dice L 0.50 / R 0.25"
+    assert qc_title("c2", {}) == "c2"  # no mapping (e.g. the core alone): the case name only
