@@ -20,6 +20,20 @@ def _data_root() -> Path:
     return resolve_data_root()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache(tmp_path_factory) -> Path:
+    """Networks exported for ONNX Runtime / OpenVINO (hipposeg.runtime) go to a folder of this test session, not
+    the user's ~/.cache/hipposeg: the tests' own small checkpoints would pile up there. Subprocesses inherit it."""
+    folder = tmp_path_factory.mktemp("hipposeg-cache")
+    previous = os.environ.get("HIPPOSEG_CACHE")
+    os.environ["HIPPOSEG_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("HIPPOSEG_CACHE", None)
+    else:
+        os.environ["HIPPOSEG_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = _data_root()
