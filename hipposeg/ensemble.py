@@ -85,13 +85,14 @@ def load_network(core: nn.Module, ckpt_path: str | Path, *, partner: nn.Module |
     from hipposeg.model import load_weights
     from hipposeg.runtime import accelerate, choose_runtime
 
+    fallback = str(runtime or "auto").lower() == "auto"  # auto's choice may fall back to PyTorch; a named one not
     runtime = choose_runtime(runtime, device)
     load_weights(core, ckpt_path)
-    core = accelerate(core.eval(), ckpt_path, part="core", runtime=runtime)
+    core = accelerate(core.eval(), ckpt_path, part="core", runtime=runtime, fallback=fallback)
     if partner is None:
         return core.to(device)
     if partner_ckpt_path is None:
         raise InputError(None, "a 3D partner network was given without its checkpoint (partner_ckpt_path)")
     load_weights(partner, partner_ckpt_path)
-    partner = accelerate(partner.eval(), partner_ckpt_path, part="partner", runtime=runtime)
+    partner = accelerate(partner.eval(), partner_ckpt_path, part="partner", runtime=runtime, fallback=fallback)
     return CoreAndPartner(core, partner).to(device)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,6 @@ def onnx_path(checkpoint: str | Path, part: str) -> Path:
 def export_onnx(network: nn.Module, out: str | Path, *, spatial_dims: int) -> Path:
     """Write ``network`` (eval mode, CPU, float32) as ONNX to ``out`` atomically, batch and the ``spatial_dims``
     last axes dynamic. Returns ``out``."""
-    import warnings
-
     from hipposeg.data.writers import atomic_path
 
     channels = _in_channels(network)
@@ -152,14 +151,24 @@ def ensure_onnx(network: nn.Module, checkpoint: str | Path, part: str) -> Path:
     return path
 
 
-def accelerate(network: nn.Module, checkpoint: str | Path, *, part: str, runtime: str) -> nn.Module:
+def accelerate(network: nn.Module, checkpoint: str | Path, *, part: str, runtime: str,
+               fallback: bool = False) -> nn.Module:
     """``network`` (weights of ``checkpoint`` loaded) run by ``runtime`` (``choose_runtime``'s answer): itself for
-    ``torch``, else an :class:`ExportedNetwork` of its ONNX export (:func:`ensure_onnx`)."""
+    ``torch``, else an :class:`ExportedNetwork` of its ONNX export (:func:`ensure_onnx`). With ``fallback`` (the
+    runtime was chosen by ``auto``), an export or runtime that cannot be set up (e.g. a read-only cache folder) leaves
+    the network to PyTorch with a warning instead of failing the run; a runtime asked for by name fails."""
     from hipposeg.model import ScaledInputNet
 
     if runtime == "torch":
         return network
-    exported = ExportedNetwork(ensure_onnx(network, checkpoint, part), runtime)
+    try:
+        exported = ExportedNetwork(ensure_onnx(network, checkpoint, part), runtime)
+    except (OSError, RuntimeError) as exc:
+        if not fallback:
+            raise
+        warnings.warn(f"{runtime} could not run the {part} network ({type(exc).__name__}: {exc}); running it with "
+                      f"PyTorch (cache folder {cache_dir()}, set HIPPOSEG_CACHE to a writable one)", stacklevel=2)
+        return network
     if isinstance(network, ScaledInputNet):
         network.net = exported
         return network

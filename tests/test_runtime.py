@@ -70,3 +70,21 @@ def test_exported_default_model_gives_pytorchs_masks(runtime, package, crops, to
         got = segmenter.segment(image, return_probabilities=True)
         assert np.abs(got.probabilities - expected.probabilities).max() < 1e-4
         np.testing.assert_array_equal(got.labels, expected.labels)
+
+
+def test_auto_falls_back_to_pytorch_when_the_export_cannot_be_written(tmp_path, monkeypatch):
+    """A read-only cache folder (e.g. in a container): ``auto`` runs PyTorch with a warning naming the folder; a
+    runtime asked for by name fails."""
+    from hipposeg import runtime
+    from hipposeg.model import build_network
+
+    def cannot_write(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "onnx"))
+
+    monkeypatch.setattr(runtime, "ensure_onnx", cannot_write)
+    network = build_network(num_classes=3)
+    with pytest.warns(UserWarning, match="running it with PyTorch"):
+        assert runtime.accelerate(network, tmp_path / "model.pt", part="core", runtime="onnx",
+                                  fallback=True) is network
+    with pytest.raises(PermissionError):
+        runtime.accelerate(network, tmp_path / "model.pt", part="core", runtime="onnx")
