@@ -20,7 +20,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
-RUNS = BENCH / "runs"  # checkpoints and logs of bench trainings (git-ignored)
+#: checkpoints and logs of bench trainings: outside the checkout by default, so that a training survives a fresh clone
+#: and resumes from its last checkpoint (HIPPOSEG_BENCH_RUNS chooses another folder, e.g. bench/runs)
+RUNS = Path(os.environ.get("HIPPOSEG_BENCH_RUNS") or Path.home() / ".cache" / "hipposeg" / "bench-runs")
 CONFIGS = REPO / "bundles" / "hipposeg" / "configs"
 
 sys.path.insert(0, str(REPO / "tools"))

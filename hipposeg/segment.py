@@ -204,6 +204,12 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
         files.row.unlink(missing_ok=True)
         for folder in {files.seg.parent, files.qc.parent, files.row.parent}:
             folder.mkdir(parents=True, exist_ok=True)
+        # a re-done case keeps no picture or map of its earlier run that this run does not write again
+        stale = [] if qc_png else [files.qc]
+        if "_seg.nii" in files.seg.name and "uncertainty" not in qc:  # BIDS masks have no map name
+            stale.append(uncertainty_path(files.seg))
+        for path in stale:
+            path.unlink(missing_ok=True)
         written += [files.seg, files.labels]
         write_segmentation(files.seg, labels, image.affine, names, overwrite=True)
         if "uncertainty" in qc:  # crops with save_uncertainty: <case>_uncertainty.nii.gz beside the mask
@@ -222,8 +228,11 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
 
 
 def uncertainty_path(seg_path: Path) -> Path:
-    """``<case>_uncertainty.nii.gz`` beside ``<case>_seg.nii.gz``."""
-    return seg_path.with_name(seg_path.name.replace("_seg.nii", "_uncertainty.nii"))
+    """``<case>_uncertainty.nii.gz`` beside ``<case>_seg.nii.gz`` (never the mask's own path)."""
+    path = seg_path.with_name(seg_path.name.replace("_seg.nii", "_uncertainty.nii"))
+    if path == seg_path:
+        raise ValueError(f"{seg_path.name}: a mask name without '_seg.nii' has no uncertainty map name")
+    return path
 
 
 def qc_title(case: str, row: dict) -> str:

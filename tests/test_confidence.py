@@ -113,6 +113,12 @@ def test_segment_writes_predicted_dice_lower_and_flagged_for_a_broken_copy(msd, 
     values = {c: np.asanyarray(m.dataobj) for c, m in maps.items()}
     assert values["clean"].min() >= 0 and values["clean"].max() <= np.log2(3) + 1e-4
     assert values["broken"].sum() > values["clean"].sum()
+    # re-done without --save-uncertainty: no map of the earlier run is left beside the new mask
+    again = cli("segment", str(inputs / "clean.nii.gz"), "-o", str(tmp_path / "out"), "--quiet", "--no-qc",
+                "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "out" / "clean_uncertainty.nii.gz").exists()
+    assert (tmp_path / "out" / "broken_uncertainty.nii.gz").is_file()  # a case not re-done keeps its map
     # an output is never an input: the output folder (masks and maps only) holds nothing to segment
     assert cli("segment", str(tmp_path / "out"), "-o", str(tmp_path / "out2"), "--quiet").returncode == 2
 
