@@ -45,15 +45,18 @@ class EnsembleInferer(Inferer):
         self.partner_weight = float(partner_weight)
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.parts(inputs, network)["prob"]
+        return self._infer(inputs, network, keep_parts=False)["prob"]
 
     def parts(self, inputs: torch.Tensor, network: nn.Module) -> dict:
         """``{"prob": what the inferer returns, "core": the core's probabilities, "partner": the partner's (None
         without one), "axes": the core's per slicing axis}``, for the confidence features
-        (:mod:`hipposeg.confidence`); the mean is made exactly as before, so the masks do not change."""
+        (:mod:`hipposeg.confidence`); the mean is made exactly as by calling the inferer, which keeps no parts."""
+        return self._infer(inputs, network, keep_parts=True)
+
+    def _infer(self, inputs: torch.Tensor, network: nn.Module, *, keep_parts: bool) -> dict:
         core = getattr(network, "core", network)
         partner = getattr(network, "partner", None)
-        if hasattr(self.slice_inferer, "parts"):
+        if keep_parts and hasattr(self.slice_inferer, "parts"):
             found = dict(self.slice_inferer.parts(inputs, core))
         else:
             found = {"prob": self.slice_inferer(inputs, core)}

@@ -90,11 +90,15 @@ class MultiAxisSliceInferer(Inferer):
         return total / len(self.axes), [per_axis[axis] for axis in self.axes]
 
     def __call__(self, inputs: torch.Tensor, network: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.parts(inputs, network)["prob"]
+        return self._infer(inputs, network, keep_axes=False)["prob"]
 
     def parts(self, inputs: torch.Tensor, network: Callable) -> dict:
         """``{"prob": what the inferer returns, "axes": [(B, C, X, Y, Z) of each slicing axis]}``: the per-axis
-        probabilities that the consensus averages, kept for the confidence features (:mod:`hipposeg.confidence`)."""
+        probabilities that the consensus averages, kept for the confidence features (:mod:`hipposeg.confidence`).
+        Calling the inferer does not keep them."""
+        return self._infer(inputs, network, keep_axes=True)
+
+    def _infer(self, inputs: torch.Tensor, network: Callable, *, keep_axes: bool) -> dict:
         if inputs.ndim != 5 or inputs.shape[1] != 1:
             raise ValueError(f"expected volumes of shape (B, 1, X, Y, Z), got {tuple(inputs.shape)}")
         data = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
@@ -104,9 +108,11 @@ class MultiAxisSliceInferer(Inferer):
             if self.flip_tta:
                 mirrored, mirrored_axes = self._predict_volume(volume.flip(0), network)
                 prob = (prob + mirrored.flip(1)) / 2
-                per_axis = [(p + m.flip(1)) / 2 for p, m in zip(per_axis, mirrored_axes)]
+                if keep_axes:
+                    per_axis = [(p + m.flip(1)) / 2 for p, m in zip(per_axis, mirrored_axes)]
             outs.append(prob)
-            axes.append(per_axis)
+            if keep_axes:
+                axes.append(per_axis)
         # classes fastest in memory (same values and shape): the post-processing's argmax over the classes
         # (AsDiscreted) is then ~50x faster on a CPU (22 -> 0.4 ms for a crop); Invertd keeps the layout
         out = torch.stack(outs, 0).contiguous(memory_format=torch.channels_last_3d)
@@ -115,6 +121,8 @@ class MultiAxisSliceInferer(Inferer):
             # undo the orientation and spacing of the preprocessing (without them a non-RAS input came back mirrored)
             out = MetaTensor(out)
             out.copy_meta_from(inputs)
+        if not keep_axes:
+            return {"prob": out}
         return {"prob": out, "axes": [torch.stack([a[i] for a in axes], 0) for i in range(len(self.axes))]}
 
 

@@ -34,7 +34,7 @@ class Segmentation:
     labels: np.ndarray  # uint8, the input's grid
     probabilities: np.ndarray | None  # (C, *input shape) float32, when asked for
     seconds: dict
-    confidence: dict | None = None  # hipposeg.confidence: the features and "predicted_dice"
+    confidence: dict | None = None  # hipposeg.confidence: the features and "predicted_dice", when asked for
 
 
 def in_memory_steps(postprocessing: Callable) -> Compose:
@@ -78,36 +78,47 @@ class Segmenter:
     def predict_probabilities(self, image: Image) -> np.ndarray:
         """Class probabilities ``(C, *image.shape)`` on the image's own grid: the post-processing up to the step that
         keeps them (:func:`probability_steps`), without the argmax and largest component, whose labels a caller that
-        wants probabilities (the whole-head path makes its labels once, on the scan grid) would throw away."""
-        return self.predict_with_confidence(image)[0]
+        wants probabilities (the whole-head path makes its labels once, on the scan grid) would throw away. No
+        confidence is computed (:meth:`predict_with_confidence` computes it)."""
+        return self._probabilities(image, with_confidence=False)[0]
 
-    @torch.inference_mode()
     def predict_with_confidence(self, image: Image) -> tuple[np.ndarray, dict]:
         """:meth:`predict_probabilities` and the crop's confidence (:func:`confidence`)."""
-        data, confidence, _, _ = self._predict(image)
+        return self._probabilities(image, with_confidence=True)
+
+    @torch.inference_mode()
+    def _probabilities(self, image: Image, *, with_confidence: bool) -> tuple[np.ndarray, dict | None]:
+        data, confidence_, _, _ = self._predict(image, with_confidence=with_confidence)
         probabilities = np.asarray(_array(self.probability_steps(data)["prob"]), dtype=np.float32)
         if probabilities.shape[1:] != image.shape:
             raise RuntimeError(f"{image.path}: probabilities of shape {probabilities.shape} for input {image.shape}")
-        return probabilities, confidence
+        return probabilities, confidence_
 
-    def _predict(self, image: Image) -> tuple[dict, dict, float, float]:
+    def _predict(self, image: Image, *, with_confidence: bool) -> tuple[dict, dict | None, float, float]:
         """``{"image": preprocessed, "pred": the inferer's probabilities}``, the confidence (features and predicted
-        Dice, from the inferer's ``parts`` when it has them) and the seconds of both steps."""
+        Dice, from the inferer's ``parts`` when it has them; None unless ``with_confidence``) and the seconds of both
+        steps. Without ``with_confidence`` the inferer is called as the bundle calls it, keeping no parts."""
         t0 = time.perf_counter()
         tensor = MetaTensor(torch.as_tensor(np.asarray(image.array, dtype=np.float32)),
                             affine=torch.as_tensor(image.affine, dtype=torch.float64))
         data = self.preprocessing({"image": tensor})
         t1 = time.perf_counter()
         inputs = data["image"].to(self.device)[None]
-        parts = self.inferer.parts(inputs, self.network) if hasattr(self.inferer, "parts") else \
-            {"prob": self.inferer(inputs, self.network)}
+        if with_confidence and hasattr(self.inferer, "parts"):
+            parts = self.inferer.parts(inputs, self.network)
+        else:
+            parts = {"prob": self.inferer(inputs, self.network)}
         prob = parts["prob"][0].cpu()
         data["pred"] = MetaTensor(prob, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
-        return data, confidence(parts), t1 - t0, time.perf_counter() - t1
+        return data, confidence(parts) if with_confidence else None, t1 - t0, time.perf_counter() - t1
 
     @torch.inference_mode()
-    def segment(self, image: Image, return_probabilities: bool = False) -> Segmentation:
-        data, confidence_, preprocess_s, predict_s = self._predict(image)
+    def segment(self, image: Image, return_probabilities: bool = False, *,
+                with_confidence: bool = True) -> Segmentation:
+        """Labels on the image's grid; with ``return_probabilities`` the class probabilities too; with
+        ``with_confidence`` (default: ``hipposeg segment`` writes its ``predicted_dice``) the confidence
+        (:func:`confidence`), else ``confidence`` is None and none of it is computed."""
+        data, confidence_, preprocess_s, predict_s = self._predict(image, with_confidence=with_confidence)
         t2 = time.perf_counter()
         data = self.postprocessing(data)
         labels = np.asarray(_array(data["pred"])[0], dtype=np.uint8)

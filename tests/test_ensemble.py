@@ -216,6 +216,28 @@ def test_multi_axis_slice_inferer_alone():
         inferer(torch.zeros(1, 6, 10, 7), SliceProbe())
 
 
+def test_calling_the_inferers_keeps_no_parts_and_gives_the_probabilities_of_parts(monkeypatch):
+    """Only ``parts`` (asked for by the confidence features) keeps the per-axis and per-network probabilities;
+    calling an inferer, as the bundle's evaluator and ``predict_probabilities`` do, asks for none of them and gives
+    the same probabilities, bit for bit (flip TTA and a partner included)."""
+    torch.manual_seed(0)
+    core, partner = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv3d(1, 3, 1)
+    slices = MultiAxisSliceInferer(context=3, divisor=8, flip_tta=True)
+    inferer = EnsembleInferer(slices, VolumeInferer(patch_size=(8, 8, 8), divisor=8), partner_weight=0.25)
+    network, x = CoreAndPartner(core, partner), _volume()
+    with torch.no_grad():
+        kept, kept_core = inferer.parts(x, network), slices.parts(x, core)
+        assert len(kept["axes"]) == 3 and kept["partner"] is not None
+        assert set(slices._infer(x, core, keep_axes=False)) == {"prob"}
+
+        def no_parts(*args, **kwargs):
+            raise AssertionError("parts computed without being asked for")
+
+        monkeypatch.setattr(slices, "parts", no_parts)
+        assert torch.equal(inferer(x, network), kept["prob"])
+        assert torch.equal(slices(x, core), kept_core["prob"])
+
+
 def test_on_off_overrides_typed_on_monais_command_line_mean_what_they_say():
     """``python -m monai.bundle run --use_partner false`` hands the config the string "false" (fire reads only
     Python's False as a boolean): the bundle's switches read it as off, and refuse what is not a boolean."""

@@ -263,6 +263,29 @@ def test_segmenter_runs_the_bundle_recipe_without_its_writer(segmenter):
     assert steps[0].transform is segmenter.preprocessing  # Invertd undoes exactly the preprocessing that ran
 
 
+def test_confidence_is_computed_only_when_asked_for(msd, segmenter, monkeypatch):
+    """``segment`` computes the confidence by default (``hipposeg segment`` writes its predicted_dice) and not with
+    ``with_confidence=False``; ``predict_probabilities`` never does. Masks and probabilities are the same either way."""
+    import hipposeg.confidence
+    from hipposeg.data.readers import check_volume, read_image
+
+    image = check_volume(read_image(msd / "imagesTr" / "hippocampus_001.nii.gz"))
+    asked = segmenter.segment(image, return_probabilities=True)
+    probabilities, confidence = segmenter.predict_with_confidence(image)
+    assert 0.0 <= asked.confidence["predicted_dice"] <= 1.0 and confidence == asked.confidence
+
+    def not_asked(*args, **kwargs):
+        raise AssertionError("confidence computed without being asked for")
+
+    monkeypatch.setattr(hipposeg.confidence, "confidence_features", not_asked)
+    monkeypatch.setattr(segmenter.inferer, "parts", not_asked)
+    plain = segmenter.segment(image, return_probabilities=True, with_confidence=False)
+    assert plain.confidence is None
+    np.testing.assert_array_equal(plain.labels, asked.labels)
+    np.testing.assert_array_equal(plain.probabilities, asked.probabilities)
+    np.testing.assert_array_equal(segmenter.predict_probabilities(image), probabilities)
+
+
 def test_thick_slice_input_round_trips_exactly_through_preprocessing_and_invertd(segmenter):
     """A 2 mm-slice image, resampled to 1 mm by the bundle's preprocessing and carried back by its ``Invertd``,
     comes back unchanged (up to the z-score): the 1 mm grid keeps the thick slice centres, so the thick-slice loss
