@@ -11,6 +11,7 @@ hits both; the ratios are taken pair by pair.
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -24,11 +25,13 @@ from common import REPO
 PER_CASE = re.compile(r"([0-9.]+) s per case \(median\)")
 
 
-def run_segment(inputs: list[str], out: Path, *, checkout: Path = REPO, extra: list[str] = ()) -> dict:
-    """One ``hipposeg segment`` process in ``checkout``: its wall seconds and the per-case median it printed."""
+def run_segment(inputs: list[str], out: Path, *, checkout: Path = REPO, extra: list[str] = (),
+                env: dict[str, str] | None = None) -> dict:
+    """One ``hipposeg segment`` process in ``checkout`` (``env``: variables added to this process's environment):
+    its wall seconds and the per-case median it printed."""
     cmd = [sys.executable, "-m", "hipposeg", "segment", *inputs, "-o", str(out), "--no-qc", "--quiet", *extra]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
     match = PER_CASE.search(done.stdout)
     return {"wall_s": wall, "per_case_s": float(match.group(1)) if match else None, "exit": done.returncode,
@@ -36,15 +39,16 @@ def run_segment(inputs: list[str], out: Path, *, checkout: Path = REPO, extra: l
 
 
 def time_segment_cli(inputs: list[str], *, runs: int = 3, extra: list[str] = (), baseline: Path | None = None,
-                     expect_cases: bool = True) -> dict:
+                     env: dict[str, str] | None = None, expect_cases: bool = True) -> dict:
     """Median wall seconds and per-case seconds of ``hipposeg segment`` over ``runs`` fresh processes (and of the
     ``baseline`` checkout's, alternately, with the pairwise ratios old / new)."""
     new, old = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs + 1):
-            new.append(run_segment(inputs, Path(tmp) / f"new{i}", extra=extra))
+            new.append(run_segment(inputs, Path(tmp) / f"new{i}", extra=extra, env=env))
             if baseline is not None:
-                old.append(run_segment(inputs, Path(tmp) / f"old{i}", checkout=baseline, extra=_without_runtime(extra)))
+                old.append(run_segment(inputs, Path(tmp) / f"old{i}", checkout=baseline, extra=_without_runtime(extra),
+                                       env=env))
     for r in new + old:
         if expect_cases and r["per_case_s"] is None:
             raise SystemExit(f"hipposeg segment did not finish its cases: {r['stderr']}")

@@ -91,6 +91,33 @@ def run_logged(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
+def checkout_version(checkout: str | Path) -> str:
+    """``version X (commit C)`` of a hipposeg checkout (its ``hipposeg/__init__.py`` and git HEAD); not
+    "hipposeg X": the docs quote only the package's own version."""
+    import re
+
+    checkout = Path(checkout)
+    match = re.search(r"__version__ = \"([^\"]+)\"", (checkout / "hipposeg" / "__init__.py").read_text())
+    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    return f"version {match.group(1) if match else '?'} (commit {commit or '?'})"
+
+
+def time_cli(inputs: list[str], options: list[str], *, runs: int = 3, threads: int | None = None,
+             baseline: str | Path | None = None, expect_cases: bool = True) -> dict:
+    """``hipposeg segment INPUTS --no-qc OPTIONS`` in ``runs`` fresh processes after a warm-up
+    (``bench/cli_timing.py``), and the ``baseline`` checkout's alternately; ``threads`` sets ``OMP_NUM_THREADS``
+    of every process (torch's intra-op threads, which the ONNX and OpenVINO runtimes also take). The timings, with
+    ``baseline_checkout`` naming the baseline (None without one)."""
+    from cli_timing import time_segment_cli
+
+    baseline = Path(baseline) if baseline else None
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+    out = time_segment_cli(inputs, runs=runs, extra=options, baseline=baseline, env=env, expect_cases=expect_cases)
+    out["baseline_checkout"] = checkout_version(baseline) if baseline else None
+    return out
+
+
 # ------------------------------------------------------------------------------------------------- results
 
 

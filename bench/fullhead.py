@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import describe_machine, machine, provenance, replace_block, this_command, write_result
+from common import describe_machine, machine, provenance, replace_block, this_command, time_cli, write_result
 
 SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
@@ -92,21 +92,6 @@ def write_table(result: dict, block: str = "fullhead-table") -> None:
     replace_block(README, block, build_table(result))
 
 
-def time_cli(args, heads: list[str]) -> dict:
-    """``hipposeg segment --full-head HEADS --no-qc`` in fresh processes (``bench/cli_timing.py``), and the
-    ``--baseline`` checkout's, alternately."""
-    from cli_timing import time_segment_cli
-
-    extra = ["--full-head", "--runtime", args.runtime] + (["--model", args.model] if args.model else [])
-    baseline = Path(args.baseline) if args.baseline else None
-    out = time_segment_cli(heads, runs=args.cli_runs, extra=extra, baseline=baseline)
-    if baseline is not None:
-        from speed import _version_of
-
-        out["baseline_checkout"] = _version_of(baseline)
-    return out
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--predictor", choices=("oracle", "model", "template"), default="oracle")
@@ -118,7 +103,7 @@ def main(argv=None) -> dict:
                         help="model predictor: what hipposeg segment --model takes (a shipped name, a bundle folder, "
                              "a checkpoint file run alone); default: the shipped default")
     parser.add_argument("--partner", default=None, help="model predictor: average --model with this 3D partner "
-                        "checkpoint")
+                        "checkpoint (hipposeg segment has no --partner, so it needs --cli-runs 0)")
     parser.add_argument("--runtime", default="auto", help="model predictor: hipposeg segment --runtime")
     parser.add_argument("--cli-runs", type=int, default=3, help="model predictor: fresh hipposeg segment --full-head "
                                                                 "processes to time (0: none)")
@@ -126,6 +111,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--data-root", default=None, help="default: hipposeg's data-root resolution")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
+    if args.partner and args.predictor == "model" and args.cli_runs:
+        parser.error("--partner: hipposeg segment has no --partner option, so its CLI timing would run --model "
+                     "without the partner; add --cli-runs 0")
 
     import nibabel as nib
 
@@ -252,7 +240,9 @@ def main(argv=None) -> dict:
         "rows": rows,
     }
     if segmenter is not None and args.cli_runs:
-        result["cli"] = time_cli(args, [str(Path(args.data_root) / "fullhead" / s / "t1.nii.gz") for s in SUBJECTS])
+        heads = [str(Path(args.data_root) / "fullhead" / s / "t1.nii.gz") for s in SUBJECTS]
+        options = ["--full-head", "--runtime", args.runtime, *(["--model", args.model] if args.model else [])]
+        result["cli"] = time_cli(heads, options, runs=args.cli_runs, baseline=args.baseline)
     write_result(args.out, result)
     if segmenter is not None:  # a shipped model's run to its usual output refreshes its README table
         from hipposeg.bundle import shipped_model, shipped_partner

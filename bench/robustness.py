@@ -36,10 +36,12 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from common import RESULTS, describe_machine, machine, paired, provenance, read_result, this_command, write_result
+from common import RESULTS, describe_machine, format_paired, machine, markdown_table, paired, provenance, \
+    read_result, this_command, write_result
 from doc_blocks import fill_block  # tools/ is on sys.path through common
 
 DEFAULT_OUT = RESULTS / "robustness.json"
@@ -109,7 +111,8 @@ def conditions(levels=LEVELS) -> list[tuple[str, str | None, float | None]]:
 # -------------------------------------------------------------------------------------------------- measuring
 
 
-def run_crops(segmenter, datalist: list[dict], log) -> list[dict]:
+def run_crops(segmenter, datalist: list[dict], log) -> Iterator[list[dict]]:
+    """Segment and score every crop clean and corrupted; yields the records so far after each crop."""
     from hipposeg.data.readers import Image, read_image
     from hipposeg.metrics import case_metrics
     from hipposeg.segment import segment_case
@@ -251,7 +254,7 @@ def fit_linear(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
 
 def fit_confidence(result: dict) -> dict:
     """Cross-validated scores of the mapping and its baselines on the crop copies; the mapping refitted on all."""
-    from hipposeg.confidence import FEATURES, linear_prediction
+    from hipposeg.confidence import FEATURES, predicted_dice
     from hipposeg.volumes import reference_volume_ranges
 
     records = [r for r in result["crops"] if r.get("features")]
@@ -266,8 +269,7 @@ def fit_confidence(result: dict) -> dict:
         test = np.array([fold_of[r["case"]] == k for r in records])
         intercept, coefficients = fit_linear(x[~test], dice[~test])
         model = {"features": features, "intercept": intercept, "coefficients": list(coefficients)}
-        oof[test] = [linear_prediction(r["features"], model) for r in np.array(records, dtype=object)[test]]
-        oof[test & np.array([r["features"].get("mask_voxels", 1) == 0 for r in records])] = 0.0
+        oof[test] = [predicted_dice(r["features"], model) for r, held_out in zip(records, test) if held_out]
     ranges = reference_volume_ranges()
     low, high = float(ranges["low"]), float(ranges["high"])
     volume = np.array([r["volume_pred_mm3"] for r in records])
@@ -327,18 +329,18 @@ def build_table(result: dict) -> str:
     rows = result["summary"]
     measured = len({r["case"] for r in result["crops"]})
     runtime = f", {result['runtime']}" if result.get("runtime") else ""
-    lines = [f"`{result['command']}` ({result['model']} + {result.get('model_3d')}{runtime}; {measured} of the "
-             f"{result['n_cases']} fold-0 crops; {describe_machine(result['machine'])}):", "",
-             "| corruption | level | parameter | Dice whole | anterior | posterior | Δ whole vs clean | "
-             "volume error % | < 0.8 | < 0.7 | flagged |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["corruption", "level", "parameter", "Dice whole", "anterior", "posterior", "Δ whole vs clean",
+              "volume error %", "< 0.8", "< 0.7", "flagged"]
+    cells = []
     for r in rows:
         param = "–" if r["parameter"] is None else f"{CORRUPTIONS[r['type']][2]} = {r['parameter']:g}"
-        delta = "–" if r["delta_whole"] is None or r["type"] == "clean" else \
-            f"{r['delta_whole']:+.4f} ± {r['delta_se']:.4f}"
-        lines.append(f"| {r['type']} | {r['level']} | {param} | {r['mean_dice_whole']:.3f} | "
-                     f"{r['mean_dice_anterior']:.3f} | {r['mean_dice_posterior']:.3f} | {delta} | "
-                     f"{r['abs_volume_error_pct']:.1f} | {r['n_below_0.8']} | {r['n_below_0.7']} | {r['n_flagged']} |")
+        delta = None if r["delta_whole"] is None or r["type"] == "clean" else (r["delta_whole"], r["delta_se"], r["n"])
+        cells.append([r["type"], r["level"], param, f"{r['mean_dice_whole']:.3f}", f"{r['mean_dice_anterior']:.3f}",
+                      f"{r['mean_dice_posterior']:.3f}", format_paired(delta), f"{r['abs_volume_error_pct']:.1f}",
+                      r["n_below_0.8"], r["n_below_0.7"], r["n_flagged"]])
+    lines = [f"`{result['command']}` ({result['model']} + {result.get('model_3d')}{runtime}; {measured} of the "
+             f"{result['n_cases']} fold-0 crops; {describe_machine(result['machine'])}):", "",
+             markdown_table(header, cells)]
     levels = result.get("levels", {})
     if levels:
         lines += ["", "Mean whole-Dice change over the types: " + "; ".join(
@@ -346,10 +348,8 @@ def build_table(result: dict) -> str:
             for level, v in levels.items()) + "."]
     heads = [h for h in result.get("heads", []) if "dice" in h]
     if heads:
-        lines += ["", "Whole heads through `segment --full-head` (Dice per side against `hippocampus_lr`, another "
-                  "labelling protocol than Task04's, whose Dice the mapping predicts; predicted Dice in brackets):", "",
-                  "| condition | " + " | ".join(HEAD_SUBJECTS) + " |", "|---|" + "---|" * len(HEAD_SUBJECTS)]
         measured = {h["condition"] for h in result["heads"]}
+        head_rows = []
         for name in [c for c, _, _ in conditions() if c in measured]:
             cells = []
             for subject in HEAD_SUBJECTS:
@@ -361,7 +361,10 @@ def build_table(result: dict) -> str:
                 else:
                     p = h["predicted_dice"]
                     cells.append(" / ".join(f"{h['dice'][s]:.3f} ({_fmt(p.get(s))})" for s in ("left", "right")))
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            head_rows.append([name, *cells])
+        lines += ["", "Whole heads through `segment --full-head` (Dice per side against `hippocampus_lr`, another "
+                  "labelling protocol than Task04's, whose Dice the mapping predicts; predicted Dice in brackets):", "",
+                  markdown_table(["condition", *HEAD_SUBJECTS], head_rows)]
     return "\n".join(lines)
 
 
@@ -376,11 +379,11 @@ def build_confidence_table(result: dict) -> str:
     lines = [f"Predicted Dice from {', '.join(fit['features'])} (linear least squares), scored out of fold "
              f"({fit['cv_folds']}-fold cross-validation grouped by crop over the {fit['n_copies']} clean and corrupted "
              f"copies of the {fit['n_cases']} fold-0 crops); risk = 1 - Dice, oracle AURC {fit['oracle_aurc']:.4f}:",
-             "", "| score | AUROC (Dice < 0.8) | AURC | Spearman |", "|---|---|---|---|"]
-    for name, s in [("predicted Dice (cross-validated)", fit["cv"]),
-                    *[(f"baseline: {k.replace('_', ' ')}", v) for k, v in fit["baselines"].items()]]:
-        auroc = "–" if s["auroc_dice_below_0.8"] is None else f"{s['auroc_dice_below_0.8']:.3f}"
-        lines.append(f"| {name} | {auroc} | {s['aurc']:.4f} | {s['spearman']:.3f} |")
+             "", markdown_table(["score", "AUROC (Dice < 0.8)", "AURC", "Spearman"],
+                                [[name, _num(s["auroc_dice_below_0.8"], 3), f"{s['aurc']:.4f}", f"{s['spearman']:.3f}"]
+                                 for name, s in [("predicted Dice (cross-validated)", fit["cv"]),
+                                                 *[(f"baseline: {k.replace('_', ' ')}", v)
+                                                   for k, v in fit["baselines"].items()]]])]
     lines += ["", "Each feature alone, in sample (no fit; entropy negated): " + "; ".join(
         f"{name} AUROC {_num(v['auroc_dice_below_0.8'], 3)}, AURC {v['aurc']:.4f}"
         for name, v in fit["single_features_in_sample"].items()) + "."]
@@ -409,18 +412,35 @@ def _pct(value) -> str:
 BLOCKS = ("robustness-table", "robustness-confidence")
 
 
-def publish() -> None:
+def publish() -> list[str]:
     """Rebuild this bench's blocks of ``bench/README.md`` (only these) from their templates, as
-    ``tools/publish_docs.py`` does for every block."""
-    from publish_docs import DOCS, Sources, render, template_path
+    ``tools/publish_docs.py`` does for every block. A block that cannot be filled (its markers are not in the file,
+    or its template cannot be rendered from the results) stays as it is; each such problem is printed and returned.
+    The file is rewritten only when a block changed."""
+    from publish_docs import DOCS, DocError, Sources, render, template_path
 
     from hipposeg.data.writers import write_text
 
-    text, src = DOCS["bench"].read_text(), Sources(RESULTS)
+    readme, src, problems = DOCS["bench"], Sources(RESULTS), []
+    old = readme.read_text() if readme.is_file() else ""
+    text = old
     for name in BLOCKS:
         path = template_path("bench", name)
-        text = fill_block(text, name, render(path.read_text(), src, str(path)))
-    write_text(DOCS["bench"], text, overwrite=True)
+        try:
+            body = render(path.read_text(), src, str(path))
+        except (OSError, DocError) as e:
+            problems.append(f"block {name!r} not rebuilt: {e}")
+            continue
+        filled = fill_block(text, name, body)
+        if filled is None:
+            problems.append(f"block {name!r} not rebuilt: {readme} has no <!-- {name} --> ... <!-- /{name} --> markers")
+            continue
+        text = filled
+    if text != old:
+        write_text(readme, text, overwrite=True)
+    for line in problems:
+        print(f"docs: {line}", file=sys.stderr)
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -450,7 +470,7 @@ def main(argv=None) -> dict:
             sys.exit(f"{args.out}: no results to fit on; run bench/robustness.py first")
         result["confidence"] = fit_confidence(result)
         # the shipped mapping only from the official results; a trial run's beside its own JSON
-        model_out = MODEL_OUT if args.out == DEFAULT_OUT else args.out.with_suffix(".model.json")
+        model_out = MODEL_OUT if args.out.resolve() == DEFAULT_OUT else args.out.with_suffix(".model.json")
         write_result(model_out, model_file(result["confidence"], result))
         write_result(args.out, result)
         log(f"fitted: {result['confidence']['cv']}; baselines {result['confidence']['baselines']}")
@@ -492,7 +512,7 @@ def main(argv=None) -> dict:
             result["heads"] = run_heads(segmenter, Path(data_root), log, tuple(args.head_levels))
         result["seconds"] = round(time.perf_counter() - t0, 1)
         write_result(args.out, result)
-    if args.out == DEFAULT_OUT and not args.no_publish:
+    if args.out.resolve() == DEFAULT_OUT and not args.no_publish:
         publish()
     return result
 

@@ -13,8 +13,10 @@ networks (``--runtime``, as ``hipposeg segment --runtime``: auto, torch, onnx, o
    the default data (``hipposeg segment`` without inputs: the Task04 test image and five fold-0 cases): read,
    check, segment, volume row, mask, QC picture, row file and the volume tables; median seconds per case.
 3. Through the real CLI, as a user runs it (``bench/cli_timing.py``): ``hipposeg segment`` of ``--cli-crops`` Task04
-   crops with ``--no-qc`` in fresh processes (three after a warm-up): wall seconds of the process and the per-case
-   median it prints; and ``hipposeg segment missing.nii.gz`` (start-up to its one-line error). With ``--baseline``
+   crops with ``--no-qc`` in fresh processes (three after a warm-up; ``--model``, ``--runtime``, ``--tta`` as given,
+   ``--threads`` as ``OMP_NUM_THREADS``): wall seconds of the process and the per-case median it prints; and
+   ``hipposeg segment missing.nii.gz`` (start-up to its one-line error). ``hipposeg segment`` has no option for a
+   partner, so ``--partner`` (engine and end to end only) needs ``--cli-crops 0``. With ``--baseline``
    (a checkout of an older version, e.g. a ``git worktree`` of 0.6.1) the same commands run there alternately and
    the pairwise speed-up is recorded.
 
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 
 from common import RESULTS, describe_machine, machine, markdown_table, provenance, read_result, replace_block, \
-    shown, this_command, write_result
+    shown, this_command, time_cli, write_result
 
 README = Path(__file__).resolve().parent / "README.md"
 #: the results the speed table shows, in its column order: column name -> results file (the default with each
@@ -79,27 +81,15 @@ def time_end_to_end(segmenter, inputs: list[str]) -> dict:
             "median_end_to_end_s": statistics.median(run.seconds_per_case), "wall_s": wall, "qc_pictures": True}
 
 
-def time_cli(args, crops: list[str]) -> dict:
-    """``hipposeg segment`` of ``crops`` and of a missing file in fresh processes (``bench/cli_timing.py``)."""
-    from cli_timing import time_segment_cli
-
-    extra = ["--runtime", args.runtime] + (["--model", args.model] if args.model else []) + (["--tta"] if args.tta else [])
-    baseline = Path(args.baseline) if args.baseline else None
-    out = time_segment_cli(crops, extra=extra, baseline=baseline)
-    out["baseline_checkout"] = _version_of(baseline) if baseline else None
-    out["start_up"] = time_segment_cli(["missing.nii.gz"], extra=extra, baseline=baseline, expect_cases=False)
+def time_crops_cli(args, crops: list[str]) -> dict:
+    """``hipposeg segment`` of ``crops`` and of a missing file (``start_up``) in fresh processes
+    (:func:`common.time_cli`), with this bench's ``--runtime``, ``--model``, ``--tta`` and ``--threads``."""
+    options = ["--runtime", args.runtime, *(["--model", args.model] if args.model else []),
+               *(["--tta"] if args.tta else [])]
+    out = time_cli(crops, options, threads=args.threads, baseline=args.baseline)
+    out["start_up"] = time_cli(["missing.nii.gz"], options, threads=args.threads, baseline=args.baseline,
+                               expect_cases=False)
     return out
-
-
-def _version_of(checkout: Path) -> str:
-    import re
-    import subprocess
-
-    text = (checkout / "hipposeg" / "__init__.py").read_text()
-    version = re.search(r"__version__ = \"([^\"]+)\"", text).group(1)
-    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    return f"version {version} (commit {commit})"  # not "hipposeg X": the docs quote only the package's own version
 
 
 def speed_table(results: dict[str, dict]) -> str:
@@ -156,18 +146,24 @@ def write_table(results_dir: Path = RESULTS, readme: Path = README) -> bool:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=60, help="number of Task04 volumes for the engine (imagesTr, sorted)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the CLI processes get them as "
+                                                               "OMP_NUM_THREADS)")
     parser.add_argument("--tta", action="store_true", help="left-right flip TTA (hipposeg segment --tta)")
     parser.add_argument("--model", "--checkpoint", dest="model", default=None,
                         help="what hipposeg segment --model takes: a shipped name (core, hires, ...), a bundle folder "
                              "or a checkpoint file (run alone); default: the shipped default")
-    parser.add_argument("--partner", default=None, help="a 3D partner checkpoint to average with --model")
+    parser.add_argument("--partner", default=None, help="a 3D partner checkpoint to average with --model (engine and "
+                                                         "end to end only: hipposeg segment has no --partner, so it "
+                                                         "needs --cli-crops 0)")
     parser.add_argument("--runtime", default="auto", help="what runs the networks (hipposeg segment --runtime)")
     parser.add_argument("--cli-crops", type=int, default=20, help="Task04 crops per hipposeg segment process (0: no "
                                                                    "CLI timing)")
     parser.add_argument("--baseline", help="a checkout of an older hipposeg (its own bundle) to time the CLI against")
     parser.add_argument("--out", default=str(RESULTS / "speed.json"))
     args = parser.parse_args(argv)
+    if args.partner and args.cli_crops:
+        parser.error("--partner: hipposeg segment has no --partner option, so its CLI timing would run --model "
+                     "without the partner; add --cli-crops 0")
 
     import torch
 
@@ -184,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(time_engine(segmenter, paths))
     result["end_to_end"] = time_end_to_end(segmenter, [str(p) for p in default_inputs()])
     if args.cli_crops:
-        result["cli"] = time_cli(args, [str(p) for p in paths[:args.cli_crops]])
+        result["cli"] = time_crops_cli(args, [str(p) for p in paths[:args.cli_crops]])
     write_result(args.out, result)
     write_table()
     print(f"{result['model']}{' + ' + result['model_3d'] if result['model_3d'] else ''}: "

@@ -15,10 +15,12 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "bench"))
 
 import accuracy  # noqa: E402  (bench/ scripts as modules)
+import cli_timing  # noqa: E402
 import cohort  # noqa: E402
 import common  # noqa: E402
 import fullhead  # noqa: E402
 import gpu_ablation  # noqa: E402
+import robustness  # noqa: E402
 import speed  # noqa: E402
 
 CASES = [f"hippocampus_{i:03d}" for i in range(1, 5)]
@@ -177,3 +179,133 @@ def test_thick_slices_table(tmp_path):
                          + " | ".join(f"+{0.01 * (a + 1):.3f} (+0.10)" for _ in (1.6, 2.0) for a in (0, 1, 2))
                          + " | +0.020 |")
     assert thick_slices.build_table(tmp_path / "empty") is None
+
+
+# ------------------------------------------------------------------------------------------- CLI timing
+
+
+@pytest.fixture
+def segment_runs(monkeypatch):
+    """``hipposeg segment`` processes replaced by a recorder: each call's inputs, checkout, options and environment;
+    this checkout takes 2 s a run (1 s per case), a baseline 4 s (2 s per case)."""
+    calls = []
+
+    def run_segment(inputs, out, *, checkout=common.REPO, extra=(), env=None):
+        calls.append({"inputs": list(inputs), "checkout": checkout, "extra": list(extra), "env": env})
+        new = checkout == common.REPO
+        return {"wall_s": 2.0 if new else 4.0, "per_case_s": 1.0 if new else 2.0, "exit": 0, "stderr": ""}
+
+    monkeypatch.setattr(cli_timing, "run_segment", run_segment)
+    return calls
+
+
+def test_time_cli_passes_options_threads_and_names_the_baseline(tmp_path, segment_runs):
+    old = tmp_path / "old"
+    (old / "hipposeg").mkdir(parents=True)
+    (old / "hipposeg" / "__init__.py").write_text('__version__ = "0.6.1"\n')
+    out = common.time_cli(["a.nii.gz", "b.nii.gz"], ["--runtime", "onnx", "--model", "core"], runs=2, threads=3,
+                          baseline=old)
+    assert len(segment_runs) == 6  # warm-up + 2 runs, each here and in the baseline, alternately
+    assert [c["checkout"] for c in segment_runs[:2]] == [common.REPO, old]
+    assert all(c["env"] == {"OMP_NUM_THREADS": "3"} for c in segment_runs)
+    assert segment_runs[0]["extra"] == ["--runtime", "onnx", "--model", "core"]
+    assert segment_runs[1]["extra"] == ["--model", "core"]  # older versions have no --runtime
+    assert out["baseline_checkout"] == "version 0.6.1 (commit ?)" and out["speed_up_wall"] == 2.0
+    assert out["wall_per_input_s"] == 1.0 and out["per_case_s"] == 1.0
+    assert common.time_cli(["a.nii.gz"], [])["baseline_checkout"] is None and segment_runs[-1]["env"] is None
+    assert common.checkout_version(common.REPO).startswith("version ")
+
+
+def test_speed_cli_timing_runs_with_the_bench_options(segment_runs):
+    args = SimpleNamespace(runtime="openvino", model="core", tta=True, threads=3, baseline=None)
+    out = speed.time_crops_cli(args, ["a.nii.gz"])
+    assert {tuple(c["extra"]) for c in segment_runs} == {("--runtime", "openvino", "--model", "core", "--tta")}
+    assert {c["env"]["OMP_NUM_THREADS"] for c in segment_runs} == {"3"}
+    assert segment_runs[-1]["inputs"] == ["missing.nii.gz"] and out["start_up"]["wall_s"] == 2.0
+
+
+def test_a_partner_the_cli_cannot_run_is_refused_before_measuring(capsys):
+    """``hipposeg segment`` has no --partner: timing the CLI with one would time --model alone."""
+    with pytest.raises(SystemExit) as speed_exit:
+        speed.main(["--partner", "p.pt"])
+    with pytest.raises(SystemExit) as fullhead_exit:
+        fullhead.main(["--predictor", "model", "--partner", "p.pt"])
+    assert speed_exit.value.code == fullhead_exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "--cli-crops 0" in err and "--cli-runs 0" in err
+
+
+# ------------------------------------------------------------------------------------------- robustness
+
+
+def _robustness_result() -> dict:
+    """Three crops, clean and every corruption: each corruption costs every crop 0.05 Dice."""
+    clean = {"c1": 0.90, "c2": 0.78, "c3": 0.86}
+    records = [{"case": case, "condition": name, "dice_whole": dice - (0.05 if kind else 0.0),
+                "dice_anterior": dice - 0.01, "dice_posterior": dice - 0.02, "volume_pred_mm3": 3300.0,
+                "volume_true_mm3": 3000.0, "qc_flags": "thick_slices" if kind == "thick_slices" else ""}
+               for case, dice in clean.items() for name, kind, _ in robustness.conditions()]
+    summary = robustness.summarise_crops(records)
+    return {"command": "python bench/robustness.py", "model": "m.pt", "model_3d": "p.pt", "machine": MACHINE,
+            "n_cases": 3, "crops": records, "summary": summary, "levels": robustness.summarise_levels(summary)}
+
+
+def test_robustness_table_uses_the_shared_paired_format():
+    lines = robustness.build_table(_robustness_result()).splitlines()
+    assert lines[0].startswith("`python bench/robustness.py` (m.pt + p.pt; 3 of the 3 fold-0 crops; Test CPU 9000")
+    assert lines[2].startswith("| corruption | level | parameter | Dice whole |") and lines[3] == "|" + "---|" * 11
+    assert lines[4] == "| clean | - | – | 0.847 | 0.837 | 0.827 | – | 10.0 | 1 | 0 | 0 |"
+    assert lines[5] == ("| bias_field | mild | c = 0.2 | 0.797 | 0.837 | 0.827 | "
+                        f"{common.format_paired((-0.05, 0.0, 3))} | 10.0 | 1 | 0 | 0 |")
+    assert "Mean whole-Dice change over the types: mild -0.0500" in lines[-1]
+
+
+def test_robustness_fit_predicts_with_the_library_mapping():
+    """The cross-validated predictions are :func:`hipposeg.confidence.predicted_dice` of fold-wise fits: linear in
+    the features here, so close to the Dice, and 0 for a copy whose mask is empty."""
+    import numpy as np
+
+    from hipposeg.confidence import predicted_dice
+
+    rng = np.random.default_rng(0)
+    records = []
+    for case in range(12):
+        for copy in range(5):
+            f = {"partner_dice": rng.uniform(0.5, 1.0), "axis_dice": rng.uniform(0.5, 1.0),
+                 "entropy": rng.uniform(0.1, 0.5), "soft_dice": rng.uniform(0.6, 1.0), "mask_voxels": 100}
+            dice = 0.1 + 0.5 * f["partner_dice"] + 0.3 * f["axis_dice"] - 0.2 * f["entropy"] + 0.1 * f["soft_dice"]
+            records.append({"case": f"c{case}", "condition": "clean" if copy == 0 else f"x/{copy}", "features": f,
+                            "dice_whole": dice, "volume_pred_mm3": 2500.0 + 10 * len(records),
+                            "qc_flags": "x" if copy == 4 else ""})
+    records[7]["features"]["mask_voxels"] = 0
+    fit = robustness.fit_confidence({"crops": records})
+    predictions = np.array(fit["predictions_cv"])
+    assert predictions[7] == 0.0
+    others = np.arange(len(records)) != 7
+    assert np.abs(predictions[others] - np.array([r["dice_whole"] for r in records])[others]).max() < 0.02
+    assert predicted_dice(records[3]["features"], fit["model"]) == pytest.approx(records[3]["dice_whole"], abs=0.02)
+
+
+def test_robustness_publish_fills_its_blocks_and_survives_missing_markers(tmp_path, monkeypatch, capsys):
+    import publish_docs
+
+    (tmp_path / "robustness.json").write_text(json.dumps(_robustness_result()))
+    monkeypatch.setattr(robustness, "RESULTS", tmp_path)
+    readme = tmp_path / "README.md"
+    monkeypatch.setitem(publish_docs.DOCS, "bench", readme)
+    # one block's markers only: it is filled, the other is reported, nothing crashes
+    readme.write_text("intro\n<!-- robustness-table -->\nstale body\n<!-- /robustness-table -->\nkept\n")
+    problems = robustness.publish()
+    text = readme.read_text()
+    assert len(problems) == 1 and "robustness-confidence" in problems[0] and "markers" in problems[0]
+    assert "stale body" not in text and "| bias_field | mild | c = 0.2 | 0.797 |" in text
+    assert text.startswith("intro\n<!-- robustness-table -->\n") and text.endswith("<!-- /robustness-table -->\nkept\n")
+    assert "robustness-confidence" in capsys.readouterr().err
+    # no markers at all: both reported, the file untouched
+    readme.write_text("no blocks here\n")
+    assert len(robustness.publish()) == 2 and readme.read_text() == "no blocks here\n"
+    # no results: the blocks cannot be rendered, reported, the file untouched
+    (tmp_path / "robustness.json").unlink()
+    stale = "<!-- robustness-table -->\nstale body\n<!-- /robustness-table -->\n"
+    readme.write_text(stale)
+    assert len(robustness.publish()) == 2 and readme.read_text() == stale
