@@ -19,6 +19,10 @@ preprocessed 1 mm grid (:meth:`hipposeg.ensemble.EnsembleInferer.parts`).
 was scored); the ``low_confidence`` flag of :mod:`hipposeg.qc_flags` fires below its stored threshold.
 :func:`uncertainty_map` is the per-voxel map (entropy of the averaged class probabilities, bits) that
 ``hipposeg segment --save-uncertainty`` writes.
+
+:func:`load_model` is the one reader of the stored mapping (:mod:`hipposeg.qc_flags` takes its threshold from it);
+numpy is imported inside the functions that compute, so that reading the mapping, as ``--help`` does through
+:mod:`hipposeg.qc_flags`, stays plain Python.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ import json
 import math
 from itertools import combinations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from hipposeg.metrics import dice
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["FEATURES", "MODEL_FILE", "confidence_features", "load_model", "predicted_dice", "uncertainty_map"]
 
@@ -42,6 +46,8 @@ MODEL_FILE = Path(__file__).resolve().parent / "resources" / "confidence_model.j
 
 
 def _array(value) -> np.ndarray:
+    import numpy as np
+
     value = value.detach().cpu() if hasattr(value, "detach") else value
     value = value.as_tensor() if hasattr(value, "as_tensor") else value
     return np.asarray(value, dtype=np.float32)
@@ -60,6 +66,8 @@ def _mask(prob: np.ndarray) -> np.ndarray:
 
 
 def _binary_entropy(p: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     p = np.clip(p, np.float32(1e-6), np.float32(1 - 1e-6))
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
@@ -67,6 +75,10 @@ def _binary_entropy(p: np.ndarray) -> np.ndarray:
 def confidence_features(parts: dict) -> dict[str, float]:
     """:data:`FEATURES` from an inferer's ``parts`` (``"prob"``, ``"axes"``, ``"core"``, ``"partner"``; arrays or
     tensors ``(1, C, X, Y, Z)`` or ``(C, X, Y, Z)``; ``"axes"``/``"partner"`` may be missing or None: NaN)."""
+    import numpy as np
+
+    from hipposeg.metrics import dice
+
     prob = _first(parts["prob"])
     mask = _mask(prob)
     axes = [_mask(_first(a)) for a in parts.get("axes") or []]
@@ -84,15 +96,12 @@ def confidence_features(parts: dict) -> dict[str, float]:
 
 
 @functools.lru_cache(maxsize=4)
-def _read_model(path: str) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 def load_model(path: str | Path | None = None) -> dict | None:
     """The stored mapping (``features``, ``intercept``, ``coefficients``, ``low_confidence_below``, and how it was
-    fitted), or None when no file is there."""
+    fitted; default :data:`MODEL_FILE`), or None when no file is there. Read once per process (cached): callers
+    must not change the dict."""
     path = Path(path or MODEL_FILE)
-    return _read_model(str(path)) if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def linear_prediction(features: dict, model: dict) -> float | None:
@@ -120,5 +129,7 @@ def predicted_dice(features: dict, model: dict | None = None) -> float | None:
 def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
     """Per-voxel entropy (bits) of class probabilities ``(C, *shape)``: 0 where one class is certain, up to
     ``log2(C)`` where all are equally likely. float32, ``shape``."""
+    import numpy as np
+
     p = np.clip(np.asarray(probabilities, dtype=np.float32), 1e-6, 1.0)
     return (-(p * np.log2(p)).sum(axis=0)).astype(np.float32)

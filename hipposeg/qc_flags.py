@@ -19,6 +19,8 @@ import json
 import textwrap
 from pathlib import Path
 
+from hipposeg.confidence import load_model
+
 __all__ = ["QC_FLAGS", "VOLUME_RANGES_FILE", "describe", "help_text", "markdown_table", "sided"]
 
 #: The stored reference volume ranges (one hippocampus, mm3), rebuilt from the training labels; the one
@@ -58,19 +60,10 @@ METHODS_DISAGREE_ABOVE_PP = 2.5
 
 SIDES = ("left", "right")
 
-#: The stored confidence mapping (hipposeg.confidence; fitted by bench/robustness.py --fit).
-CONFIDENCE_MODEL_FILE = Path(__file__).resolve().parent / "resources" / "confidence_model.json"
-
-
-def _low_confidence_below() -> float | None:
-    if not CONFIDENCE_MODEL_FILE.is_file():
-        return None
-    return float(json.loads(CONFIDENCE_MODEL_FILE.read_text())["low_confidence_below"])
-
-
-#: A predicted Dice (hipposeg.confidence) below this is flagged ``low_confidence``; chosen by bench/robustness.py
-#: --fit on the cross-validated predictions over fold 0's clean and corrupted crops (the evidence is in the file).
-LOW_CONFIDENCE_BELOW = _low_confidence_below()
+#: A predicted Dice (hipposeg.confidence) below this is flagged ``low_confidence``: ``low_confidence_below`` of the
+#: stored confidence mapping (read by hipposeg.confidence.load_model), chosen by bench/robustness.py --fit on the
+#: cross-validated predictions over fold 0's clean and corrupted crops (the evidence is in the file); None without it.
+LOW_CONFIDENCE_BELOW = None if load_model() is None else float(load_model()["low_confidence_below"])
 
 
 def sided(code: str, side: str) -> str:

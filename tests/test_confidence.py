@@ -68,6 +68,7 @@ def test_low_confidence_flag_is_in_the_one_table_and_fires_below_its_threshold()
 
     assert {"low_confidence", "low_confidence_left", "low_confidence_right"} <= set(QC_FLAGS)
     assert "confidence_model.json" in QC_FLAGS["low_confidence"]  # where its threshold is (no figure in --help)
+    assert LOW_CONFIDENCE_BELOW == load_model()["low_confidence_below"]  # one reader of the stored mapping
     low = confidence_qc({"": {"predicted_dice": LOW_CONFIDENCE_BELOW - 0.01}})
     high = confidence_qc({"": {"predicted_dice": min(1.0, LOW_CONFIDENCE_BELOW + 0.01)}})
     assert low["flags"] == ["low_confidence"] and high["flags"] == []
