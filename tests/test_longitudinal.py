@@ -226,6 +226,65 @@ def test_acquisition_dates_from_dicom_headers_and_nifti_sidecars(data_root, tmp_
     assert acquisition_times(niftis) is None and acquisition_times([dicoms[0], niftis[1]]) is None
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("2020-01-01", (2020, 1, 1)),
+    ("2020-01-01T10:00", (2020, 1, 1, 10)),
+    ("2020-01-01T10:00:30", (2020, 1, 1, 10, 0, 30)),
+    ("2020-01-01T10:00:30.25", (2020, 1, 1, 10, 0, 30, 250000)),
+    ("2020-01-01T10:00:30.1234567", (2020, 1, 1, 10, 0, 30, 123456)),  # more digits than microseconds
+    ("2020-01-01T10:00:30Z", (2020, 1, 1, 10, 0, 30)),
+    ("2020-01-01T10:00:30.5+01:00", (2020, 1, 1, 9, 0, 30, 500000)),  # to UTC
+    ("2020-01-01T23:30:00-01:30", (2020, 1, 2, 1, 0)),
+    ("2020-01-01 10:00:00+0200", (2020, 1, 1, 8)),
+    ("20200101T100000", (2020, 1, 1, 10)),
+    (" 2020-01-01T10:00:00 ", (2020, 1, 1, 10)),
+    ("n/a", None), ("", None), (None, None), ("2020-13-01", None), ("yesterday", None),
+    ("2020-01-01T10:00:00+5", None),
+])
+def test_acquisition_time_text_is_iso_8601_in_utc_without_tzinfo(text, expected):
+    import datetime
+
+    from hipposeg.longitudinal.acquisition_times import parse_acquisition_time
+
+    stamp = parse_acquisition_time(text)
+    assert stamp == (None if expected is None else datetime.datetime(*expected))
+    assert stamp is None or stamp.tzinfo is None
+
+
+def test_bids_session_times_mix_offsets_and_local_times(tmp_path):
+    """sessions.tsv with a UTC ('Z'), an offset and a plain time, a session only in its scans.tsv (a date): years
+    since the first, no TypeError from comparing times with and without an offset; a missing time: None."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from hipposeg.longitudinal.bids import session_times
+
+    subject = tmp_path / "sub-01"
+    (subject / "ses-4").mkdir(parents=True)
+    (subject / "sub-01_sessions.tsv").write_text("session_id\tacq_time\nses-1\t2020-01-01T10:00:00Z\n"
+                                                 "ses-2\t2020-01-01T12:00:00+02:00\nses-3\t2021-01-01T10:00:00\n"
+                                                 "ses-4\tn/a\n")
+    (subject / "ses-4" / "sub-01_ses-4_scans.tsv").write_text("filename\tacq_time\n"
+                                                              "anat/sub-01_ses-4_T1w.nii.gz\t2022-01-01\n")
+    images = [SimpleNamespace(session=s, path=Path(f"anat/sub-01_ses-{s}_T1w.nii.gz")) for s in "1234"]
+    years = session_times(tmp_path, "01", images)
+    assert years == pytest.approx([0.0, 0.0, 366 / 365.25, (731 - 10 / 24) / 365.25])
+    (subject / "ses-4" / "sub-01_ses-4_scans.tsv").write_text("filename\tacq_time\n")
+    assert session_times(tmp_path, "01", images) is None
+
+
+def test_sidecar_times_with_an_offset_are_taken_in_utc(tmp_path):
+    """Sidecars with and without an offset compare (no TypeError); the offset counts."""
+    from hipposeg.longitudinal.acquisition_times import acquisition_times
+
+    images = []
+    for name, stamp in (("a", "2020-01-01T10:00:00"), ("b", "2020-01-02T10:00:00+12:00")):
+        path = write_nifti(tmp_path / f"{name}.nii.gz", np.zeros((4, 4, 4), np.float32), np.eye(4))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"AcquisitionDateTime": stamp}))
+        images.append(read_image(path))
+    assert acquisition_times(images) == pytest.approx([0.0, 0.5 / 365.25])
+
+
 def test_jacobian_change_recovers_a_known_contraction_and_is_antisymmetric():
     """Two synthetic 1 mm crops, the second a uniformly scaled copy (volume -3 %) of the first: the symmetric
     Jacobian integral finds the change, and swapping the crops gives exactly the inverse."""

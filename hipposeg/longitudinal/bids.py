@@ -19,7 +19,6 @@ is given). A re-run keeps a subject's table when the same images (by content) ma
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import shutil
 from pathlib import Path
@@ -46,31 +45,24 @@ def _acq_times(tsv: Path, key: str) -> dict[str, str]:
         return {row.get(key, ""): row.get("acq_time", "") for row in csv.DictReader(handle, delimiter="\t")}
 
 
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text or text == "n/a":
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.strip().replace("Z", ""))
-    except ValueError:
-        return None
-
-
 def session_times(bids_dir: str | Path, subject: str, images: Sequence) -> list[float] | None:
-    """Years since the first session from ``sessions.tsv`` (else ``scans.tsv``) ``acq_time``; None if any is missing."""
+    """Years since the first session from ``sessions.tsv`` (else ``scans.tsv``) ``acq_time``
+    (:func:`hipposeg.longitudinal.acquisition_times.parse_acquisition_time`); None if any is missing."""
+    from hipposeg.longitudinal.acquisition_times import parse_acquisition_time, years_since_first
+
     root = Path(bids_dir) / f"sub-{subject}"
     sessions = _acq_times(root / f"sub-{subject}_sessions.tsv", "session_id")
     stamps = []
     for image in images:
-        stamp = _parse_time(sessions.get(f"ses-{image.session}"))
+        stamp = parse_acquisition_time(sessions.get(f"ses-{image.session}"))
         if stamp is None:
             scans = _acq_times(root / f"ses-{image.session}" / f"sub-{subject}_ses-{image.session}_scans.tsv",
                                "filename")
-            stamp = _parse_time(scans.get(f"anat/{image.path.name}"))
+            stamp = parse_acquisition_time(scans.get(f"anat/{image.path.name}"))
         if stamp is None:
             return None
         stamps.append(stamp)
-    first = min(stamps)
-    return [(s - first).total_seconds() / (365.25 * 86400) for s in stamps]
+    return years_since_first(stamps)
 
 
 def subject_paths(out_dir: str | Path, subject: str) -> dict[str, Path]:
