@@ -13,7 +13,8 @@ there is no script and no link to the network. In order, the page shows
 5. a table of every case's numbers;
 6. with longitudinal tables (``hipposeg longitudinal``'s rows per subject, e.g. the BIDS App's
    ``sub-X_desc-hipposeg_longitudinal.tsv``): the rate table (per side, % per year with its standard error) and
-   one trajectory plot per subject (change vs the baseline in %, per side, over time or session order);
+   one trajectory plot per subject (change vs the baseline in %, per side, over time or session order:
+   :func:`plot_trajectory`, which also draws the trajectory of ``hipposeg longitudinal``'s QC picture);
 7. every case's QC picture, flagged cases first.
 
 :func:`load_segment_output` reads the rows and QC pictures of a ``hipposeg segment`` output folder.
@@ -32,7 +33,8 @@ from typing import Mapping, Sequence
 
 from hipposeg.data.writers import atomic_path
 
-__all__ = ["MEASURES", "asymmetry_index", "is_flagged", "flag_reasons", "load_segment_output", "write_group_report"]
+__all__ = ["MEASURES", "asymmetry_index", "is_flagged", "flag_reasons", "load_segment_output", "plot_trajectory",
+           "write_group_report"]
 
 #: (volume column stem, label on the page), in the order they are plotted.
 MEASURES = (
@@ -197,32 +199,49 @@ def _asymmetry_plot(points: list[tuple[str, float, bool]]) -> bytes:
     return _figure_png(fig)
 
 
+def plot_trajectory(ax, rows: Sequence[Mapping], *, dark: bool = False) -> None:
+    """Volume change vs the baseline (%) per side on the matplotlib axes ``ax``, one point per row of a
+    longitudinal table (``change_left_pct``, ``change_right_pct``: numbers or their text, None or empty when
+    unknown): over ``time_years`` when every row has one, else in row order, each tick named by the row's
+    ``session`` (else its number, 1 for the first); a row that needs a look (:func:`is_flagged`) gets a red cross on the zero line.
+    ``dark``: light lines and text on black, as in the QC picture of ``hipposeg longitudinal``
+    (:mod:`hipposeg.longitudinal.report`), which draws its trajectory with this too."""
+    times = [_number(row.get("time_years")) for row in rows]
+    known = bool(rows) and all(t is not None for t in times)
+    x = times if known else list(range(len(rows)))
+    colours = ("#ff9a1f", "#40ff60") if dark else ("#1f77b4", "#ff7f0e")
+    text = "white" if dark else "#1d1d1f"
+    for side, colour in zip(("left", "right"), colours):
+        y = [_number(row.get(f"change_{side}_pct")) for row in rows]
+        ax.plot(x, [math.nan if v is None else v for v in y], "o-", color=colour, label=side)
+    flagged = [x[i] for i, row in enumerate(rows) if is_flagged(row)]
+    if flagged:
+        ax.plot(flagged, [0.0] * len(flagged), "x", color="#d62728", ms=9, label="QC flag")
+    ax.axhline(0.0, color="#888888", linewidth=0.8)
+    ax.set_xlabel("years since baseline" if known else "session (no acquisition times)", color=text, fontsize=8)
+    if not known:
+        ax.set_xticks(x)
+        ax.set_xticklabels([str(row.get("session") or k + 1) for k, row in enumerate(rows)], fontsize=7)
+    ax.set_ylabel("volume change vs baseline (%)", color=text, fontsize=8)
+    ax.grid(alpha=0.3, color="#888888")
+    ax.tick_params(colors=text, labelsize=7)
+    if dark:
+        ax.set_facecolor("black")
+        for spine in ax.spines.values():
+            spine.set_color("#888888")
+    ax.legend(fontsize=7, facecolor="black" if dark else "white", labelcolor=text)
+
+
 def _trajectory_plot(subject: str, rows: Sequence[Mapping]) -> bytes:
-    """Change vs the baseline (%) per side over time (years; session order when a time is missing)."""
+    """One subject's :func:`plot_trajectory`, titled with its name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times = [_number(row.get("time_years")) for row in rows]
-    known = all(t is not None for t in times)
-    x = times if known else list(range(len(rows)))
     fig, ax = plt.subplots(figsize=(3.6, 2.6))
-    for side, colour in (("left", "#1f77b4"), ("right", "#ff7f0e")):
-        y = [_number(row.get(f"change_{side}_pct")) for row in rows]
-        ax.plot(x, [float("nan") if v is None else v for v in y], "o-", color=colour, label=side)
-    flagged = [i for i, row in enumerate(rows) if is_flagged(row)]
-    if flagged:
-        ax.plot([x[i] for i in flagged], [0.0] * len(flagged), "x", color="#d62728", ms=9, label="QC flag")
-    ax.axhline(0, color="#999", lw=1)
-    ax.set_xlabel("years since baseline" if known else "session (no acquisition times)")
-    if not known:
-        ax.set_xticks(x)
-        ax.set_xticklabels([str(row.get("session") or row.get("scan", "?")) for row in rows], fontsize=7)
-    ax.set_ylabel("change vs baseline (%)")
+    plot_trajectory(ax, rows)
     ax.set_title(subject, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     return _figure_png(fig)
 
 

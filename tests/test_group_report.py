@@ -180,3 +180,52 @@ def test_report_has_the_rate_table_and_a_trajectory_per_subject(tmp_path, rows):
     assert len(plots) == 2 and all(p.startswith(b"\x89PNG") for p in plots)
     plain = write_group_report(rows, tmp_path / "plain.html", command="c", model_version="v", qc_pictures={})
     assert "Change over time" not in plain.read_text(encoding="utf-8")
+
+
+def test_one_trajectory_plot_for_table_text_and_numbers():
+    """plot_trajectory takes the rows as the BIDS TSV gives them (text, None for n/a) and as the pipeline does
+    (numbers): years when every row has a time, else session order named by session; flagged rows crossed."""
+    import math
+
+    from matplotlib.figure import Figure
+
+    from hipposeg.group_report import plot_trajectory
+
+    text_rows = [{"session": "1", "time_years": "0", "change_left_pct": "0", "change_right_pct": "0"},
+                 {"session": "2", "time_years": "1.5", "change_left_pct": "-2.0", "change_right_pct": None,
+                  "qc_flags": "alignment_poor_fit"}]
+    ax = Figure().add_subplot()
+    plot_trajectory(ax, text_rows)
+    left, right, cross = ax.get_lines()[:3]
+    assert list(left.get_xdata()) == [0.0, 1.5] and list(left.get_ydata()) == [0.0, -2.0]
+    assert math.isnan(right.get_ydata()[1]) and list(cross.get_xdata()) == [1.5] and cross.get_label() == "QC flag"
+    assert ax.get_xlabel() == "years since baseline"
+    number_rows = [{"scan": "a", "time_years": 0.0, "change_left_pct": 0.0, "change_right_pct": 0.0},
+                   {"scan": "b", "time_years": None, "change_left_pct": -1.0, "change_right_pct": 0.5}]
+    ax = Figure().add_subplot()
+    plot_trajectory(ax, number_rows, dark=True)
+    assert list(ax.get_lines()[0].get_xdata()) == [0, 1] and ax.get_xlabel() == "session (no acquisition times)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"] and len(ax.get_lines()) == 3  # no cross
+    assert ax.get_facecolor()[:3] == (0.0, 0.0, 0.0)
+
+
+def test_longitudinal_qc_picture_draws_its_trajectory_with_the_same_function(tmp_path, monkeypatch):
+    import hipposeg.group_report as group_report
+    from hipposeg.data.readers import Image
+    from hipposeg.longitudinal.report import save_longitudinal_png
+
+    calls = []
+    plot = group_report.plot_trajectory
+    monkeypatch.setattr(group_report, "plot_trajectory",
+                        lambda ax, rows, **kw: calls.append((rows, kw)) or plot(ax, rows, **kw))
+    rng = np.random.default_rng(0)
+    probabilities = np.zeros((3, 8, 10, 6), np.float32)
+    probabilities[0] = 1.0
+    probabilities[:, 3:5, 2:8, 2:4] = [[[[0.0]]], [[[1.0]]], [[[0.0]]]]
+    crops = [{side: Image(rng.random((8, 10, 6)).astype(np.float32), np.eye(4)) for side in ("left", "right")}
+             for _ in range(2)]
+    rows = [{"scan": f"s{t}", "time_years": float(t), "volume_left_mm3": 3000.0, "volume_right_mm3": 3100.0,
+             "change_left_pct": -1.0 * t, "change_right_pct": 0.5 * t, "qc_flags": ""} for t in range(2)]
+    out = save_longitudinal_png(tmp_path / "qc.png", crops, [{"left": probabilities, "right": probabilities}] * 2,
+                                rows)
+    assert out.read_bytes().startswith(b"\x89PNG") and calls == [(rows, {"dark": True})]

@@ -4,7 +4,8 @@ The picture puts the same slices of every time point side by side: each hippocam
 space, so a slice index is the same anatomy at every time point. Per side a sagittal slice (the long axis) and a
 coronal slice through the centre of the side's region, with each time point's mask outline (anterior red,
 posterior blue), its soft volume and change under it, and the volume trajectory (per side, % of baseline) at the
-right. Written atomically (:func:`hipposeg.data.writers.atomic_path`).
+right. Written atomically (:func:`hipposeg.data.writers.atomic_path`). The trajectory is drawn by
+:func:`hipposeg.group_report.plot_trajectory`, as the group report draws every subject's.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def save_longitudinal_png(path: str | Path, crops: Sequence[dict], probabilities
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from hipposeg.group_report import plot_trajectory
+
     path = Path(path)
     check_writable(path, overwrite)
     n = len(crops)
@@ -55,7 +58,7 @@ def save_longitudinal_png(path: str | Path, crops: Sequence[dict], probabilities
         views += [(side, 0, centre[0]), (side, 1, centre[1])]
     fig = Figure(figsize=(1.9 * n + 3.6, 1.9 * len(views) + 0.5), dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(len(views), n + 2, left=0.04, right=0.98, bottom=0.04, top=0.93, wspace=0.05,
+    grid = fig.add_gridspec(len(views), n + 2, left=0.04, right=0.98, bottom=0.07, top=0.93, wspace=0.05,
                             hspace=0.12, width_ratios=[1.0] * n + [0.25, 1.8])
     for t in range(n):
         for r, (side, axis, index) in enumerate(views):
@@ -80,19 +83,7 @@ def save_longitudinal_png(path: str | Path, crops: Sequence[dict], probabilities
                 change = rows[t][f"change_{side}_pct"]
                 ax.text(0.02, 0.02, f"{rows[t][f'volume_{side}_mm3']:.0f} mm³ ({change:+.1f} %)"
                         if change is not None else "", transform=ax.transAxes, color="yellow", fontsize=7)
-    ax = fig.add_subplot(grid[:, n + 1])
-    x = [r["time_years"] if r["time_years"] is not None else k for k, r in enumerate(rows)]
-    for side, colour in zip(SIDES, ("#ff9a1f", "#40ff60")):
-        y = [r[f"change_{side}_pct"] if r[f"change_{side}_pct"] is not None else np.nan for r in rows]
-        ax.plot(x, y, "o-", color=colour, label=side)
-    ax.axhline(0.0, color="#888888", linewidth=0.6)
-    ax.set_xlabel("years" if rows[0]["time_years"] is not None else "scan", color="white", fontsize=8)
-    ax.set_ylabel("volume change vs baseline (%)", color="white", fontsize=8)
-    ax.set_facecolor("black")
-    ax.tick_params(colors="white", labelsize=7)
-    for spine in ax.spines.values():
-        spine.set_color("#888888")
-    ax.legend(fontsize=7, facecolor="black", labelcolor="white")
+    plot_trajectory(fig.add_subplot(grid[:, n + 1]), rows, dark=True)
     fig.suptitle("hipposeg longitudinal: the same slices of every time point (common space)", color="white",
                  fontsize=9)
     with atomic_path(path, overwrite) as tmp:
