@@ -131,10 +131,10 @@ def is_derivative_name(name: str) -> bool:
 
 def dataset_description(*, version: str, model_files: Iterable[str | Path], source_dir: str | Path) -> dict:
     """The derivative's ``dataset_description.json`` content (BIDS 1.9 GeneratedBy, with the model files and their
-    sha256 so that a result can be traced to the weights that made it)."""
-    from hipposeg.data.manifest import sha256_of
+    sha256 so that a result can be traced to the weights that made it; hashed once per checkpoint version)."""
+    from hipposeg.cache import cached_sha256
 
-    models = [{"file": Path(m).name, "sha256": sha256_of(m)} for m in model_files]
+    models = [{"file": Path(m).name, "sha256": cached_sha256(m)} for m in model_files]
     return {"Name": "hipposeg hippocampus segmentation", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
             "GeneratedBy": [{"Name": "hipposeg", "Version": version,
                              "Description": "hippocampus head/body per side, volumes and intracranial volume",

@@ -304,7 +304,9 @@ def cmd_export_half(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 def _add_runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx", "openvino"),
+    from hipposeg.runtime_names import RUNTIMES  # not hipposeg.runtime, which imports torch: --help stays fast
+
+    p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="what runs the networks on a CPU: auto (default: OpenVINO, else ONNX Runtime when installed, "
                         "else PyTorch; the fastest measured, README.md 'Speed'), or one of them; a GPU runs PyTorch")
 

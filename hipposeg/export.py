@@ -4,7 +4,7 @@
 
 Builds the networks exactly as ``configs/inference.json`` does (PyTorch, weights from the ``.pt`` files), writes
 ``core-<sha256>.onnx`` (and ``partner-<sha256>.onnx`` for a model with a 3D partner) into
-:func:`hipposeg.runtime.cache_dir` and prints their paths. ``hipposeg segment`` makes the same files on first use
+:func:`hipposeg.cache.cache_dir` and prints their paths. ``hipposeg segment`` makes the same files on first use
 when OpenVINO or ONNX Runtime is installed; this command makes them ahead (an image build, a read-only home later).
 An existing file of the same checkpoint is kept.
 """

@@ -8,15 +8,15 @@ with ``inference.json``'s ``runtime`` key): ``auto`` takes the first installed r
 order the speed bench measured; a GPU device always runs PyTorch.
 
 The ONNX files are made from the checkpoint by :func:`export_onnx` (``python -m hipposeg.export``), never
-downloaded: once per checkpoint version, into :func:`cache_dir` (``~/.cache/hipposeg``, or ``$HIPPOSEG_CACHE``),
-named by the checkpoint's sha256, written atomically, with batch and spatial sizes dynamic (the slice inferer pads
+downloaded: once per checkpoint version, into :func:`hipposeg.cache.cache_dir` (``~/.cache/hipposeg``, or
+``$HIPPOSEG_CACHE``), named by the checkpoint's sha256 (:func:`hipposeg.cache.cached_sha256`: hashed once, not at
+every start-up), written atomically, with batch and spatial sizes dynamic (the slice inferer pads
 planes to a multiple of 32, the volume inferer crops to a multiple of 16; both vary with the image).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from pathlib import Path
 
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-#: ``--runtime`` values
-RUNTIMES = ("auto", "torch", "onnx", "openvino")
+from hipposeg.cache import cache_dir, cached_sha256
+from hipposeg.runtime_names import RUNTIMES
+
 #: ``auto``'s order, fastest first, on the CPUs measured (``bench/results/speed_*.json``): OpenVINO ran the default
 #: model's networks 1.6-1.9x, ONNX Runtime 1.4-1.7x faster than PyTorch on 2 AVX2 cores
 PREFERENCE = ("openvino", "onnx", "torch")
@@ -61,20 +62,10 @@ def choose_runtime(requested: str = "auto", device: str | torch.device = "cpu") 
     return requested
 
 
-def cache_dir() -> Path:
-    """Where exported networks are kept: ``$HIPPOSEG_CACHE``, else ``$XDG_CACHE_HOME/hipposeg``, else
-    ``~/.cache/hipposeg``."""
-    if os.environ.get("HIPPOSEG_CACHE"):
-        return Path(os.environ["HIPPOSEG_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hipposeg"
-
-
 def onnx_path(checkpoint: str | Path, part: str) -> Path:
     """The cached ONNX file of ``part`` (``core``, ``partner``) of ``checkpoint``: named by the checkpoint's
     sha256, so a retrained file under the same name gets a new export."""
-    from hipposeg.data.manifest import sha256_of
-
-    return cache_dir() / "onnx" / f"{part}-{sha256_of(checkpoint)[:20]}-v{EXPORT_VERSION}.onnx"
+    return cache_dir() / "onnx" / f"{part}-{cached_sha256(checkpoint)[:20]}-v{EXPORT_VERSION}.onnx"
 
 
 def export_onnx(network: nn.Module, out: str | Path, *, spatial_dims: int) -> Path:

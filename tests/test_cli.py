@@ -41,6 +41,20 @@ def test_info_and_help_import_no_heavy_library(msd, tmp_path):
     assert errors == [f"error: {path}: no such file or folder" for path in missing], result.stderr
 
 
+def test_runtime_choices_are_the_runtimes_choose_runtime_takes(capsys):
+    """``--runtime`` offers the one tuple :func:`hipposeg.runtime.choose_runtime` checks against (defined without
+    torch, so ``--help`` stays light)."""
+    from hipposeg.cli import build_parser
+    from hipposeg.runtime import RUNTIMES
+
+    parser = build_parser()
+    for runtime in RUNTIMES:
+        assert parser.parse_args(["segment", "--runtime", runtime]).runtime == runtime
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segment", "--runtime", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
 def _training_checkpoint(folder, network, *, epochs_done=2):
     """The checkpoint_final.pt that training writes (TrainingCheckpoint, MONAI's CheckpointSaver) for ``network``
     after ``epochs_done`` epochs of 5 iterations: saved by the real handler, no training step run."""
