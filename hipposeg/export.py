@@ -16,16 +16,16 @@ from pathlib import Path
 
 
 def export_model(model: str | None = None, *, partner: str | None = None) -> list[Path]:
-    """The cached ONNX files of ``model``'s networks (``--model`` as at every door), made when missing."""
-    from hipposeg.bundle import parse_bundle, resolve_model, switch
+    """The cached ONNX files of ``model``'s networks (``--model`` as at every door), made when missing. The networks
+    and their checkpoints are the ones :func:`hipposeg.segmenter.load_segmenter` loads, run by PyTorch."""
     from hipposeg.runtime import ensure_onnx
+    from hipposeg.segmenter import load_segmenter
 
-    bundle_dir, overrides = resolve_model(model, partner=partner)
-    content = parse_bundle(["inference.json"], bundle_dir, {**overrides, "runtime": "torch", "device": "cpu"})
-    network = content.get_parsed_content("network")
-    paths = [ensure_onnx(getattr(network, "core", network), content.get_parsed_content("ckpt_path"), "core")]
-    if switch(content.get_parsed_content("use_partner")):
-        paths.append(ensure_onnx(network.partner, content.get_parsed_content("partner_ckpt_path"), "partner"))
+    segmenter = load_segmenter(model, partner=partner, runtime="torch", device="cpu")
+    network = segmenter.network
+    paths = [ensure_onnx(getattr(network, "core", network), segmenter.checkpoint, "core")]
+    if segmenter.partner_checkpoint:
+        paths.append(ensure_onnx(network.partner, segmenter.partner_checkpoint, "partner"))
     return paths
 
 
