@@ -125,7 +125,8 @@ def cmd_segment(args) -> int:
     print(run.summary())
     if run.done or run.already_done:
         print(f"outputs: {Path(args.output).resolve()} (<case>_seg.nii.gz, <case>_seg.json label names, "
-              f"<case>_qc.png, <case>_volumes.json, volumes.csv, volumes.json)")
+              f"<case>_qc.png, {'<case>_uncertainty.nii.gz, ' if args.save_uncertainty else ''}<case>_volumes.json, "
+              f"volumes.csv, volumes.json)")
     if run.failed:
         print("failed:\n  " + "\n  ".join(run.failed), file=sys.stderr)
     if run.skipped:
@@ -349,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_import_mrihs)
 
+    from hipposeg.confidence import UNCERTAIN_ABOVE_BITS
     from hipposeg.qc_flags import help_text as qc_flags_help  # plain Python: --help stays fast
 
     p = sub.add_parser("segment", help="masks, volumes and QC pictures for NIfTI files, folders or DICOM series",
@@ -374,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     p.add_argument("--save-uncertainty", action="store_true",
                    help="also write <case>_uncertainty.nii.gz: per-voxel entropy of the class probabilities (bits), "
-                        "in the input's grid (crops; not yet for whole heads)")
+                        "in the input's grid (whole heads: from both crops' probabilities mapped back, 0 elsewhere); "
+                        f"the QC picture shades the voxels above {UNCERTAIN_ABOVE_BITS:g} bit with or without it")
     p.add_argument("--data-root", help="where the default data lives")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_segment)

@@ -10,12 +10,13 @@ there is no script and no link to the network. In order, the page shows
 3. the distribution of each volume (left, right, and each side's anterior = head and posterior = body), in mm3
    and, when the rows have an eTIV, as a per mille of eTIV, with every case a labelled dot and flagged cases red;
 4. the left/right asymmetry index, ``AI = 100 * (L - R) / ((L + R) / 2)`` in %, per case;
-5. a table of every case's numbers;
+5. a table of every case's numbers and predicted Dice, least sure first (:func:`review_order`: cases flagged
+   ``low_confidence`` by ascending predicted Dice, then the other flagged cases, then the rest);
 6. with longitudinal tables (``hipposeg longitudinal``'s rows per subject, e.g. the BIDS App's
    ``sub-X_desc-hipposeg_longitudinal.tsv``): the rate table (per side, % per year with its standard error) and
    one trajectory plot per subject (change vs the baseline in %, per side, over time or session order:
    :func:`plot_trajectory`, which also draws the trajectory of ``hipposeg longitudinal``'s QC picture);
-7. every case's QC picture, flagged cases first.
+7. every case's QC picture, in the table's order.
 
 :func:`load_segment_output` reads the rows and QC pictures of a ``hipposeg segment`` output folder.
 """
@@ -33,8 +34,8 @@ from typing import Mapping, Sequence
 
 from hipposeg.data.writers import atomic_path
 
-__all__ = ["MEASURES", "asymmetry_index", "is_flagged", "flag_reasons", "load_segment_output", "plot_trajectory",
-           "write_group_report"]
+__all__ = ["MEASURES", "asymmetry_index", "is_flagged", "is_low_confidence", "flag_reasons", "load_segment_output",
+           "plot_trajectory", "review_order", "write_group_report"]
 
 #: (volume column stem, label on the page), in the order they are plotted.
 MEASURES = (
@@ -93,6 +94,27 @@ def is_flagged(row: Mapping) -> bool:
     if isinstance(qc_ok, str):
         qc_ok = qc_ok.strip().lower() not in ("false", "0", "no")
     return bool(_flag_list(row)) or not qc_ok
+
+
+def is_low_confidence(row: Mapping) -> bool:
+    """The case's predicted Dice is below the stored threshold: it has the QC flag ``low_confidence`` (a crop) or
+    ``low_confidence_<side>`` (a side of a whole head)."""
+    return any(flag == "low_confidence" or flag.startswith("low_confidence_") for flag in _flag_list(row))
+
+
+def review_order(rows: Sequence[Mapping]) -> list[tuple[int, Mapping]]:
+    """``(index, row)`` in the order a person should check them: the ``low_confidence`` cases first, then the other
+    flagged cases, then the rest; within each, ascending predicted Dice (the lower side's for a whole head,
+    :func:`hipposeg.confidence.row_predicted_dice`), cases without one after those with one; ties in the given
+    order."""
+    from hipposeg.confidence import row_predicted_dice
+
+    def key(item: tuple[int, Mapping]) -> tuple:
+        index, row = item
+        dice = row_predicted_dice(row)
+        return (not is_low_confidence(row), not is_flagged(row), not dice, min(dice.values(), default=0.0), index)
+
+    return sorted(enumerate(rows), key=key)
 
 
 def flag_reasons(row: Mapping) -> list[str]:
@@ -331,16 +353,24 @@ def _distribution_section(ordered: list[tuple[int, Mapping]]) -> str:
 
 
 def _table_section(ordered: list[tuple[int, Mapping]]) -> str:
+    from hipposeg.confidence import predicted_dice_text
+
     has_etiv = any(_number(row.get("etiv_mm3")) for _, row in ordered)
-    head = ["case", "QC"] + [f"{label} (mm³)" for _, label in MEASURES] + ["AI (%)"]
+    head = ["case", "QC", "predicted Dice"] + [f"{label} (mm³)" for _, label in MEASURES] + ["AI (%)"]
     if has_etiv:
         head += ["eTIV (cm³)", "left (‰ eTIV)", "right (‰ eTIV)"]
-    lines = ["<h2>All cases</h2>\n<table>\n<tr>" + "".join(
-        f'<th{" class=text" if i < 2 else ""}>{_e(h)}</th>' for i, h in enumerate(head)) + "</tr>"]
+    note = ("<p class=\"note\">Least sure first: the cases flagged <code>low_confidence</code> (predicted Dice below "
+            "the stored threshold), then the other flagged cases, then the rest; within each, by ascending predicted "
+            "Dice, cases without one last. The predicted Dice (whole heads: left / right) is an estimate from how well "
+            "the model's members agree and how crisp their probabilities are (<code>hipposeg.confidence</code>), not "
+            "a measurement.</p>\n")
+    lines = ["<h2>All cases</h2>\n" + note + "<table>\n<tr>" + "".join(
+        f'<th{" class=text" if i < 3 else ""}>{_e(h)}</th>' for i, h in enumerate(head)) + "</tr>"]
     for index, row in ordered:
         flagged = is_flagged(row)
         cells = [f'<td class="text"><a href="#case-{index}">{_e(row.get("case", "?"))}</a></td>',
-                 f'<td class="text">{"flagged" if flagged else "ok"}</td>']
+                 f'<td class="text">{"low confidence" if is_low_confidence(row) else "flagged" if flagged else "ok"}'
+                 f'</td>', f'<td class="text">{_e(predicted_dice_text(row))}</td>']
         cells += [f"<td>{_fmt(_volume(row, stem))}</td>" for stem, _ in MEASURES]
         cells.append(f"<td>{_fmt(asymmetry_index(row), 1)}</td>")
         if has_etiv:
@@ -389,7 +419,8 @@ def _longitudinal_section(longitudinal: Mapping[str, Sequence[Mapping]]) -> str:
 
 def _cases_section(ordered: list[tuple[int, Mapping]], qc_pictures) -> str:
     parts = ["<h2>QC pictures</h2>\n<p class=\"note\">Each picture shows the scan with the mask outlines in three "
-             "views; flagged cases come first.</p>\n"]
+             "views, the uncertain voxels shaded in magenta and the predicted Dice in its title; in the order of the "
+             "table above (least sure first).</p>\n"]
     for index, row in ordered:
         case = str(row.get("case", "?"))
         flagged = is_flagged(row)
@@ -412,8 +443,7 @@ def render_group_report(rows: Sequence[Mapping], *, command: str, model_version:
                         title: str = "hipposeg group report",
                         longitudinal: Mapping[str, Sequence[Mapping]] | None = None) -> str:
     """The HTML text of the report (see :func:`write_group_report`)."""
-    indexed = list(enumerate(rows))
-    ordered = [item for item in indexed if is_flagged(item[1])] + [item for item in indexed if not is_flagged(item[1])]
+    ordered = review_order(rows)
     flagged = [item for item in ordered if is_flagged(item[1])]
     body = (_header(len(rows), len(flagged), command, model_version, title) + _flagged_section(flagged)
             + _distribution_section(ordered) + _table_section(ordered) + _longitudinal_section(longitudinal or {})

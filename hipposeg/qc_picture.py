@@ -2,7 +2,8 @@
 
 * :func:`reorient_to_ras` turns an array and its affine to the closest RAS axis order, for display.
 * :func:`qc_views` cuts the three views (in mm, anatomical directions at the edges) through the structure.
-* :func:`save_qc_png` draws them, the labels as coloured outlines with their volumes, and writes the PNG
+* :func:`save_qc_png` draws them, the labels as coloured outlines with their volumes, the uncertain voxels
+  shaded when given the uncertainty map (:func:`hipposeg.confidence.uncertainty_map`), and writes the PNG
   atomically.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hipposeg.confidence import UNCERTAIN_ABOVE_BITS
 from hipposeg.data.writers import atomic_path, check_writable
 from hipposeg.volumes import (
     foreground_labels,
@@ -27,6 +29,8 @@ __all__ = ["reorient_to_ras", "qc_views", "save_qc_png"]
 
 # Outline colours that stand out on a gray MRI, one per label (cycled beyond).
 LABEL_COLOURS = ("#ff3030", "#20c8ff", "#ffd400", "#40ff60", "#ff50ff", "#ff9a1f", "#a080ff", "#ffffff")
+#: The translucent fill of uncertain voxels (magenta: no label of a crop or a whole head has it), and its opacity.
+UNCERTAIN_COLOUR, UNCERTAIN_ALPHA = "#ff40ff", 0.45
 
 
 def reorient_to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -91,24 +95,24 @@ def qc_views(
     *,
     margin_mm: float = 20.0,
     min_fov_mm: float | None = 80.0,
+    uncertainty: np.ndarray | None = None,
 ) -> list[dict]:
     """The three QC views, ready to draw with ``imshow(..., origin="lower", extent=...)``.
 
     Each view: ``name``, ``image`` and ``seg`` (2D, rows = vertical axis bottom-up, columns = horizontal
-    axis left to right), ``extent`` (mm, voxel edges), ``x``/``y`` (mm, voxel centres, for contours),
-    ``edges`` (anatomical direction at the left, right, bottom and top edges), ``slice_index`` (in the
-    RAS-reoriented array) and ``position_mm`` (world coordinate of the slice plane).
+    axis left to right), ``uncertainty`` (the same cut of the ``uncertainty`` map, or None without one),
+    ``extent`` (mm, voxel edges), ``x``/``y`` (mm, voxel centres, for contours), ``edges`` (anatomical
+    direction at the left, right, bottom and top edges), ``slice_index`` (in the RAS-reoriented array) and
+    ``position_mm`` (world coordinate of the slice plane).
     """
-    image_array = np.asarray(image_array)
-    seg = np.asarray(seg)
-    if image_array.ndim == 4 and image_array.shape[3] == 1:
-        image_array = image_array[..., 0]
-    if seg.ndim == 4 and seg.shape[3] == 1:
-        seg = seg[..., 0]
+    image_array, seg = _volume3d(image_array), _volume3d(seg)
     if image_array.shape != seg.shape or seg.ndim != 3:
         raise ValueError(f"image {image_array.shape} and label map {seg.shape} must be the same 3D shape")
+    if uncertainty is not None and _volume3d(uncertainty).shape != seg.shape:
+        raise ValueError(f"uncertainty map {np.shape(uncertainty)} and label map {seg.shape} must be the same shape")
     image_ras, ras_affine, spacing = reorient_to_ras(image_array, affine)
     seg_ras, _, _ = reorient_to_ras(seg, affine)
+    uncertainty_ras = None if uncertainty is None else reorient_to_ras(_volume3d(uncertainty), affine)[0]
     fg = seg_ras != 0
     if fg.any():
         centre = np.array([np.mean(idx) for idx in np.nonzero(fg)])
@@ -121,11 +125,9 @@ def qc_views(
         index = _slice_through(fg, centre, normal)
         take = [slice(lo, hi) for lo, hi in box]
         take[normal] = index
-        img2d = image_ras[tuple(take)]
-        seg2d = seg_ras[tuple(take)]
         # after removing the normal axis, the remaining axes keep their order (h before v in all views)
         assert h_axis < v_axis
-        img2d, seg2d = img2d.T, seg2d.T  # rows = vertical axis
+        img2d, seg2d = image_ras[tuple(take)].T, seg_ras[tuple(take)].T  # rows = vertical axis
         (h0, h1), (v0, v1) = box[h_axis], box[v_axis]
         sh, sv = spacing[h_axis], spacing[v_axis]
         point = np.zeros(4)
@@ -137,6 +139,7 @@ def qc_views(
                 "name": name,
                 "image": img2d,
                 "seg": seg2d,
+                "uncertainty": None if uncertainty_ras is None else uncertainty_ras[tuple(take)].T,
                 "extent": (h0 * sh - sh / 2, (h1 - 1) * sh + sh / 2, v0 * sv - sv / 2, (v1 - 1) * sv + sv / 2),
                 "x": np.arange(h0, h1) * sh,
                 "y": np.arange(v0, v1) * sv,
@@ -147,6 +150,12 @@ def qc_views(
             }
         )
     return views
+
+
+def _volume3d(array) -> np.ndarray:
+    """A 3D array of a 3D or (X, Y, Z, 1) one."""
+    array = np.asarray(array)
+    return array[..., 0] if array.ndim == 4 and array.shape[3] == 1 else array
 
 
 def _window(views: list[dict]) -> tuple[float, float]:
@@ -174,22 +183,26 @@ def save_qc_png(
     min_fov_mm: float | None = 80.0,
     figsize: tuple[float, float] = (9.0, 3.5),
     dpi: int = 110,
+    uncertainty: np.ndarray | None = None,
 ) -> Path:
     """Write a QC picture: axial, coronal and sagittal views through the segmented structure.
 
     The arrays are reoriented to RAS from ``affine`` and drawn in millimetres (true aspect for
     anisotropic voxels), neurological convention (patient's left on the left, anterior/superior up),
     with the direction letters at the panel edges. The image is gray with a 1st-99.5th percentile
-    window; each label is a coloured outline, named with its volume in the legend. The view is the
-    foreground's box with a margin, at least ``min_fov_mm`` wide (None: the whole volume). The figure
-    is ``figsize`` inches at ``dpi`` (990x385 pixels by default). Written atomically.
+    window; each label is a coloured outline, named with its volume in the legend. With ``uncertainty``
+    (the per-voxel map of :func:`hipposeg.confidence.uncertainty_map`, bits, the same grid as ``seg``) the
+    voxels above :data:`hipposeg.confidence.UNCERTAIN_ABOVE_BITS` are shaded in translucent magenta under the
+    outlines, with their volume in the legend. The view is the foreground's box with a margin, at least
+    ``min_fov_mm`` wide (None: the whole volume). The figure is ``figsize`` inches at ``dpi`` (990x385
+    pixels by default). Written atomically.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     out_path = Path(out_path)
     check_writable(out_path, overwrite)
-    views = qc_views(image_array, seg, affine, min_fov_mm=min_fov_mm)
+    views = qc_views(image_array, seg, affine, min_fov_mm=min_fov_mm, uncertainty=uncertainty)
     names = foreground_labels(label_names)
     colours = {value: LABEL_COLOURS[i % len(LABEL_COLOURS)] for i, value in enumerate(names)}
     window = _window(views)
@@ -197,11 +210,14 @@ def save_qc_png(
     fig = Figure(figsize=figsize, dpi=dpi, facecolor="black")
     FigureCanvasAgg(fig)
     widths = [(v["extent"][1] - v["extent"][0]) / max(v["extent"][3] - v["extent"][2], 1e-6) for v in views]
-    grid = fig.add_gridspec(1, 3, width_ratios=widths, left=0.01, right=0.99, bottom=0.14, top=0.83, wspace=0.04)
+    bottom = 0.14 if uncertainty is None else 0.2  # room for the legend's second line
+    grid = fig.add_gridspec(1, 3, width_ratios=widths, left=0.01, right=0.99, bottom=bottom, top=0.83, wspace=0.04)
     for column, view in enumerate(views):
         _draw_view(fig.add_subplot(grid[0, column]), view, window, colours)
     _draw_captions(fig, seg, affine, title)
-    _draw_legend(fig, label_volumes(seg, affine, label_names), names, colours)
+    uncertain_mm3 = None if uncertainty is None else \
+        float((_volume3d(uncertainty) > UNCERTAIN_ABOVE_BITS).sum()) * voxel_volume_mm3(affine)
+    _draw_legend(fig, label_volumes(seg, affine, label_names), names, colours, uncertain_mm3)
 
     with atomic_path(out_path, overwrite) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor())
@@ -209,14 +225,20 @@ def save_qc_png(
 
 
 def _draw_view(ax, view: dict, window: tuple[float, float], colours: dict[int, str]) -> None:
-    """One panel: the gray image, an outline per label of ``colours``, direction letters and the slice title."""
+    """One panel: the gray image, the uncertain voxels shaded (when the view has an uncertainty cut), an outline
+    per label of ``colours``, direction letters and the slice title."""
     from matplotlib import patheffects
+    from matplotlib.colors import to_rgba
 
     ax.set_facecolor("black")
     ax.imshow(
         np.asarray(view["image"], dtype=np.float32), cmap="gray", vmin=window[0], vmax=window[1],
         origin="lower", extent=view["extent"], interpolation="nearest", aspect="equal",
     )
+    if view.get("uncertainty") is not None:
+        shade = np.zeros(view["uncertainty"].shape + (4,), dtype=np.float32)
+        shade[view["uncertainty"] > UNCERTAIN_ABOVE_BITS] = to_rgba(UNCERTAIN_COLOUR, UNCERTAIN_ALPHA)
+        ax.imshow(shade, origin="lower", extent=view["extent"], interpolation="nearest", aspect="equal")
     seg2d = view["seg"]
     if seg2d.shape[0] >= 2 and seg2d.shape[1] >= 2:
         for value, colour in colours.items():
@@ -253,15 +275,21 @@ def _draw_captions(fig, seg: np.ndarray, affine: np.ndarray, title: str) -> None
     fig.text(0.5, 0.885, subtitle, ha="center", va="center", color="#e0e0e0" if total else "#ff6060", fontsize=8)
 
 
-def _draw_legend(fig, volumes: dict[str, float], names: dict[int, str], colours: dict[int, str]) -> None:
-    """One legend entry per label: its outline colour, name and volume."""
+def _draw_legend(fig, volumes: dict[str, float], names: dict[int, str], colours: dict[int, str],
+                 uncertain_mm3: float | None = None) -> None:
+    """One legend entry per label: its outline colour, name and volume; then, with ``uncertain_mm3``, a second line:
+    the shading of the uncertain voxels, its threshold and their volume."""
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    if not names:
-        return
-    handles = [Line2D([], [], color=colours[value], linewidth=2.2) for value in names]
-    labels = [f"{name}: {volumes[name]:,.0f} mm\u00b3" for name in names.values()]
-    legend = fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False,
-                        fontsize=8.5, bbox_to_anchor=(0.5, 0.0), handlelength=1.6, columnspacing=1.6)
-    for text in legend.get_texts():
-        text.set_color("white")
+    lines = [([Line2D([], [], color=colours[value], linewidth=2.2) for value in names],
+              [f"{name}: {volumes[name]:,.0f} mm\u00b3" for name in names.values()])] if names else []
+    if uncertain_mm3 is not None:
+        lines.append(([Patch(facecolor=UNCERTAIN_COLOUR, alpha=UNCERTAIN_ALPHA, edgecolor="none")],
+                      [f"uncertain voxels (entropy > {UNCERTAIN_ABOVE_BITS:g} bit): {uncertain_mm3:,.0f} mm\u00b3"]))
+    for number, (handles, labels) in enumerate(lines):
+        legend = fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 4), frameon=False,
+                            fontsize=8.5, bbox_to_anchor=(0.5, 0.065 * (len(lines) - 1 - number)), handlelength=1.6,
+                            columnspacing=1.6)
+        for text in legend.get_texts():
+            text.set_color("white")

@@ -1,8 +1,9 @@
 """``hipposeg segment``: masks, volumes and QC pictures for many scans, safe on bad input, kills and re-runs.
 
 :func:`segment_inputs` is a small loop over :func:`segment_one_case` (read -> check -> segment -> volume row ->
-write ``<case>_seg.nii.gz``, ``<case>_seg.json``, ``<case>_qc.png`` and, last, the row file
-``<case>_volumes.json``), then rebuilds ``volumes.csv``/``volumes.json`` from every finished case in the folder.
+write ``<case>_seg.nii.gz``, ``<case>_seg.json``, ``<case>_qc.png``, with ``save_uncertainty``
+``<case>_uncertainty.nii.gz`` and, last, the row file ``<case>_volumes.json``), then rebuilds
+``volumes.csv``/``volumes.json`` from every finished case in the folder.
 The output folder is the state of the batch (:mod:`hipposeg.batch`): a re-run skips finished cases, redoes a case
 whose input content changed or whose outputs a killed run left half-written, and ``overwrite`` redoes every given
 case; a case another live run is segmenting is skipped. A bad case is reported in one line and the others still
@@ -109,8 +110,9 @@ def segment_case(image: Image, segmenter, mode: str = "auto", *,
                  uncertainty: bool = False) -> tuple[np.ndarray, dict, dict]:
     """(labels in the input grid, label names, extra QC) for one checked image. The extra QC holds the predicted
     Dice (``predicted_dice``; whole heads: ``predicted_dice_left``/``_right``), its ``low_confidence`` flags and,
-    under ``"confidence"``, the features behind it (:mod:`hipposeg.confidence`); with ``uncertainty`` (crops), the
-    per-voxel map in the input grid under ``"uncertainty"`` (:func:`hipposeg.confidence.uncertainty_map`)."""
+    under ``"confidence"``, the features behind it (:mod:`hipposeg.confidence`); with ``uncertainty``, the per-voxel
+    map in the input grid under ``"uncertainty"`` (:func:`hipposeg.confidence.uncertainty_map` of the probabilities
+    the labels come from; whole heads: :meth:`~hipposeg.fullhead.pipeline.FullHeadResult.uncertainty_map`)."""
     from hipposeg.fullhead.pipeline import is_full_head, segment_full_head
 
     full = mode == "full-head" or (mode == "auto" and is_full_head(image))
@@ -135,6 +137,8 @@ def segment_case(image: Image, segmenter, mode: str = "auto", *,
     extra = confidence_qc(confidences)
     qc.update({k: v for k, v in extra.items() if k != "flags"})
     qc["flags"] += extra["flags"]
+    if uncertainty:
+        qc["uncertainty"] = result.uncertainty_map()
     return result.labels, {0: "background", **result.label_names}, qc
 
 
@@ -178,6 +182,8 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
                      sha256: str | None = None, files: CaseFiles | None = None) -> dict:
     """Read -> check -> segment -> volume row and flags -> write the case's outputs into ``out_dir``; return the
     row file's record (:func:`hipposeg.batch.row_record`; ``sha256``: the input's, when the caller has it).
+    The uncertainty map (:func:`segment_case`) is computed for the QC picture, which shades its uncertain voxels,
+    and for ``save_uncertainty``; only ``save_uncertainty`` writes it.
 
     Writes replace this case's earlier outputs: the caller has decided the case must be (re)done and holds its
     lock (see :func:`segment_inputs`). The row file goes first (removed: the case is unfinished) and last
@@ -189,7 +195,8 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
 
     files = files or CaseFiles.of(out_dir, item.case)  # another layout: e.g. BIDS-Derivatives (hipposeg.bids)
     image = check_volume(read_image(item.path, series_uid=series_uid))
-    labels, names, qc = segment_case(image, segmenter, mode, uncertainty=save_uncertainty)
+    labels, names, qc = segment_case(image, segmenter, mode, uncertainty=save_uncertainty or qc_png)
+    uncertainty = qc.pop("uncertainty", None)
     row = volume_row(item.case, str(item.path), labels, image.affine, names, reference_volume_ranges(),
                      extra_flags=list(qc.get("flags", [])))
     row.update({k: v for k, v in model_identity(segmenter).items() if v})  # which networks made the mask
@@ -206,19 +213,19 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
             folder.mkdir(parents=True, exist_ok=True)
         # a re-done case keeps no picture or map of its earlier run that this run does not write again
         stale = [] if qc_png else [files.qc]
-        if "_seg.nii" in files.seg.name and "uncertainty" not in qc:  # BIDS masks have no map name
+        if "_seg.nii" in files.seg.name and not save_uncertainty:  # BIDS masks have no map name
             stale.append(uncertainty_path(files.seg))
         for path in stale:
             path.unlink(missing_ok=True)
         written += [files.seg, files.labels]
         write_segmentation(files.seg, labels, image.affine, names, overwrite=True)
-        if "uncertainty" in qc:  # crops with save_uncertainty: <case>_uncertainty.nii.gz beside the mask
+        if save_uncertainty:  # <case>_uncertainty.nii.gz beside the mask, in the input's grid
             written.append(uncertainty_path(files.seg))
-            write_nifti(written[-1], qc["uncertainty"], image.affine, overwrite=True)
+            write_nifti(written[-1], uncertainty, image.affine, overwrite=True)
         if qc_png:
             written.append(files.qc)
             save_qc_png(image.array, labels, image.affine, files.qc, names, title=qc_title(item.case, row),
-                        overwrite=True)
+                        uncertainty=uncertainty, overwrite=True)
         written.append(write_row_file(files, record))
     except BaseException:
         for path in written:  # a case that failed half-way leaves nothing behind
@@ -237,11 +244,10 @@ def uncertainty_path(seg_path: Path) -> Path:
 
 def qc_title(case: str, row: dict) -> str:
     """The QC picture's title: the case and its predicted Dice (per side for whole heads) when there is one."""
-    if row.get("predicted_dice") is not None:
-        return f"{case}   predicted Dice {row['predicted_dice']:.2f}"
-    sides = [f"{side[0].upper()} {row[f'predicted_dice_{side}']:.2f}" for side in ("left", "right")
-             if row.get(f"predicted_dice_{side}") is not None]
-    return f"{case}   predicted Dice {' / '.join(sides)}" if sides else case
+    from hipposeg.confidence import predicted_dice_text
+
+    text = predicted_dice_text(row)
+    return f"{case}   predicted Dice {text}" if text else case
 
 
 #: The row columns that name the networks behind a mask: the 2.5D core and the 3D partner (None: core alone).

@@ -30,9 +30,11 @@ class ThresholdSegmenter:
     label_names = {0: "background", 1: "anterior", 2: "posterior"}
     checkpoint = None
 
-    def segment(self, image):
+    def segment(self, image, return_probabilities=False):
         a = np.asarray(image.array)
-        return SimpleNamespace(labels=(a > 0.5).astype(np.uint8) + (a > 1.5).astype(np.uint8))
+        labels = (a > 0.5).astype(np.uint8) + (a > 1.5).astype(np.uint8)
+        probabilities = np.moveaxis(np.eye(3, dtype=np.float32)[labels], -1, 0) if return_probabilities else None
+        return SimpleNamespace(labels=labels, probabilities=probabilities)
 
 
 def _volume(path, seed: int) -> None:

@@ -85,7 +85,19 @@ def test_uncertainty_map_is_zero_where_certain_and_log2_c_where_uniform():
     p[:, 0, 0, 0] = 1 / 3
     u = uncertainty_map(p)
     assert u.shape == (2, 2, 2) and u.dtype == np.float32
-    assert u[1, 1, 1] == pytest.approx(0.0, abs=1e-4) and u[0, 0, 0] == pytest.approx(np.log2(3), abs=1e-4)
+    assert u[1, 1, 1] == 0.0 and u[0, 0, 0] == pytest.approx(np.log2(3), abs=1e-4)  # exactly 0 where certain
+
+
+def test_predicted_dice_is_read_back_from_a_row_of_numbers_or_text():
+    from hipposeg.confidence import predicted_dice_text, row_predicted_dice
+
+    assert row_predicted_dice({"predicted_dice": 0.834}) == {"": 0.834}
+    assert row_predicted_dice({"predicted_dice": "", "predicted_dice_left": "0.5", "predicted_dice_right": 0.75}) == {
+        "left": 0.5, "right": 0.75}  # a TSV cell is text; an empty one is no value
+    assert row_predicted_dice({"predicted_dice": None, "predicted_dice_left": "nan"}) == {}
+    assert predicted_dice_text({"predicted_dice": 0.834}) == "0.83"
+    assert predicted_dice_text({"predicted_dice_left": "0.5", "predicted_dice_right": 0.75}) == "L 0.50 / R 0.75"
+    assert predicted_dice_text({"case": "c"}) == ""
 
 
 def test_segment_writes_predicted_dice_lower_and_flagged_for_a_broken_copy(msd, tmp_path, cli):

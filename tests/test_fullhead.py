@@ -399,6 +399,49 @@ def test_qc_reports_and_flags(fullhead_root, tmp_path):
     assert json.loads(qc.read_text())["qc"]["sides"]["left"]["volume_mm3"] > 0
 
 
+def test_save_uncertainty_writes_the_map_in_the_heads_grid_and_leaves_the_mask_alone(fullhead_root, tmp_path):
+    """``hipposeg segment --full-head --save-uncertainty`` (``segment_one_case``) with a stand-in crop model that is
+    unsure (1.3 bits) in a ball at each crop's centre and certain elsewhere: the map is in the head's grid, the
+    entropy of the probabilities the labels come from (high on the mask, 0 away from it and outside the crops);
+    without the option the same mask and no map."""
+    import nibabel as nib
+
+    from hipposeg.batch import CaseFiles
+    from hipposeg.segment import CaseInput, segment_one_case, uncertainty_path
+
+    unsure = np.array([0.1, 0.6, 0.3], np.float32)
+    bits = float(-(unsure * np.log2(unsure)).sum())
+
+    class UnsureModel:
+        label_names = {0: "background", 1: "anterior", 2: "posterior"}
+
+        def predict_probabilities(self, crop):
+            ball = ((np.indices(crop.shape) - (np.array(crop.shape) // 2)[:, None, None, None]) ** 2).sum(0) <= 36
+            p = np.zeros((3,) + crop.shape, np.float32)
+            p[0] = 1.0
+            p[:, ball] = unsure[:, None]
+            return p
+
+    case = CaseInput("bert", fullhead_root / "bert" / "t1.nii.gz")
+    segment_one_case(case, UnsureModel(), tmp_path / "a", mode="full-head", save_uncertainty=True)
+    segment_one_case(case, UnsureModel(), tmp_path / "b", mode="full-head", qc_png=False)
+    a, b = CaseFiles.of(tmp_path / "a", "bert"), CaseFiles.of(tmp_path / "b", "bert")
+    head = nib.load(case.path)
+    mask = nib.load(a.seg)
+    uncertainty = nib.load(uncertainty_path(a.seg))
+    assert uncertainty.shape == head.shape and np.allclose(uncertainty.affine, head.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asanyarray(mask.dataobj), np.asanyarray(nib.load(b.seg).dataobj))
+    assert not uncertainty_path(b.seg).exists() and a.qc.is_file()
+    labels, u = np.asanyarray(mask.dataobj), np.asanyarray(uncertainty.dataobj)
+    assert set(np.unique(labels)) == {0, 1, 3}  # both sides' balls, as their anterior label
+    assert u.dtype == np.float32 and u.min() == 0.0 and bits - 1e-3 < u.max() <= np.log2(3)  # more on the rim
+    assert np.median(u[labels > 0]) == pytest.approx(bits, abs=1e-3)  # the mask is as unsure as the model
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(labels > 0, np.ones((3, 3, 3), bool), iterations=2)
+    assert not u[~near].any()  # 0 away from the mask, outside the crops included
+
+
 def test_bundle_fullhead_config_runs_the_same_path(fullhead_root, tmp_path):
     """``inference.json`` + ``inference_fullhead.json`` through ``python -m monai.bundle``: labels 1-4, input grid."""
     import json

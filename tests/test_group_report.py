@@ -229,3 +229,32 @@ def test_longitudinal_qc_picture_draws_its_trajectory_with_the_same_function(tmp
     out = save_longitudinal_png(tmp_path / "qc.png", crops, [{"left": probabilities, "right": probabilities}] * 2,
                                 rows)
     assert out.read_bytes().startswith(b"\x89PNG") and calls == [(rows, {"dark": True})]
+
+
+def test_low_confidence_cases_come_first_by_ascending_predicted_dice(tmp_path):
+    from hipposeg.group_report import is_low_confidence, review_order
+
+    def row(case, flags="", **dice):
+        return {**_row(case, 3000, 3000, flags=flags), **dice}
+
+    rows = [
+        row("ok-0.90", predicted_dice=0.9),
+        row("low-0.50", flags="low_confidence", predicted_dice="0.5"),  # a TSV cell: text
+        row("head-low-left", flags="low_confidence_left", predicted_dice_left=0.4, predicted_dice_right=0.95),
+        row("volume-none", flags="volume_out_of_range"),
+        row("ok-none"),
+        row("ok-0.80", predicted_dice=0.8, predicted_dice_left="", predicted_dice_right=""),
+        row("volume-0.85", flags="volume_out_of_range", predicted_dice=0.85),
+    ]
+    expected = ["head-low-left", "low-0.50", "volume-0.85", "volume-none", "ok-0.80", "ok-0.90", "ok-none"]
+    assert [r["case"] for _, r in review_order(rows)] == expected
+    assert is_low_confidence(rows[2]) and not is_low_confidence(rows[3])
+
+    text = write_group_report(rows, tmp_path / "r.html", command="c", model_version="v",
+                              qc_pictures={}).read_text(encoding="utf-8")
+    table = text[text.index("<h2>All cases</h2>"):text.index("</table>", text.index("<h2>All cases</h2>"))]
+    assert "Least sure first" in table and "low_confidence" in table  # the order said in words
+    assert [re.sub(r"<[^>]+>", "", c) for c in re.findall(r'<a href="#case-\d+">([^<]*)</a>', table)] == expected
+    assert "L 0.40 / R 0.95" in table and ">0.50<" in table  # the predicted Dice column
+    cards = re.findall(r'id="case-\d+"><h3>([^<]*) &mdash;', text)
+    assert cards == expected  # the QC pictures in the table's order

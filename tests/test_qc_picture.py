@@ -105,3 +105,46 @@ def test_qc_png_for_empty_mask(tmp_path):
     image = np.random.default_rng(2).normal(size=(30, 30, 30))
     out = save_qc_png(image, np.zeros((30, 30, 30), np.uint8), np.eye(4), tmp_path / "e.png", AP, title="e")
     assert imread(out).shape[:2] == (385, 990)
+
+
+def _magenta(pixels: np.ndarray) -> np.ndarray:
+    """Where the translucent magenta shading of uncertain voxels lies over the gray image (red and blue equal and
+    well above green; the red and cyan outlines are not)."""
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return (r - g > 0.25) & (b - g > 0.25) & (np.abs(r - b) < 0.1)
+
+
+def test_qc_views_cut_the_uncertainty_map_like_the_labels():
+    seg, affine = _lia_case()
+    image = np.random.default_rng(0).normal(100, 10, seg.shape)
+    uncertainty = np.where(seg > 0, 1.2, 0.0).astype(np.float32)
+    for view in qc_views(image, seg, affine, uncertainty=uncertainty):
+        np.testing.assert_array_equal(view["uncertainty"] > 0, view["seg"] > 0)  # same cut, same orientation
+    assert all(view["uncertainty"] is None for view in qc_views(image, seg, affine))
+    with pytest.raises(ValueError, match="uncertainty map"):
+        qc_views(image, seg, affine, uncertainty=uncertainty[:-1])
+
+
+def test_qc_png_shades_the_uncertain_voxels_with_a_legend_line(tmp_path):
+    from matplotlib.image import imread
+
+    from hipposeg.confidence import UNCERTAIN_ABOVE_BITS
+
+    shape = (35, 50, 35)
+    image = np.random.default_rng(1).normal(100, 20, shape).astype(np.float32)
+    seg = np.zeros(shape, dtype=np.uint8)
+    seg[12:22, 15:35, 12:22] = 1
+    seg[12:22, 25:35, 12:22] = 2
+    uncertainty = np.zeros(shape, np.float32)
+    uncertainty[12:22, 22:28, 12:22] = UNCERTAIN_ABOVE_BITS + 0.3  # the head/body boundary: 600 voxels
+    uncertainty[12:22, 15:18, 12:22] = UNCERTAIN_ABOVE_BITS - 0.1  # below the threshold: not shaded
+    affine = lia_affine(shape)
+    shaded = imread(save_qc_png(image, seg, affine, tmp_path / "u.png", LR, title="u", uncertainty=uncertainty))
+    plain = imread(save_qc_png(image, seg, affine, tmp_path / "p.png", LR, title="p"))
+    assert shaded.shape[:2] == plain.shape[:2] == (385, 990)  # the same size with the legend's second line
+    panels = slice(int(0.17 * 385), int(0.80 * 385))
+    assert _magenta(shaded[panels]).sum() > 200 and not _magenta(plain[panels]).any()
+    assert _magenta(shaded[int(0.9 * 385):]).any() and not _magenta(plain[int(0.9 * 385):]).any()  # legend entry
+    # nothing above the threshold: no shading, the legend says 0 mm3
+    calm = imread(save_qc_png(image, seg, affine, tmp_path / "c.png", LR, uncertainty=np.minimum(uncertainty, 0.4)))
+    assert not _magenta(calm[panels]).any()

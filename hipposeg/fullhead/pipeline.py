@@ -7,6 +7,7 @@ Flow of :func:`segment_full_head`::
          --crop_predictor--> (3, *crop.shape) probabilities  0 background, 1 anterior, 2 posterior
          --back onto the scan grid (trilinear), argmax, largest component per side-->
     labels in the input geometry: 1 left anterior, 2 left posterior, 3 right anterior, 4 right posterior
+    (and, from the same mapped-back probabilities, the uncertainty map: :meth:`FullHeadResult.uncertainty_map`)
 
 Orientation of the Task04 training crops (what a crop must look like)
     Evidence: ``python bench/archive/task04_orientation.py`` (results in ``bench/archive/task04_orientation.json``).
@@ -54,6 +55,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
+from hipposeg.confidence import uncertainty_map
 from hipposeg.data.readers import Image
 from hipposeg.inference import keep_largest_component
 from hipposeg.metrics import dice as dice_score
@@ -82,6 +84,17 @@ class FullHeadResult:
     timings: dict = field(default_factory=dict)
     crops: dict = field(default_factory=dict)  # side -> crop Image
     registration: RegistrationResult | None = None
+    # side -> (scan index box, entropy in bits of the crop's probabilities mapped back there): uncertainty_map()
+    side_uncertainty: dict = field(default_factory=dict)
+
+    def uncertainty_map(self) -> np.ndarray:
+        """Per-voxel entropy (bits, :func:`hipposeg.confidence.uncertainty_map`) of the crop probabilities mapped
+        back onto the input's grid, the probabilities the labels are the argmax of (trilinear, as the labels:
+        :func:`probabilities_to_scan`); 0 outside the crops, the larger where the two boxes overlap. float32."""
+        out = np.zeros(self.labels.shape, dtype=np.float32)
+        for region, entropy in self.side_uncertainty.values():
+            np.maximum(out[region], entropy, out=out[region])
+        return out
 
 
 def physical_extent_mm(image: Image) -> np.ndarray:
@@ -258,10 +271,11 @@ def segment_full_head(
     t_pred = time.perf_counter()
 
     labels = np.zeros(image.shape[:3], dtype=np.uint8)
-    side_regions = {}
+    side_regions, side_uncertainty = {}, {}
     for side in SIDES:
         region, p = probabilities_to_scan(image, crops[side], probs[side])
         side_regions[side] = region
+        side_uncertainty[side] = (region, uncertainty_map(p))  # a few ms: the box only
         cls = np.argmax(p, axis=0).astype(np.uint8)
         if largest_component:  # per side, the crop path's rule (26-connectivity, anterior + posterior merged)
             cls = keep_largest_component(cls)
@@ -282,7 +296,8 @@ def segment_full_head(
         "total_s": t_qc - t0,
     }
     return FullHeadResult(
-        labels=labels, affine=np.asarray(image.affine), qc=qc, timings=timings, crops=crops, registration=reg
+        labels=labels, affine=np.asarray(image.affine), qc=qc, timings=timings, crops=crops, registration=reg,
+        side_uncertainty=side_uncertainty,
     )
 
 
