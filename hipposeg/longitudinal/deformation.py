@@ -5,9 +5,10 @@ rigid alignment what differs between them inside a crop is the anatomy's change,
 Change is measured here as tensor-based morphometry does it (Quarc, Holland & Dale 2011; ANTs' longitudinal
 Jacobian integration; SIENA's edge-displacement idea in volume form):
 
-    crop a, crop b (one box, same blur: resolution.py)
-      --intensity: both on one scale (harmonise), b's histogram matched to a's inside the crop-->
-      --FastSymmetricForcesDemons, a fixed, b moving (diffeomorphic-free, smooth field u, 1 mm)--> x -> x + u(x)
+    crop a, crop b (one box of the common space, as sampled from each raw scan)
+      --blur: both by COMMON_BLUR_MM, then the sharper one, per axis, to the other (prepared_pair)-->
+      --intensity: each z-scored over the same box (linear: no quantile or histogram mapping)-->
+      --FastSymmetricForcesDemons, a fixed, b moving (update and field smoothed, 1 mm)--> x -> x + u(x)
       --Jacobian determinant J_ab = det(I + grad u)--> how much each voxel of a grows or shrinks in b
       --integrated over a's soft hippocampus (1 - background probability)--> V_b / V_a = sum(p_a J_ab) / sum(p_a)
 
@@ -17,8 +18,8 @@ and the inverse of the backward one, ``r_ab = (ln R_ab - ln R_ba) / 2`` (log vol
 time points every pair is measured and the log volumes are their least-squares fit on the complete graph
 (:func:`consistent_log_volumes`), which depends on the set of scans only, not on their order or the baseline.
 
-What this does not assume: any parametric form of the change (the field is free, smoothed by a Gaussian of
-:data:`FIELD_SIGMA_MM`), nor that the segmentations of two time points agree (the model's probabilities only say
+What this does not assume: any parametric form of the change (the field is free, smoothed by Gaussians of
+:data:`FIELD_SIGMA_MM` and :data:`UPDATE_SIGMA_MM`), nor that the segmentations of two time points agree (the model's probabilities only say
 where to integrate; a boundary that the model reads a fraction of a voxel off at one time point moves that
 time point's soft volume, not the Jacobian).
 
@@ -34,31 +35,46 @@ import math
 
 import numpy as np
 
-#: Gaussian smoothing (sd, voxels = mm on the 1 mm crops) of the demons displacement field, and its iterations.
-#: Measured on the bench's five colin27 pairs (bench/longitudinal.py, noisy regridded copies; mean |error| of the
-#: change, percentage points, no-change / atrophy pairs): sd 3 mm 0.28 / 0.80 (the atrophy under-read by 0.77 on
-#: average: a smooth field cannot follow a contraction confined to a thin structure), 2.5 mm 0.36 / 0.62, 2 mm
-#: 0.46 / 0.46 (bias 0.24), 1.5 mm 0.63 / 0.34 (noise and blur read as change); 30 iterations give the same changes
-#: as 60 or 150 within 0.04 in half the time of 60.
-#: A later sweep on all 15 pairs of the three heads (2026-12-07, crops of the bench's run replayed offline, mean
-#: |error| left / right, no-change pairs then atrophy pairs): sd 2 mm 0.66 / 0.62, 0.45 / 0.55 (this setting);
-#: sd 2.5 mm with the blur matched after the common blur 0.42 / 0.35, 0.52 / 0.61 (the atrophy under-read by 0.44 on
-#: average); a local 12-parameter affine of the hippocampus region (SimpleITK, mask grown 2-4 mm) before the demons
-#: gave the same as the demons alone (its determinant depends on the mask: -4.0 % with the mask grown 2 mm, -2.9 %
-#: with 5 mm, on a -4.0 % pair, because the region then holds tissue that does not shrink); no blur matching at all
-#: 0.68 / 0.62, 0.44 / 0.59. Noise alone (independent Rician noise of 2 % on both copies of one crop, no move)
-#: reads as 0.1-0.35 points, so most of the error comes from the copies' regridding (partial volume on other grids).
-FIELD_SIGMA_MM = 2.0
-ITERATIONS = 30
-#: a common blur of both crops before the registration (after their blur is matched, :func:`match_blur`): the
-#: demons forces follow intensity edges, and the edges of a thin grey-matter structure between CSF and white matter
-#: move with the blur; on moved, regridded copies of one head (no added noise) a 0.2 mm difference in blur read as
-#: 1-2 % of volume without it, 0.1-0.3 % with it (0.5 mm: worse on both kinds of pair on the five colin27 pairs)
+#: Demons regularisation (sd, voxels = mm on the 1 mm crops): the displacement field (elastic) and each iteration's
+#: update (fluid) are smoothed. Evidence, bench/longitudinal.py's 15 pairs of the three heads (crops of one run
+#: replayed offline, 2026-12-07; mean |error| of the change in percentage points, left / right, no-change pairs then
+#: atrophy pairs):
+#:
+#: * before this setting (crops mapped to the Task04 intensity curve, histogram matching, field sd 2 mm, no update
+#:   smoothing, blur matched by least squares before the common blur): 0.66 / 0.62, 0.45 / 0.55. Its intensity
+#:   mappings are not linear, so they differ between a crop and a blurrier copy of it and move the edges: a crop
+#:   against its own regridded copy (no noise, no change) read -0.4 to -2.1 %, a Gaussian-blurred copy (0.7 mm)
+#:   -0.6 to -1.5 %; with linear intensities (z-scores) and the blur measured by correlation, -0.3 to +0.3 and 0.0;
+#: * linear intensities, blur measured after the common blur, field sd 2 mm: 0.35 / 0.34, 0.69 / 0.63 (no bias on
+#:   the no-change pairs, the atrophy under-read by 0.6 on average: a smooth field spreads a contraction confined
+#:   to the hippocampus over its neighbours); field sd 2.5 mm: worse on atrophy;
+#: * the same with the update smoothed too (fluid) so that the field follows a local contraction (on a crop
+#:   contracted by a known -4.05 %: field sd 2 mm reads -3.27, field 1.5 / update 1.5 mm -3.55, update 2 mm alone
+#:   -4.00): field 1.5 / update 1.5 mm 0.42 / 0.40, 0.54 / 0.54; update 2 mm alone 0.69 / 0.48, 0.64 / 0.66
+#:   (noise followed too); field 2 / update 1 mm 0.35 / 0.32, 0.70 / 0.62;
+#: * field 1.5 / update 1.5 mm with the blur measured on the registered pair (:func:`prepared_pair`; this setting):
+#:   0.42 / 0.54, 0.38 / 0.44 (bias -0.03 on the no-change pairs, +0.17 on the atrophy pairs), at twice the
+#:   registrations;
+#: * tried, not kept: a local 12-parameter affine of the hippocampus region first (its determinant depends on how
+#:   much of the neighbourhood the region holds: -4.0 % with the mask grown 2 mm, -2.9 % with 5 mm on a -4.0 % pair),
+#:   no blur matching (0.68 / 0.62, 0.44 / 0.59).
+#:
+#: What is left is scatter, not bias: independent Rician noise alone reads as 0.1-0.35 points; a crop whose noise
+#: differs from the other's in kind (white noise on one crop, the other's noise interpolated from its scan) read
+#: several points off in a trial, so two scans of very different quality should be looked at (their soft-volume
+#: change is the cross-check column).
+FIELD_SIGMA_MM = 1.5
+UPDATE_SIGMA_MM = 1.5
+ITERATIONS = 50  # a registration from the identity
+#: the first registration of a pair (for the blur match), and the refinement of its field once the blur is matched
+ALIGN_ITERATIONS, REFINE_ITERATIONS = 15, 25
+#: a common blur of both crops before the registration: the demons forces follow intensity edges, noise less so
 COMMON_BLUR_MM = 1.0
-#: per-axis blurs tried when matching the sharper crop of a pair to the other (mm)
-BLUR_STEPS_MM = tuple(np.round(np.arange(0.0, 1.01, 0.1), 2))
-BLUR_MATCH_MARGIN = 4  # voxels at each crop face left out of the blur match
-HISTOGRAM_LEVELS, MATCH_POINTS = 128, 15
+#: per-axis blurs tried when matching the sharper crop of a pair to the other (mm), and the rounds of the
+#: axis-by-axis search
+BLUR_STEPS_MM = tuple(np.round(np.arange(0.0, 1.201, 0.05), 3))
+BLUR_MATCH_ROUNDS = 3
+BLUR_MATCH_MARGIN = 4  # voxels at each crop face left out of the blur match and of the intensity scaling
 
 
 def _to_sitk(array: np.ndarray):
@@ -67,71 +83,119 @@ def _to_sitk(array: np.ndarray):
     return sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array, dtype=np.float32).transpose(2, 1, 0)))
 
 
-def jacobian_ratio(fixed: np.ndarray, moving: np.ndarray, weights: np.ndarray) -> float:
-    """``sum(weights * J) / sum(weights)``: the volume, in ``moving``, of the soft region ``weights`` of ``fixed``
-    over its volume in ``fixed``; J is the Jacobian determinant of the demons field that maps ``fixed``'s voxels onto
-    ``moving`` (crops of one box, 1 mm, already on one intensity scale)."""
+def _demons_field(fixed: np.ndarray, moving: np.ndarray, iterations: int, initial=None):
+    """The demons displacement field (SimpleITK image) that maps ``fixed``'s voxels onto ``moving``, from
+    ``initial`` (a field of the same grid) when given."""
     import SimpleITK as sitk
 
-    f, m = _to_sitk(fixed), _to_sitk(moving)
-    m = sitk.HistogramMatching(m, f, HISTOGRAM_LEVELS, MATCH_POINTS, True)
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-    demons.SetNumberOfIterations(ITERATIONS)
+    demons.SetNumberOfIterations(iterations)
     demons.SetSmoothDisplacementField(True)
     demons.SetStandardDeviations(FIELD_SIGMA_MM)
-    field = demons.Execute(f, m)
+    demons.SetSmoothUpdateField(True)
+    demons.SetUpdateFieldStandardDeviations(UPDATE_SIGMA_MM)
+    if initial is None:
+        return demons.Execute(_to_sitk(fixed), _to_sitk(moving))
+    return demons.Execute(_to_sitk(fixed), _to_sitk(moving), sitk.Image(initial))
+
+
+def jacobian_ratio(fixed: np.ndarray, moving: np.ndarray, weights: np.ndarray, initial=None) -> float:
+    """``sum(weights * J) / sum(weights)``: the volume, in ``moving``, of the soft region ``weights`` of ``fixed``
+    over its volume in ``fixed``; J is the Jacobian determinant of the demons field that maps ``fixed``'s voxels onto
+    ``moving`` (crops of one box, 1 mm, equally blurred, on one linear intensity scale: :func:`prepared_pair`),
+    refined from ``initial`` (:func:`prepared_pair`'s field) when given, else registered from the identity."""
+    import SimpleITK as sitk
+
+    field = (_demons_field(fixed, moving, ITERATIONS) if initial is None
+             else _demons_field(fixed, moving, REFINE_ITERATIONS, initial))
     jacobian = sitk.GetArrayFromImage(sitk.DisplacementFieldJacobianDeterminant(field)).transpose(2, 1, 0)
     w = np.asarray(weights, dtype=np.float64)
     return float((w * jacobian).sum() / w.sum())
 
 
+def _resampled(moving: np.ndarray, fixed: np.ndarray, field) -> np.ndarray:
+    """``moving`` resampled onto ``fixed`` through ``field`` (fixed -> moving; linear interpolation)."""
+    import SimpleITK as sitk
+
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    out = sitk.Resample(_to_sitk(moving), _to_sitk(fixed), transform, sitk.sitkLinear, 0.0)
+    return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+
+
+def _inner(shape, margin: int = BLUR_MATCH_MARGIN) -> tuple[slice, ...]:
+    return tuple(slice(margin, n - margin) for n in shape)
+
+
+def _standardised_values(array: np.ndarray) -> np.ndarray:
+    values = np.asarray(array, dtype=np.float64).ravel()
+    return (values - values.mean()) / max(values.std(), 1e-12)
+
+
 def relative_blur(a: np.ndarray, b: np.ndarray, margin: int = BLUR_MATCH_MARGIN) -> tuple[float, float, float]:
-    """Per-axis Gaussian sd (mm) that, applied to ``a``, makes it closest to ``b`` (least squares over the crop less
-    ``margin`` voxels at each face): the best isotropic one of :data:`BLUR_STEPS_MM`, then each axis in turn."""
+    """Per-axis Gaussian sd (mm) that, applied to ``a``, makes it most like ``b`` up to a linear change of intensity
+    (the highest correlation over the crop less ``margin`` voxels at each face, so neither crop's intensity scale
+    matters): the best isotropic one of :data:`BLUR_STEPS_MM`, then each axis in turn, for up to
+    :data:`BLUR_MATCH_ROUNDS` rounds."""
     from scipy import ndimage
 
-    inner = tuple(slice(margin, n - margin) for n in a.shape)
-    target = b[inner]
+    inner = _inner(a.shape, margin)
+    target = _standardised_values(b[inner])
+    errors: dict[tuple, float] = {}
 
-    def error(sigma):
-        blurred = ndimage.gaussian_filter(a, sigma) if any(sigma) else a
-        return float((blurred[inner] - target).var())
+    def error(sigma: tuple) -> float:
+        if sigma not in errors:
+            blurred = ndimage.gaussian_filter(a, sigma) if any(sigma) else a
+            errors[sigma] = 1.0 - float((_standardised_values(blurred[inner]) * target).mean()) ** 2
+        return errors[sigma]
 
-    errors = {float(step): error((float(step),) * 3) for step in BLUR_STEPS_MM}
-    best_step = min(errors, key=errors.get)
-    best_sigma, best = (best_step,) * 3, errors[best_step]
-    for axis in range(3):
-        for step in BLUR_STEPS_MM:
-            sigma = tuple(float(step) if k == axis else best_sigma[k] for k in range(3))
-            if sigma == best_sigma:
-                continue
-            value = error(sigma)
-            if value < best:
-                best_sigma, best = sigma, value
-    return best_sigma
+    best = min(((float(s),) * 3 for s in BLUR_STEPS_MM), key=error)
+    for _ in range(BLUR_MATCH_ROUNDS):
+        start = best
+        for axis in range(3):
+            for step in BLUR_STEPS_MM:
+                sigma = tuple(float(step) if k == axis else best[k] for k in range(3))
+                if error(sigma) < error(best):
+                    best = sigma
+        if best == start:
+            break
+    return best
 
 
-def match_blur(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``a`` and ``b`` each blurred, per axis, towards the other where it is the sharper one, then both by
-    :data:`COMMON_BLUR_MM`. Symmetric: ``match_blur(b, a)`` returns the same two arrays swapped."""
+def standardised(array: np.ndarray, margin: int = BLUR_MATCH_MARGIN) -> np.ndarray:
+    """``array`` z-scored by the mean and sd of its crop less ``margin`` voxels at each face: a linear intensity
+    scale (a quantile or histogram mapping would differ between a crop and a blurrier copy of it and move edges)."""
+    values = np.asarray(array, dtype=np.float64)[_inner(array.shape, margin)]
+    return ((np.asarray(array, dtype=np.float64) - values.mean()) / max(values.std(), 1e-12)).astype(np.float32)
+
+
+def prepared_pair(crop_a: np.ndarray, crop_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, object, object]:
+    """Two crops as the registration compares them, and a first field each way (a -> b, b -> a).
+
+    Both crops are blurred by :data:`COMMON_BLUR_MM` and z-scored (:func:`standardised`), registered each way
+    (:data:`ALIGN_ITERATIONS`), and each is then blurred, per axis, towards the other crop registered onto it where
+    it is the sharper one (:func:`relative_blur`), and z-scored again. The blur is measured on the registered pair
+    because on unregistered crops a change of shape reads as blur too (a crop scaled by 1 % matched best with
+    0.35-0.4 mm more blur), and after the common blur, where noise weighs less. Symmetric:
+    ``prepared_pair(b, a)`` returns the same crops and fields swapped."""
     from scipy import ndimage
 
-    sigma_a, sigma_b = relative_blur(a, b), relative_blur(b, a)
-    out = []
-    for array, sigma in ((a, sigma_a), (b, sigma_b)):
-        total = tuple(math.sqrt(s * s + COMMON_BLUR_MM ** 2) for s in sigma)
-        out.append(ndimage.gaussian_filter(array, total) if any(total) else array)
-    return out[0], out[1]
+    a = ndimage.gaussian_filter(np.asarray(crop_a, dtype=np.float32), COMMON_BLUR_MM)
+    b = ndimage.gaussian_filter(np.asarray(crop_b, dtype=np.float32), COMMON_BLUR_MM)
+    za, zb = standardised(a), standardised(b)
+    field_ab, field_ba = _demons_field(za, zb, ALIGN_ITERATIONS), _demons_field(zb, za, ALIGN_ITERATIONS)
+    sigma_a = relative_blur(za, _resampled(zb, za, field_ab))
+    sigma_b = relative_blur(zb, _resampled(za, zb, field_ba))
+    a = ndimage.gaussian_filter(a, sigma_a) if any(sigma_a) else a
+    b = ndimage.gaussian_filter(b, sigma_b) if any(sigma_b) else b
+    return standardised(a), standardised(b), field_ab, field_ba
 
 
 def pair_log_ratio(crop_a: np.ndarray, crop_b: np.ndarray, weights_a: np.ndarray, weights_b: np.ndarray) -> dict:
     """ln(V_b / V_a) of one side, inverse-consistent: half the forward log ratio (a fixed) minus half the backward
     one (b fixed). Returns it with the two one-way ratios (their disagreement is a registration check)."""
-    from hipposeg.longitudinal.resolution import normalised
-
-    a, b = match_blur(normalised(crop_a), normalised(crop_b))
-    forward = jacobian_ratio(a, b, weights_a)
-    backward = jacobian_ratio(b, a, weights_b)
+    a, b, field_ab, field_ba = prepared_pair(crop_a, crop_b)
+    forward = jacobian_ratio(a, b, weights_a, initial=field_ab)
+    backward = jacobian_ratio(b, a, weights_b, initial=field_ba)
     return {"log_ratio": 0.5 * (math.log(forward) - math.log(backward)), "forward": forward, "backward": backward}
 
 
@@ -169,7 +233,7 @@ def jacobian_volumes(crops: list[dict], probabilities: list[dict], soft: list[di
                      sides=("left", "right")) -> tuple[list[dict], dict]:
     """Per scan and side, a volume (mm3) whose ratios between scans are the Jacobian-integrated changes: the
     geometric mean of the scans' soft volumes ``soft`` (the level) times exp(log volume) of
-    :func:`jacobian_log_volumes` (the changes). ``crops[i][side]``: the crop the model read (blur equalised);
+    :func:`jacobian_log_volumes` (the changes). ``crops[i][side]``: the crop as sampled from its scan (before the model's blur equalising);
     ``probabilities[i][side]``: its (3, *crop) probabilities. Returns the volumes and each side's pair records."""
     volumes = [{} for _ in crops]
     records = {}

@@ -34,7 +34,8 @@ from hipposeg.data.readers import Image, case_name, check_volume, read_image
 from hipposeg.errors import InputError
 
 #: what the change columns measure (deformation.py); the soft-volume change is the cross-check column
-CHANGE_METHOD = "jacobian-integration (symmetric demons in the halfway-space crops, soft hippocampus weights)"
+CHANGE_METHOD = ("jacobian-integration (symmetric demons, elastic and fluid smoothing, in the halfway-space crops; "
+                 "linear intensities, blur matched; soft hippocampus weights)")
 REGION_GROW_VOXELS = 3  # the soft-volume region: the union of the time points' masks, grown by 3 mm
 TABLE_COLUMNS = ("scan", "time_years", "volume_left_mm3", "volume_right_mm3", "change_left_pct",
                  "change_right_pct", "rate_left_pct_per_year", "rate_left_se_pct_per_year",
