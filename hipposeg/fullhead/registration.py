@@ -71,6 +71,9 @@ class RegistrationResult:
     metric: float  # final Mattes MI at the finest level (negative; lower is a better fit)
     seconds: float
     stages: dict = field(default_factory=dict)
+    #: the scan's pyramid that the registration read (:func:`prepare_moving`), for a later registration of the same
+    #: scan (the longitudinal alignment) to reuse instead of building it again
+    pyramid: dict | None = field(default=None, repr=False, compare=False)
 
     def map_points(self, points_mni: np.ndarray) -> np.ndarray:
         """(N, 3) MNI mm -> (N, 3) scan RAS mm."""
@@ -267,6 +270,7 @@ def register_to_template(image: Image, settings: RegistrationSettings | None = N
         matrix_ras=_FLIP @ m_lps @ _FLIP,
         metric=metric,
         seconds=t_affine - t0,
+        pyramid=moving_pyr,
         stages={
             "prepare_s": t_prep - t0,
             "search_s": t_search - t_prep,

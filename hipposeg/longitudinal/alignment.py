@@ -214,10 +214,12 @@ def _brain_centre_ras(mni_to_scan: np.ndarray) -> np.ndarray:
     return mni_to_scan[:3, :3] @ centre_mni + mni_to_scan[:3, 3]
 
 
-def align_scans(images: list[Image], mni_to_scan: list[np.ndarray]) -> Alignment:
+def align_scans(images: list[Image], mni_to_scan: list[np.ndarray], pyramids: list[dict] | None = None) -> Alignment:
     """Rigid, inverse-consistent alignment of one subject's scans into their halfway space (see the module text).
 
-    ``mni_to_scan[i]``: the template registration of scan ``i`` (4x4 RAS, e.g. ``RegistrationResult.matrix_ras``).
+    ``mni_to_scan[i]``: the template registration of scan ``i`` (4x4 RAS, e.g. ``RegistrationResult.matrix_ras``);
+    ``pyramids[i]``: its :func:`~hipposeg.fullhead.registration.prepare_moving` pyramid when already built (e.g.
+    ``RegistrationResult.pyramid``), else it is built here.
     """
     from hipposeg.fullhead.registration import prepare_moving
 
@@ -225,7 +227,9 @@ def align_scans(images: list[Image], mni_to_scan: list[np.ndarray]) -> Alignment
         raise ValueError("a longitudinal alignment needs two or more scans")
     order = sorted(range(len(images)), key=lambda i: content_key(images[i]))  # canonical: by content, not by input
     ref = order[0]
-    pyramids = {i: {mm: img for mm, img in prepare_moving(images[i]).items() if mm in (2, 4)} for i in order}
+    given = pyramids or [None] * len(images)
+    pyramids = {i: {mm: img for mm, img in (given[i] or prepare_moving(images[i])).items() if mm in (2, 4)}
+                for i in order}
     masks = {i: brain_mask_pyramid(images[i], mni_to_scan[i], pyramids[i]) for i in order}
 
     to_ref = {ref: np.eye(4)}  # scan i -> reference scan (RAS)

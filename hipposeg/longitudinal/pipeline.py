@@ -192,7 +192,7 @@ def run_longitudinal(paths: Sequence[str | Path], out_dir: str | Path, segmenter
         registrations.append(reg)
         icvs.append(intracranial_volume(image, reg))
     t_template = time.perf_counter()
-    alignment = align_scans(images, [r.matrix_ras for r in registrations])
+    alignment = align_scans(images, [r.matrix_ras for r in registrations], [r.pyramid for r in registrations])
     t_align = time.perf_counter()
 
     sigmas = {side: [0.0] * len(images) for side in SIDES}
