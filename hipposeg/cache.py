@@ -17,18 +17,24 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["SHA256_FILE", "cache_dir", "cached_sha256"]
+__all__ = ["SHA256_FILE", "cache_dir", "cached_sha256", "user_cache_home"]
 
 #: The stored sha256 of file versions, in :func:`cache_dir`: ``{resolved path: {"size", "mtime_ns", "sha256"}}``.
 SHA256_FILE = "sha256.json"
 
 
+def user_cache_home() -> Path:
+    """hipposeg's folder in the user's cache: ``$XDG_CACHE_HOME/hipposeg``, else ``~/.cache/hipposeg`` (the default
+    :func:`cache_dir`, and where :mod:`hipposeg.data.manifest` keeps fetched data under ``data/``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hipposeg"
+
+
 def cache_dir() -> Path:
     """Where hipposeg keeps what it makes once (exported networks, checkpoints' sha256): ``$HIPPOSEG_CACHE``, else
-    ``$XDG_CACHE_HOME/hipposeg``, else ``~/.cache/hipposeg``."""
+    :func:`user_cache_home`."""
     if os.environ.get("HIPPOSEG_CACHE"):
         return Path(os.environ["HIPPOSEG_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hipposeg"
+    return user_cache_home()
 
 
 def cached_sha256(path: str | Path) -> str:

@@ -225,7 +225,8 @@ def plot_trajectory(ax, rows: Sequence[Mapping], *, dark: bool = False) -> None:
     """Volume change vs the baseline (%) per side on the matplotlib axes ``ax``, one point per row of a
     longitudinal table (``change_left_pct``, ``change_right_pct``: numbers or their text, None or empty when
     unknown): over ``time_years`` when every row has one, else in row order, each tick named by the row's
-    ``session`` (else its number, 1 for the first); a row that needs a look (:func:`is_flagged`) gets a red cross on the zero line.
+    ``session`` (else its number, 1 for the first); a row that needs a look (:func:`is_flagged`) gets a red cross
+    on the zero line.
     ``dark``: light lines and text on black, as in the QC picture of ``hipposeg longitudinal``
     (:mod:`hipposeg.longitudinal.report`), which draws its trajectory with this too."""
     times = [_number(row.get("time_years")) for row in rows]

@@ -63,7 +63,7 @@ SIDES = ("left", "right")
 #: A predicted Dice (hipposeg.confidence) below this is flagged ``low_confidence``: ``low_confidence_below`` of the
 #: stored confidence mapping (read by hipposeg.confidence.load_model), chosen by bench/robustness.py --fit on the
 #: cross-validated predictions over fold 0's clean and corrupted crops (the evidence is in the file); None without it.
-LOW_CONFIDENCE_BELOW = None if load_model() is None else float(load_model()["low_confidence_below"])
+LOW_CONFIDENCE_BELOW = None if (_model := load_model()) is None else float(_model["low_confidence_below"])
 
 
 def sided(code: str, side: str) -> str:

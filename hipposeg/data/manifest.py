@@ -34,8 +34,9 @@ FOLDER_N_FOLDS, FOLDER_FOLD_SEED = 5, 0
 
 
 def user_cache_data_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "hipposeg" / "data"
+    from hipposeg.cache import user_cache_home
+
+    return user_cache_home() / "data"
 
 
 def data_root_candidates(data_root: str | Path | None = None) -> list[tuple[str, Path]]:

@@ -19,8 +19,8 @@ time points every pair is measured and the log volumes are their least-squares f
 (:func:`consistent_log_volumes`), which depends on the set of scans only, not on their order or the baseline.
 
 What this does not assume: any parametric form of the change (the field is free, smoothed by Gaussians of
-:data:`FIELD_SIGMA_MM` and :data:`UPDATE_SIGMA_MM`), nor that the segmentations of two time points agree (the model's probabilities only say
-where to integrate; a boundary that the model reads a fraction of a voxel off at one time point moves that
+:data:`FIELD_SIGMA_MM` and :data:`UPDATE_SIGMA_MM`), nor that the segmentations of two time points agree (the
+model's probabilities only say where to integrate; a boundary that the model reads a fraction of a voxel off at one time point moves that
 time point's soft volume, not the Jacobian).
 
 Evidence for the settings is in ``bench/longitudinal.py`` (its README block names the method); the soft-volume
@@ -52,9 +52,10 @@ import numpy as np
 #:   contracted by a known -4.05 %: field sd 2 mm reads -3.27, field 1.5 / update 1.5 mm -3.55, update 2 mm alone
 #:   -4.00): field 1.5 / update 1.5 mm 0.42 / 0.40, 0.54 / 0.54; update 2 mm alone 0.69 / 0.48, 0.64 / 0.66
 #:   (noise followed too); field 2 / update 1 mm 0.35 / 0.32, 0.70 / 0.62;
-#: * field 1.5 / update 1.5 mm with the blur measured on the registered pair (:func:`prepared_pair`; this setting):
-#:   0.42 / 0.54, 0.38 / 0.44 (bias -0.03 on the no-change pairs, +0.17 on the atrophy pairs), at twice the
-#:   registrations;
+#: * field 1.5 / update 1.5 mm with the blur measured on the registered pair (:func:`prepared_pair`), both
+#:   registrations of 50 iterations: 0.42 / 0.54, 0.38 / 0.44 (bias -0.03 on the no-change pairs, +0.17 on the
+#:   atrophy pairs); this setting, the second registration refining the first's field (15 + 25 iterations instead
+#:   of 50 + 50): 0.44 / 0.53, 0.40 / 0.42;
 #: * tried, not kept: a local 12-parameter affine of the hippocampus region first (its determinant depends on how
 #:   much of the neighbourhood the region holds: -4.0 % with the mask grown 2 mm, -2.9 % with 5 mm on a -4.0 % pair),
 #:   no blur matching (0.68 / 0.62, 0.44 / 0.59).
@@ -233,8 +234,8 @@ def jacobian_volumes(crops: list[dict], probabilities: list[dict], soft: list[di
                      sides=("left", "right")) -> tuple[list[dict], dict]:
     """Per scan and side, a volume (mm3) whose ratios between scans are the Jacobian-integrated changes: the
     geometric mean of the scans' soft volumes ``soft`` (the level) times exp(log volume) of
-    :func:`jacobian_log_volumes` (the changes). ``crops[i][side]``: the crop as sampled from its scan (before the model's blur equalising);
-    ``probabilities[i][side]``: its (3, *crop) probabilities. Returns the volumes and each side's pair records."""
+    :func:`jacobian_log_volumes` (the changes). ``crops[i][side]``: the crop as sampled from its scan (before the
+    model's blur equalising); ``probabilities[i][side]``: its (3, *crop) probabilities. Returns the volumes and each side's pair records."""
     volumes = [{} for _ in crops]
     records = {}
     for side in sides:

@@ -22,9 +22,7 @@ from scipy import ndimage
 SIGMAS_MM = tuple(np.round(np.arange(0.0, 1.61, 0.1), 2))  # candidate blurs, crops are 1 mm
 
 
-def normalised(array: np.ndarray) -> np.ndarray:
-    """``array`` on the one intensity scale of every crop (Task04 quantiles): blur matching and the Jacobian
-    change (deformation.py) compare crops of different scans on it."""
+def _normalised(array: np.ndarray) -> np.ndarray:
     from hipposeg.fullhead.intensity import harmonise
 
     return harmonise(np.asarray(array, dtype=np.float32))  # one intensity scale for every scan (Task04 quantiles)
@@ -42,6 +40,6 @@ def relative_blur(a: np.ndarray, b: np.ndarray, margin: int = 4) -> float:
 
 def equalising_sigmas(crops: list[np.ndarray]) -> list[float]:
     """For each crop, the blur (sigma, mm) that brings it to the blurriest of the others (see the module text)."""
-    scaled = [normalised(c) for c in crops]
+    scaled = [_normalised(c) for c in crops]
     return [max(relative_blur(scaled[i], scaled[j]) for j in range(len(crops)) if j != i)
             for i in range(len(crops))]
