@@ -80,6 +80,15 @@ ROWS: dict[str, dict] = {
         "about": "the shipped core models/model.pt + partner-unet16-trust (final epoch), probabilities averaged 1:1",
         "from": "default-thick", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
         "eval": {"partner_ckpt_path": str(RUNS / "partner-unet16-trust" / "model_final.pt")}},
+    # issue 25: the 2.5D core with the robustness augmentation (bench/configs/trust_aug.json: a share of the slices
+    # cut from volumes with a 3D acquisition problem), otherwise the shipped core's recipe (default-thick)
+    "core-trust": {"about": "default-thick + the robustness augmentation (bench/configs/trust_aug.json: 35 % of the "
+                            "slices not thickened cut from the volume after k-space motion, ghosting, a spike, bias "
+                            "field, Rician noise or blur), final-epoch weights",
+                   "overlays": ["trust_aug.json"], "train": {}, "eval": {}, "final_epoch": True},
+    "core-trust+partner-unet16-trust": {
+        "about": "core-trust + partner-unet16-trust (final epochs), probabilities averaged 1:1", "from": "core-trust",
+        "eval": {"partner_ckpt_path": str(RUNS / "partner-unet16-trust" / "model_final.pt")}},
     # the 3D-aware ensembles: a 2.5D core's three-axis consensus averaged with the 3D partner's probabilities
     "shipped-0.5+partner": {"about": "ensemble: 0.5.0's default models/model_0.5.pt (1 mm slices) + the 3D partner "
                                      "(unet3d-partner, final epoch), probabilities averaged 1:1", "from": "default",

@@ -286,3 +286,49 @@ def test_slice_dataset_cuts_thick_slice_samples_from_the_volume(msd):
     drawn = thick[0]  # thick_slice_prob=1: every access is cut afresh, the stored sample is left alone
     assert drawn["image"].shape == plain[0]["image"].shape
     assert np.array_equal(thick.data[0]["image"], plain.data[0]["image"])
+
+
+def test_slice_dataset_cuts_augmented_samples_from_the_transformed_volume(msd):
+    from monai.transforms import Lambdad
+
+    from hipposeg.data.slices import SliceDataset
+
+    data = [{"image": str(msd / "imagesTr" / f"hippocampus_{c}.nii.gz"),
+             "label": str(msd / "labelsTr" / f"hippocampus_{c}.nii.gz"), "case": c} for c in ("003", "004")]
+    plain = SliceDataset(data, context=3, empty_fraction=0.2, progress=False)
+    # a 3D transform whose effect on a slice depends on the volume: each voxel minus the mean of its axis-0 line
+    centre = Lambdad(keys="image", func=lambda x: x - x.mean(dim=1, keepdim=True))
+    augmented = SliceDataset(data, context=3, empty_fraction=0.2, progress=False, volume_augmentation=centre,
+                             volume_augmentation_prob=1.0)
+    assert len(augmented) == len(plain)
+    for sample in (augmented.data[0], augmented.data[len(augmented) // 2], augmented.data[-1]):
+        volume = augmented._volumes[sample["volume_index"]]
+        expected = (volume - volume.mean(dim=0, keepdim=True)).movedim(sample["slice_axis"], 0)
+        index = sample["slice_index"]
+        rows = [min(max(index + d, 0), expected.shape[0] - 1) for d in (-1, 0, 1)]
+        out = augmented.augmented_volume_sample(sample)
+        assert np.allclose(out["image"], expected[rows].numpy(), atol=1e-5)
+        assert out["label"] is sample["label"]
+    assert np.array_equal(augmented.data[0]["image"], plain.data[0]["image"])  # the stored volume is left alone
+    assert not np.allclose(augmented[0]["image"], plain.data[0]["image"])  # prob 1: every access is augmented
+    off = SliceDataset(data, context=3, empty_fraction=0.2, progress=False, volume_augmentation=centre,
+                       volume_augmentation_prob=0.0)
+    assert np.array_equal(off[0]["image"], plain.data[0]["image"])
+
+
+def test_core_robustness_recipe_builds_from_stock_transforms():
+    """bench/configs/trust_aug.json (the core's robustness augmentation) parses over train.json and gives a
+    z-scored volume of the input's shape."""
+    pytest.importorskip("torchio")
+    from monai.bundle import ConfigParser
+
+    root = Path(__file__).resolve().parents[1]
+    parser = ConfigParser()
+    parser.read_config([str(root / "bundles/hipposeg/configs/train.json"), str(root / "bench/configs/trust_aug.json")])
+    augmentation = parser.get_parsed_content("train#dataset#volume_augmentation")
+    torch.manual_seed(0)
+    volume = torch.randn(1, 20, 24, 20)
+    for _ in range(5):
+        out = augmentation({"image": volume.clone()})["image"]
+        assert out.shape == volume.shape
+        assert abs(float(out.mean())) < 1e-3 and abs(float(out.std()) - 1.0) < 1e-2

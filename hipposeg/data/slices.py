@@ -5,7 +5,9 @@ each configured axis, and the slices are kept in memory; every epoch only the ra
 With ``thick_slice_prob`` a share of the samples is cut afresh, on access, from the volume as acquired with thick
 slices along a random axis (:func:`hipposeg.transforms.thicken_along_axis`): in plane that blurs one direction of
 the slice, through the slice it makes the 2.5D neighbours near copies of the centre, as a thick-slice scan
-resampled to 1 mm does.
+resampled to 1 mm does. With ``volume_augmentation_prob`` another share is cut from the volume after a random
+3D transform (``volume_augmentation``, e.g. a recipe of k-space motion, ghosting, spikes, bias field and noise):
+acquisition problems live in the 3D volume, not in one slice, so they are simulated there.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class SliceDataset(Dataset):
         thick_slice_prob: share of samples (drawn on each access) whose image is cut from the volume as acquired
             with thick slices along a random axis; 0 = off. The label stays the 1 mm truth.
         thick_slice_range: slice thickness range of that simulation, in voxels of ``pixdim``.
+        volume_augmentation: a random 3D transform of ``{"image": (1, X, Y, Z) tensor}`` (the preprocessed,
+            z-scored volume); the sample's image is cut from its output. The label stays the truth.
+        volume_augmentation_prob: share of the samples not thickened (drawn on each access) cut that way.
     """
 
     def __init__(
@@ -51,6 +56,8 @@ class SliceDataset(Dataset):
         progress: bool = True,
         thick_slice_prob: float = 0.0,
         thick_slice_range: Sequence[float] = (1.3, 2.5),
+        volume_augmentation: Callable | None = None,
+        volume_augmentation_prob: float = 0.0,
     ):
         volume_transform = volume_transform or volume_transforms(pixdim=pixdim)
         rng = np.random.default_rng(seed)
@@ -64,11 +71,13 @@ class SliceDataset(Dataset):
                     sample["case"] = item.get("case", str(item[IMAGE]))
                     sample["volume_index"] = len(self._volumes)
                     samples.append(sample)
-            if thick_slice_prob > 0:
+            if thick_slice_prob > 0 or (volume_augmentation is not None and volume_augmentation_prob > 0):
                 self._volumes.append(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)))
         self.axes, self.context = tuple(axes), context
         self.thick_slice_prob = float(thick_slice_prob)
         self.thick_slice_range = (float(thick_slice_range[0]), float(thick_slice_range[1]))
+        self.volume_augmentation = volume_augmentation
+        self.volume_augmentation_prob = float(volume_augmentation_prob) if volume_augmentation is not None else 0.0
         super().__init__(data=samples, transform=transform)
 
     def _transform(self, index: int):
@@ -76,6 +85,8 @@ class SliceDataset(Dataset):
         # torch's generator: seeded by the training's set_determinism, and per worker by the DataLoader
         if self.thick_slice_prob > 0 and float(torch.rand(())) < self.thick_slice_prob:
             sample = self.thick_slice_sample(sample)
+        elif self.volume_augmentation_prob > 0 and float(torch.rand(())) < self.volume_augmentation_prob:
+            sample = self.augmented_volume_sample(sample)
         return apply_transform(self.transform, sample) if self.transform is not None else sample
 
     def thick_slice_sample(self, sample: dict, axis: int | None = None, thickness: float | None = None,
@@ -87,6 +98,15 @@ class SliceDataset(Dataset):
         thickness = low + (high - low) * float(torch.rand(())) if thickness is None else float(thickness)
         phase = thickness * float(torch.rand(())) if phase is None else float(phase)
         volume = thicken_along_axis(self._volumes[sample["volume_index"]][None], axis, thickness, phase)[0]
+        return self._cut(sample, volume)
+
+    def augmented_volume_sample(self, sample: dict) -> dict:
+        """``sample`` with its image cut from its volume after :attr:`volume_augmentation`."""
+        volume = self._volumes[sample["volume_index"]][None].clone()
+        out = apply_transform(self.volume_augmentation, {IMAGE: volume})[IMAGE]
+        return self._cut(sample, torch.from_numpy(np.ascontiguousarray(np.asarray(out, dtype=np.float32)[0])))
+
+    def _cut(self, sample: dict, volume: torch.Tensor) -> dict:
         stack = volume.movedim(int(sample["slice_axis"]), 0)
         rows = context_indices(stack.shape[0], int(sample["slice_index"]), self.context)
         return {**sample, IMAGE: stack[rows].numpy().copy()}
