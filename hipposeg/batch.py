@@ -1,9 +1,10 @@
 """The output folder is the state of a batch: what is finished, what is not, who is working on what.
 
 Per case ``<case>`` the folder holds ``<case>_seg.nii.gz`` (mask), ``<case>_seg.json`` (label names),
-``<case>_qc.png`` (QC picture) and, written last, ``<case>_volumes.json`` (the *row file*: the case's volume row,
-its input path and the sha256 of the input's content). The row file marks the case as finished; every file is
-written atomically (temporary name + rename), so a run killed at any moment leaves each file whole or absent.
+``<case>_qc.png`` (QC picture), with ``--save-uncertainty`` ``<case>_uncertainty.nii.gz`` and, written last,
+``<case>_volumes.json`` (the *row file*: the case's volume row, its input path and the sha256 of the input's
+content). The row file marks the case as finished; every file is written atomically (temporary name + rename), so
+a run killed at any moment leaves each file whole or absent.
 
 * :func:`case_status` reads that state: ``new``, ``finished``, ``changed`` (finished from an input whose content
   has changed since), ``unfinished`` (outputs without a row file: a run was killed mid-case).
@@ -45,12 +46,15 @@ class CaseFiles:
     qc: Path  # <case>_qc.png
     row: Path  # <case>_volumes.json, written last: the case is finished
     lock: Path  # <case>.lock, held while a run works on the case
+    uncertainty: Path  # <case>_uncertainty.nii.gz, the per-voxel uncertainty map (only with save_uncertainty)
+    uncertainty_json: Path | None = None  # the map's JSON sidecar (BIDS layout; None: none written)
 
     @classmethod
     def of(cls, out_dir: str | Path, case: str) -> "CaseFiles":
         out = Path(out_dir)
         return cls(seg=out / f"{case}_seg.nii.gz", labels=out / f"{case}_seg.json", qc=out / f"{case}_qc.png",
-                   row=out / f"{case}{ROW_SUFFIX}", lock=out / f"{case}.lock")
+                   row=out / f"{case}{ROW_SUFFIX}", lock=out / f"{case}.lock",
+                   uncertainty=out / f"{case}_uncertainty.nii.gz")
 
     def outputs(self) -> tuple[Path, ...]:
         """Everything a case writes, the row file last."""

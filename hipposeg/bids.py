@@ -9,8 +9,10 @@ Derivatives (BIDS 1.9, "derivatives/imaging" and "segmentations"), in ``OUTPUT_D
 * ``dataset_description.json`` — ``DatasetType: derivative``, ``GeneratedBy`` (name, version, model file and sha256);
 * ``desc-hipposeg_dseg.tsv`` — the look-up table (index, name, abbreviation, color), valid for every dseg below;
 * per image ``sub-X/[ses-Y/]anat/<source entities>_space-T1w_desc-hipposeg_dseg.nii.gz`` in the T1w's own grid,
-  ``..._desc-hipposeg_volumes.tsv`` (one row: volumes per label and side, eTIV, QC flags) and the QC picture
-  ``sub-X/figures/<source entities>_desc-hipposeg_qc.png``;
+  ``..._desc-hipposeg_volumes.tsv`` (one row: volumes per label and side, eTIV, ``predicted_dice_left``/``_right``,
+  QC flags, ``low_confidence_<side>`` among them) and the QC picture
+  ``sub-X/figures/<source entities>_desc-hipposeg_qc.png``; with ``--save-uncertainty`` also the uncertainty map
+  ``..._space-T1w_desc-hipposeg_uncertainty.nii.gz`` and its ``.json`` sidecar (:func:`derivative_paths`);
 * per subject with T1w images in two or more sessions (unless ``--no-longitudinal``):
   ``sub-X/anat/sub-X_desc-hipposeg_longitudinal.tsv`` (+ ``.json``) and ``sub-X/figures/
   sub-X_desc-hipposeg_longitudinal.png`` (:mod:`hipposeg.longitudinal.bids`);
@@ -113,12 +115,22 @@ def find_t1w_images(bids_dir: str | Path, participant_labels: Sequence[str] | No
 
 
 def derivative_paths(out_dir: str | Path, image: T1wImage) -> dict[str, Path]:
-    """Where the derivatives of ``image`` go (see the module docstring)."""
+    """Where the derivatives of ``image`` go (see the module docstring).
+
+    The uncertainty map (``--save-uncertainty``; voxel values: :func:`hipposeg.confidence.uncertainty_sidecar`) is
+    ``<stem>_space-T1w_desc-hipposeg_uncertainty.nii.gz`` with its ``.json`` sidecar: BIDS 1.9 has no suffix for a
+    per-voxel uncertainty (``_probseg`` holds one class's probability, which this is not), so it gets its own
+    suffix, described by the sidecar as BIDS-Derivatives asks of a non-standard map; ``space-T1w`` as the dseg
+    (the T1w's own grid); ``desc-hipposeg`` keeps it an output (:func:`is_derivative_name`), and the ending
+    ``_uncertainty.nii.gz`` is that of ``hipposeg segment``'s map, which it never takes as an input either
+    (:func:`hipposeg.data.writers.is_output_name`)."""
     out_dir = Path(out_dir)
     subject_dir = out_dir / f"sub-{image.subject}"
     anat = (subject_dir / f"ses-{image.session}" if image.session else subject_dir) / "anat"
     return {"seg": anat / f"{image.stem}_space-T1w_desc-{DESC}_dseg.nii.gz",
             "labels": anat / f"{image.stem}_space-T1w_desc-{DESC}_dseg.json",
+            "uncertainty": anat / f"{image.stem}_space-T1w_desc-{DESC}_uncertainty.nii.gz",
+            "uncertainty_json": anat / f"{image.stem}_space-T1w_desc-{DESC}_uncertainty.json",
             "row": anat / f"{image.stem}_desc-{DESC}_volumes.json",
             "tsv": anat / f"{image.stem}_desc-{DESC}_volumes.tsv",
             "qc": subject_dir / "figures" / f"{image.stem}_desc-{DESC}_qc.png"}
@@ -168,12 +180,6 @@ def row_to_tsv(row: dict, columns: Sequence[str] | None = None) -> str:
     return "\n".join(["\t".join(cols)] + ["\t".join(cell(r.get(c)) for c in cols) for r in rows]) + "\n"
 
 
-def write_json(path: Path, content: dict, overwrite: bool = True) -> Path:
-    from hipposeg.data.writers import write_text
-
-    return write_text(path, json.dumps(content, indent=2) + "\n", overwrite=overwrite)
-
-
 # ----------------------------------------------------------------------------------------------- the runs
 
 
@@ -195,7 +201,8 @@ def case_files(out_dir: str | Path, image: T1wImage):
 
     paths = derivative_paths(out_dir, image)
     return CaseFiles(seg=paths["seg"], labels=paths["labels"], qc=paths["qc"], row=paths["row"],
-                     lock=Path(out_dir) / f".{image.stem}_desc-{DESC}.lock")
+                     lock=Path(out_dir) / f".{image.stem}_desc-{DESC}.lock", uncertainty=paths["uncertainty"],
+                     uncertainty_json=paths["uncertainty_json"])
 
 
 def model_files(segmenter) -> list[Path]:
@@ -208,22 +215,23 @@ def write_dataset_files(out_dir: Path, bids_dir: str | Path, segmenter) -> None:
     """``dataset_description.json`` and ``desc-hipposeg_dseg.tsv`` of the derivative dataset (derived from the
     code and model, so rewritten by every run; atomic)."""
     import hipposeg
-    from hipposeg.data.writers import write_text
+    from hipposeg.data.writers import write_json, write_text
 
     write_json(out_dir / "dataset_description.json",
                dataset_description(version=hipposeg.__version__, model_files=model_files(segmenter),
-                                   source_dir=bids_dir))
+                                   source_dir=bids_dir), overwrite=True)
     write_text(out_dir / f"desc-{DESC}_dseg.tsv", dseg_tsv(), overwrite=True)
 
 
 def segment_participants(bids_dir: str | Path, out_dir: str | Path, segmenter=None, *,
                          participant_labels: Sequence[str] | None = None, session_labels: Sequence[str] | None = None,
                          shard: tuple[int, int] | None = None, overwrite: bool = False, progress: bool = True,
-                         log=None, longitudinal: bool = True):
+                         log=None, longitudinal: bool = True, save_uncertainty: bool = False):
     """The BIDS App's ``participant`` level: segment every selected T1w image (or this shard's share) with the
-    whole-head path into BIDS-Derivatives under ``out_dir``. Same rules as ``hipposeg segment`` (the output folder
-    is the state: finished images are skipped, changed or half-done ones redone, one lock per image, a bad image
-    is one line and the rest still run). Returns the :class:`~hipposeg.segment.SegmentRun`."""
+    whole-head path into BIDS-Derivatives under ``out_dir`` (``save_uncertainty``: with the uncertainty map). Same
+    rules as ``hipposeg segment`` (the output folder is the state: finished images are skipped, changed or half-done
+    ones redone, one lock per image, a bad image is one line and the rest still run). Returns the
+    :class:`~hipposeg.segment.SegmentRun`."""
     import sys
 
     from hipposeg.batch import read_row_file
@@ -250,7 +258,7 @@ def segment_participants(bids_dir: str | Path, out_dir: str | Path, segmenter=No
     for image in tqdm(images, desc="participant", unit="image", disable=not progress):
         files = case_files(out_dir, image)
         run_case(CaseInput(image.stem, image.path), segmenter, out_dir, run, log, overwrite=overwrite,
-                 options={"mode": "full-head"}, files=files)
+                 options={"mode": "full-head", "save_uncertainty": save_uncertainty}, files=files)
         record = read_row_file(files.row)
         tsv = derivative_paths(out_dir, image)["tsv"]
         if record is not None and files.seg.exists():  # the per-image table, derived from the row file
@@ -326,8 +334,10 @@ def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...
 def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, participant_labels=None,
                  session_labels=None, shard: tuple[int, int] | None = None, distributed: bool = False,
                  model: str | Path | None = None, device: str | None = None, overwrite: bool = False,
-                 progress: bool = True, command: str = "", longitudinal: bool = True, runtime: str | None = None) -> int:
+                 progress: bool = True, command: str = "", longitudinal: bool = True, runtime: str | None = None,
+                 save_uncertainty: bool = False) -> int:
     """``hipposeg bids``: the ``participant`` or ``group`` level; returns the exit code (2 when an image failed).
+    ``save_uncertainty``: ``--save-uncertainty`` (participant level: each image's uncertainty map and sidecar).
 
     ``model``: ``--model`` (a shipped model's name, a bundle folder or a checkpoint; ``None``: the default);
     ``runtime``: ``--runtime`` (:func:`hipposeg.runtime.choose_runtime`; ``None``: the bundle's, ``auto``).
@@ -357,7 +367,8 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
     segmenter = load_segmenter(model, device=device or "cpu", runtime=runtime)
     run = segment_participants(bids_dir, out_dir, segmenter, participant_labels=participant_labels,
                                session_labels=session_labels, shard=shard, overwrite=overwrite,
-                               progress=progress and rank == 0, longitudinal=longitudinal)
+                               progress=progress and rank == 0, longitudinal=longitudinal,
+                               save_uncertainty=save_uncertainty)
     prefix = f"[rank {rank}/{world}] " if distributed else ""
     print(prefix + run.summary().split("; volume table")[0])
     if run.failed:

@@ -171,7 +171,8 @@ def cmd_bids(args) -> int:
                         participant_labels=args.participant_label, session_labels=args.session_label, shard=shard,
                         distributed=args.distributed, model=args.model, device=args.device,
                         overwrite=args.overwrite, progress=not args.quiet, command=command,
-                        longitudinal=args.longitudinal, runtime=args.runtime)
+                        longitudinal=args.longitudinal, runtime=args.runtime,
+                        save_uncertainty=args.save_uncertainty)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -416,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--longitudinal", action=argparse.BooleanOptionalAction, default=True,
                    help="participant level: for each subject with T1w images in two or more sessions also write "
                         "sub-X_desc-hipposeg_longitudinal.tsv and its picture (hipposeg longitudinal; on by default)")
+    p.add_argument("--save-uncertainty", action="store_true",
+                   help="participant level: also write ..._space-T1w_desc-hipposeg_uncertainty.nii.gz (per-voxel "
+                        "entropy of the class probabilities, bits, in the T1w's grid) and its .json sidecar")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_bids)
 

@@ -18,7 +18,8 @@ preprocessed 1 mm grid (:meth:`hipposeg.ensemble.EnsembleInferer.parts`).
 ``resources/confidence_model.json`` (fitted by ``bench/robustness.py --fit``, which records on which data and how it
 was scored); the ``low_confidence`` flag of :mod:`hipposeg.qc_flags` fires below its stored threshold.
 :func:`uncertainty_map` is the per-voxel map (entropy of the averaged class probabilities, bits) that
-``hipposeg segment --save-uncertainty`` writes and the QC picture shades above :data:`UNCERTAIN_ABOVE_BITS`.
+``--save-uncertainty`` writes (``hipposeg bids`` with the sidecar of :func:`uncertainty_sidecar`) and the QC
+picture shades above :data:`UNCERTAIN_ABOVE_BITS`.
 :func:`row_predicted_dice` reads the predicted Dice back from a volume row (the QC title, the group report).
 
 :func:`load_model` is the one reader of the stored mapping (:mod:`hipposeg.qc_flags` takes its threshold from it);
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["FEATURES", "MODEL_FILE", "UNCERTAIN_ABOVE_BITS", "confidence_features", "load_model", "predicted_dice",
-           "predicted_dice_text", "row_predicted_dice", "uncertainty_map"]
+           "predicted_dice_text", "row_predicted_dice", "uncertainty_map", "uncertainty_sidecar"]
 
 FEATURES = ("partner_dice", "axis_dice", "entropy", "soft_dice")
 #: Voxels whose averaged hippocampus probability exceeds this make the region the entropy is averaged over.
@@ -142,6 +143,23 @@ def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:
     p = np.asarray(probabilities, dtype=np.float32)
     entropy = -(p * np.log2(np.clip(p, np.float32(1e-6), np.float32(1.0)))).sum(axis=0)
     return np.maximum(entropy, np.float32(0.0)).astype(np.float32)
+
+
+def uncertainty_sidecar(whole_head: bool) -> dict:
+    """The JSON sidecar of a saved :func:`uncertainty_map` (BIDS-style keys): what its voxel values are, their unit
+    and range, and on which grid (``whole_head``: the head's, from both side crops mapped back; else the crop's)."""
+    classes = ["background", "anterior", "posterior"]
+    grid = ("the T1w's own grid (that of the _dseg.nii.gz): each side's crop probabilities mapped back trilinearly "
+            "as the labels are, 0 outside the two crops, the larger value where they overlap") if whole_head else \
+        "the input's own grid (the mask's): the probabilities resampled back as the labels are"
+    return {"Description": "Per-voxel uncertainty of the hipposeg segmentation: the Shannon entropy, in bits (log "
+                           "base 2), of the averaged class probabilities the labels are the argmax of (the 2.5D "
+                           "core's three slicing axes averaged, with the 3D partner where there is one), over the "
+                           f"classes {', '.join(classes)}: 0 where one class is certain, log2({len(classes)}) at "
+                           f"most, where all are equally likely (hipposeg.confidence.uncertainty_map). In {grid}. "
+                           "The QC picture shades the voxels above UncertainAboveBits.",
+            "Units": "bit", "Classes": classes, "Range": [0.0, round(math.log2(len(classes)), 4)],
+            "UncertainAboveBits": UNCERTAIN_ABOVE_BITS}
 
 
 def row_predicted_dice(row: dict) -> dict[str, float]:

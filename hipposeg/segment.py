@@ -24,7 +24,8 @@ from hipposeg.batch import (CaseFiles, FileLock, case_status, read_row_file, reb
                             row_record, write_row_file)
 from hipposeg.data.manifest import sha256_of
 from hipposeg.data.readers import Image, case_name, check_volume, is_nifti, read_image
-from hipposeg.data.writers import check_output_folder, is_output_name, write_nifti, write_segmentation
+from hipposeg.data.writers import (check_output_folder, is_output_name, write_json, write_nifti,
+                                   write_segmentation)
 from hipposeg.errors import HippoSegError, InputError, one_line
 
 CROP_LABELS = {0: "background", 1: "anterior", 2: "posterior"}
@@ -183,13 +184,15 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
     """Read -> check -> segment -> volume row and flags -> write the case's outputs into ``out_dir``; return the
     row file's record (:func:`hipposeg.batch.row_record`; ``sha256``: the input's, when the caller has it).
     The uncertainty map (:func:`segment_case`) is computed for the QC picture, which shades its uncertain voxels,
-    and for ``save_uncertainty``; only ``save_uncertainty`` writes it.
+    and for ``save_uncertainty``; only ``save_uncertainty`` writes it, to ``files.uncertainty`` (with the sidecar
+    :func:`hipposeg.confidence.uncertainty_sidecar` at ``files.uncertainty_json`` where the layout has one).
 
     Writes replace this case's earlier outputs: the caller has decided the case must be (re)done and holds its
     lock (see :func:`segment_inputs`). The row file goes first (removed: the case is unfinished) and last
     (written: finished); should anything fail in between, what this call wrote is removed again. A bad input
     raises :class:`~hipposeg.errors.HippoSegError` before anything is written.
     """
+    from hipposeg.confidence import uncertainty_sidecar
     from hipposeg.qc_picture import save_qc_png
     from hipposeg.volumes import reference_volume_ranges, volume_row
 
@@ -201,27 +204,29 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
                      extra_flags=list(qc.get("flags", [])))
     row.update({k: v for k, v in model_identity(segmenter).items() if v})  # which networks made the mask
     row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
-    if "etiv_mm3" in row:  # whole heads: each volume also as a fraction of the intracranial volume
+    whole_head = "etiv_mm3" in row
+    if whole_head:  # each volume also as a fraction of the intracranial volume
         from hipposeg.fullhead.icv import etiv_columns
 
         row.update(etiv_columns(row, row))
     record = row_record(item.case, item.path, sha256 or sha256_of(item.path), row)
+    uncertainty_files = [path for path in (files.uncertainty, files.uncertainty_json) if path]
     written: list[Path] = []
     try:
         files.row.unlink(missing_ok=True)
-        for folder in {files.seg.parent, files.qc.parent, files.row.parent}:
+        for folder in {files.seg.parent, files.qc.parent, files.row.parent, files.uncertainty.parent}:
             folder.mkdir(parents=True, exist_ok=True)
         # a re-done case keeps no picture or map of its earlier run that this run does not write again
-        stale = [] if qc_png else [files.qc]
-        if "_seg.nii" in files.seg.name and not save_uncertainty:  # BIDS masks have no map name
-            stale.append(uncertainty_path(files.seg))
+        stale = ([] if qc_png else [files.qc]) + ([] if save_uncertainty else uncertainty_files)
         for path in stale:
             path.unlink(missing_ok=True)
         written += [files.seg, files.labels]
         write_segmentation(files.seg, labels, image.affine, names, overwrite=True)
-        if save_uncertainty:  # <case>_uncertainty.nii.gz beside the mask, in the input's grid
-            written.append(uncertainty_path(files.seg))
-            write_nifti(written[-1], uncertainty, image.affine, overwrite=True)
+        if save_uncertainty:  # the map (and its sidecar, where the layout has one) in the input's grid
+            written += uncertainty_files
+            write_nifti(files.uncertainty, uncertainty, image.affine, overwrite=True)
+            if files.uncertainty_json:
+                write_json(files.uncertainty_json, uncertainty_sidecar(whole_head), overwrite=True)
         if qc_png:
             written.append(files.qc)
             save_qc_png(image.array, labels, image.affine, files.qc, names, title=qc_title(item.case, row),
@@ -232,14 +237,6 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
             path.unlink(missing_ok=True)
         raise
     return record
-
-
-def uncertainty_path(seg_path: Path) -> Path:
-    """``<case>_uncertainty.nii.gz`` beside ``<case>_seg.nii.gz`` (never the mask's own path)."""
-    path = seg_path.with_name(seg_path.name.replace("_seg.nii", "_uncertainty.nii"))
-    if path == seg_path:
-        raise ValueError(f"{seg_path.name}: a mask name without '_seg.nii' has no uncertainty map name")
-    return path
 
 
 def qc_title(case: str, row: dict) -> str:
@@ -316,6 +313,9 @@ def run_case(item: CaseInput, segmenter, out_dir: Path, run: SegmentRun, log: Ca
             if wanted["model"] and made_by != wanted:
                 log(f"kept: {item.case}: segmented earlier by another model ({describe_model(made_by)}, not "
                     f"{describe_model(wanted)}); pass --overwrite to redo it")
+            if options.get("save_uncertainty") and not files.uncertainty.exists():
+                log(f"kept: {item.case}: segmented earlier without --save-uncertainty; pass --overwrite to write "
+                    f"its uncertainty map")
             return
         if status == "changed" and not overwrite:
             log(f"redo: {item.case}: the input {item.path} changed since it was segmented (sha256 differs)")

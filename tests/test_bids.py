@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from hipposeg.bids import (DSEG_LABELS, derivative_paths, dseg_tsv, find_t1w_images, is_derivative_name,
-                           parse_entities, row_to_tsv)
+from hipposeg.bids import (DSEG_LABELS, case_files, derivative_paths, dseg_tsv, find_t1w_images,
+                           is_derivative_name, parse_entities, row_to_tsv)
 from hipposeg.errors import InputError
 
 
@@ -59,6 +59,25 @@ def test_derivative_names_follow_bids(bids, tmp_path):
     assert all(is_derivative_name(p.name) for p in paths.values())
     assert not is_derivative_name("sub-01_T1w.nii.gz")
     assert parse_entities("sub-01_ses-x") == {"sub": "01", "ses": "x"}
+
+
+def test_uncertainty_map_is_named_once_and_is_never_an_input(bids, tmp_path):
+    """``--save-uncertainty``'s map and sidecar: named by ``derivative_paths``, handed to ``segment_one_case``
+    through ``case_files``; an output for both doors, and no T1w input even inside the dataset's own folders."""
+    from hipposeg.batch import CaseFiles
+    from hipposeg.data.writers import is_output_name
+
+    images, _ = find_t1w_images(bids)
+    paths = derivative_paths(tmp_path / "out", images[0])
+    assert paths["uncertainty"].name == "sub-01_space-T1w_desc-hipposeg_uncertainty.nii.gz"
+    assert paths["uncertainty_json"].name == "sub-01_space-T1w_desc-hipposeg_uncertainty.json"
+    files = case_files(tmp_path / "out", images[0])
+    assert (files.uncertainty, files.uncertainty_json) == (paths["uncertainty"], paths["uncertainty_json"])
+    assert is_derivative_name(files.uncertainty.name) and is_output_name(files.uncertainty)
+    plain = CaseFiles.of(tmp_path, "case")  # hipposeg segment's layout: the map beside the mask, no sidecar
+    assert plain.uncertainty == tmp_path / "case_uncertainty.nii.gz" and plain.uncertainty_json is None
+    _touch(bids / "sub-01" / "anat" / files.uncertainty.name)
+    assert [i.stem for i in find_t1w_images(bids)[0]] == [i.stem for i in images]
 
 
 def test_dseg_tsv_and_row_tsv():

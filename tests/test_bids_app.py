@@ -92,6 +92,35 @@ def test_rerun_skips_done_images_and_group_level_collects_them(participant_run, 
     assert "sub-02_ses-2" in html and "hipposeg bids" in html and "http://" not in html and "https://" not in html
 
 
+def test_save_uncertainty_writes_the_map_and_its_sidecar(bids_dir, tmp_path, cli):
+    """``--save-uncertainty`` (issue 25): the map in the T1w's grid (entropy, bits) with a sidecar saying so; a plain
+    re-run finds only the T1w image, already done; re-done without the option, no map or sidecar is left; asking
+    for the map of a finished image says to pass --overwrite and writes nothing."""
+    out = tmp_path / "deriv"
+    anat = out / "sub-01" / "anat"
+    seg, unc = (anat / f"sub-01_space-T1w_desc-hipposeg_{suffix}.nii.gz" for suffix in ("dseg", "uncertainty"))
+    sidecar = anat / "sub-01_space-T1w_desc-hipposeg_uncertainty.json"
+    args = (bids_dir, out, "participant", "--participant-label", "01", "--quiet")
+    first = cli("bids", *args, "--save-uncertainty")
+    assert first.returncode == 0, first.stderr
+    source, img = nib.load(str(bids_dir / "sub-01" / "anat" / "sub-01_T1w.nii.gz")), nib.load(str(unc))
+    assert img.shape == source.shape and np.allclose(img.affine, source.affine, atol=1e-4)
+    values = np.asanyarray(img.dataobj)
+    assert values.dtype == np.float32 and values.min() == 0 and 0 < values.max() <= np.log2(3) + 1e-4
+    description = json.loads(sidecar.read_text())
+    assert description["Units"] == "bit" and "entropy" in description["Description"]
+    assert description["Range"] == [0.0, round(float(np.log2(3)), 4)]
+    again = cli("bids", *args)
+    assert again.returncode == 0 and "segmented 0 case(s), 0 failed, 0 skipped, 1 already done" in again.stdout
+    assert unc.is_file()
+    redo = cli("bids", *args, "--overwrite")
+    assert redo.returncode == 0, redo.stderr
+    assert seg.is_file() and not unc.exists() and not sidecar.exists()
+    kept = cli("bids", *args, "--save-uncertainty")
+    assert kept.returncode == 0 and "1 already done" in kept.stdout and not unc.exists()
+    assert "pass --overwrite to write its uncertainty map" in kept.stderr
+
+
 def test_missing_participant_and_bad_shard(bids_dir, tmp_path, cli):
     proc = cli("bids", bids_dir, tmp_path / "out", "participant", "--participant-label", "99")
     assert proc.returncode == 2 and "participant 99" in proc.stderr

@@ -407,7 +407,7 @@ def test_save_uncertainty_writes_the_map_in_the_heads_grid_and_leaves_the_mask_a
     import nibabel as nib
 
     from hipposeg.batch import CaseFiles
-    from hipposeg.segment import CaseInput, segment_one_case, uncertainty_path
+    from hipposeg.segment import CaseInput, segment_one_case
 
     unsure = np.array([0.1, 0.6, 0.3], np.float32)
     bits = float(-(unsure * np.log2(unsure)).sum())
@@ -428,10 +428,10 @@ def test_save_uncertainty_writes_the_map_in_the_heads_grid_and_leaves_the_mask_a
     a, b = CaseFiles.of(tmp_path / "a", "bert"), CaseFiles.of(tmp_path / "b", "bert")
     head = nib.load(case.path)
     mask = nib.load(a.seg)
-    uncertainty = nib.load(uncertainty_path(a.seg))
+    uncertainty = nib.load(a.uncertainty)
     assert uncertainty.shape == head.shape and np.allclose(uncertainty.affine, head.affine, atol=1e-4)
     np.testing.assert_array_equal(np.asanyarray(mask.dataobj), np.asanyarray(nib.load(b.seg).dataobj))
-    assert not uncertainty_path(b.seg).exists() and a.qc.is_file()
+    assert not b.uncertainty.exists() and a.qc.is_file()
     labels, u = np.asanyarray(mask.dataobj), np.asanyarray(uncertainty.dataobj)
     assert set(np.unique(labels)) == {0, 1, 3}  # both sides' balls, as their anterior label
     assert u.dtype == np.float32 and u.min() == 0.0 and bits - 1e-3 < u.max() <= np.log2(3)  # more on the rim

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -45,6 +46,11 @@ def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_json(path: str | Path, content: dict, overwrite: bool = False) -> Path:
+    """``content`` as indented JSON text (sidecars, descriptions), atomically."""
+    return write_text(path, json.dumps(content, indent=2) + "\n", overwrite=overwrite)
 
 
 def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, overwrite: bool = False) -> Path:
