@@ -3,7 +3,9 @@
 :class:`CoreAndPartner` holds both networks (``partner`` may be ``None``: the core alone); :class:`EnsembleInferer`
 runs the core slice by slice (:class:`~hipposeg.inference.MultiAxisSliceInferer`), the partner on the whole volume
 (:class:`~hipposeg.inference.VolumeInferer`) and returns the weighted mean of their class probabilities, with the
-input's meta data, so ``Invertd`` and the rest of the post-processing see one probability map as before.
+input's meta data, so ``Invertd`` and the rest of the post-processing see one probability map as before; with
+``confidence`` (the bundle's ``confidence`` key) that map also carries each case's confidence in its meta data
+(:data:`CONFIDENCE_META_KEY`), for the bundle's writer.
 :func:`load_network` loads the weights of either kind from the bundle's ``models/`` files and hands them to the
 CPU runtime :mod:`hipposeg.runtime` chooses.
 """
@@ -17,6 +19,9 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 from torch import nn
+
+#: The meta-data key under which :class:`EnsembleInferer` with ``confidence`` hands each case's confidence on.
+CONFIDENCE_META_KEY = "confidence"
 
 
 class CoreAndPartner(nn.Module):
@@ -35,17 +40,29 @@ class EnsembleInferer(Inferer):
 
     ``network`` is a :class:`CoreAndPartner` (its ``partner`` may be None: the core alone) or a plain 2D network
     (the slice inferer alone).
+
+    With ``confidence`` (off by default; ``inference.json``'s ``confidence`` key), calling the inferer keeps the
+    :meth:`parts` and hands each case's confidence on in the meta data of the probabilities it returns (see
+    :func:`confidence_meta`); the probabilities are the same. ``hipposeg segment`` does not use this: its
+    :class:`~hipposeg.segmenter.Segmenter` asks for :meth:`parts` itself.
     """
 
-    def __init__(self, slice_inferer: Callable, volume_inferer: Callable, partner_weight: float = 0.5):
+    def __init__(self, slice_inferer: Callable, volume_inferer: Callable, partner_weight: float = 0.5,
+                 confidence: bool = False):
         super().__init__()
         if not 0.0 <= float(partner_weight) <= 1.0:
             raise ValueError(f"partner_weight must be in [0, 1], got {partner_weight}")
         self.slice_inferer, self.volume_inferer = slice_inferer, volume_inferer
         self.partner_weight = float(partner_weight)
+        self.confidence = bool(confidence)
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self._infer(inputs, network, keep_parts=False)["prob"]
+        if not self.confidence:
+            return self._infer(inputs, network, keep_parts=False)["prob"]
+        parts = self._infer(inputs, network, keep_parts=True)
+        prob = parts["prob"] if isinstance(parts["prob"], MetaTensor) else MetaTensor(parts["prob"])
+        prob.meta = {**prob.meta, CONFIDENCE_META_KEY: confidence_meta(parts)}  # a new dict: the input's stays
+        return prob
 
     def parts(self, inputs: torch.Tensor, network: nn.Module) -> dict:
         """``{"prob": what the inferer returns, "core": the core's probabilities, "partner": the partner's (None
@@ -74,6 +91,21 @@ class EnsembleInferer(Inferer):
             prob = mixed
         found["prob"] = prob
         return found
+
+
+def confidence_meta(parts: dict) -> dict[str, list]:
+    """The confidence of each case of a batch's :meth:`EnsembleInferer.parts` (:func:`hipposeg.segmenter.confidence`,
+    what ``hipposeg segment`` computes: the features and ``predicted_dice``) as ``{name: [value of each case]}``,
+    the form MONAI's ``decollate_batch`` splits into one ``{name: value}`` per case."""
+    from hipposeg.segmenter import confidence
+
+    def case(i: int) -> dict:
+        return confidence({"prob": parts["prob"][i:i + 1], "core": parts["core"][i:i + 1],
+                           "partner": None if parts.get("partner") is None else parts["partner"][i:i + 1],
+                           "axes": [axis[i:i + 1] for axis in parts.get("axes") or []]})
+
+    cases = [case(i) for i in range(len(parts["prob"]))]
+    return {name: [c[name] for c in cases] for name in cases[0]} if cases else {}
 
 
 def load_network(core: nn.Module, ckpt_path: str | Path, *, partner: nn.Module | None = None,

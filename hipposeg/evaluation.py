@@ -47,13 +47,24 @@ def _label_case(path: str) -> str:
     return name[:-4] if name.endswith("_seg") else name
 
 
+def predicted_dice_column(confidence: dict | None) -> dict:
+    """``{"predicted_dice": value}`` of a case's confidence (the bundle's ``confidence: true``), as ``hipposeg
+    segment`` writes it (:func:`hipposeg.segment.confidence_qc`), beside the Dice it predicts; ``{}`` without one."""
+    from hipposeg.segment import confidence_qc
+
+    qc = confidence_qc({"": confidence})
+    return {"predicted_dice": qc["predicted_dice"]} if "predicted_dice" in qc else {}
+
+
 class CaseMetricsWriter:
     """Evaluator handler: per case metrics from ``pred`` (labels) and the ground truth under ``label``;
     ``metrics.csv`` and ``summary.json`` in ``output_dir`` when the run completes (rank 0 only).
 
     The ground truth is either a label tensor on the prediction's grid (a config that loads the labels) or, in
     ``evaluate.json``, the label file's path, read as ``hipposeg evaluate`` reads it and compared in its own grid
-    with the prediction ``Invertd`` put back there; the metrics are :func:`hipposeg.metrics.case_metrics` for both."""
+    with the prediction ``Invertd`` put back there; the metrics are :func:`hipposeg.metrics.case_metrics` for both.
+    With the inferer's confidence (``confidence: true`` in ``inference.json``) each row also holds the case's
+    ``predicted_dice`` (:func:`predicted_dice_column`)."""
 
     def __init__(self, output_dir: str, label_names: dict, slice_dice_axis: int = 2):
         self.output_dir = Path(output_dir)
@@ -93,6 +104,7 @@ class CaseMetricsWriter:
                 spacing = voxel_size(np.asarray(affine)) if affine is not None else (1.0, 1.0, 1.0)
                 source = str(getattr(label, "meta", {}).get("filename_or_obj", f"case_{len(self.rows)}"))
             row = {"case": _label_case(source), **case_metrics(pred, truth, spacing, self.label_names)}
+            row.update(predicted_dice_column(item.get("confidence")))
             self.rows.append(row)
             self.slice_terms += notebook_slice_dice(pred, truth, axis=self.slice_dice_axis)
 

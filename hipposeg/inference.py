@@ -198,10 +198,40 @@ def list_volumes(folder: str) -> list[dict]:
     return files
 
 
+class CopyMetaItemd:
+    """``d[name] = d[key].meta[meta_key]`` where the meta data of ``d[key]`` has that item (else nothing): keeps an
+    item of a tensor's meta data that a later step replaces. ``Invertd`` gives the prediction the image's meta data,
+    so the bundle's ``postprocessing`` copies the confidence :class:`~hipposeg.ensemble.EnsembleInferer` hands on
+    (``confidence: true``) to ``d["confidence"]`` before it, where :class:`WriteSegmentationd` finds it."""
+
+    def __init__(self, key: str = "pred", meta_key: str = "confidence", name: str | None = None):
+        self.key, self.meta_key, self.name = key, meta_key, name or meta_key
+
+    def __call__(self, data: dict) -> dict:
+        meta = getattr(data.get(self.key), "meta", None) or {}
+        if self.meta_key not in meta:
+            return data
+        d = dict(data)
+        d[self.name] = meta[self.meta_key]
+        return d
+
+
 class WriteSegmentationd:
-    """The bundle's writer: ``<case>_seg.nii.gz`` (``d["pred"]``, the post-processed labels, uint8, exactly the
-    input file's shape and affine) with its label-names sidecar ``<case>_seg.json``, and ``<case>_prob.nii.gz``
-    (``d["prob"]``, float32, classes on the last axis) when ``save_probabilities``.
+    """The bundle's writer: per case, in ``output_dir``,
+
+    * ``<case>_seg.nii.gz`` (``d["pred"]``, the post-processed labels, uint8, exactly the input file's shape and
+      affine) with its label-names sidecar ``<case>_seg.json``;
+    * ``<case>_prob.nii.gz`` (``d["prob"]``, float32, classes on the last axis) when ``save_probabilities``;
+    * ``<case>_uncertainty.nii.gz`` when ``save_uncertainty``: :func:`hipposeg.confidence.uncertainty_map` of
+      ``d["prob"]`` (the probabilities on the input's grid that the labels are the argmax of), as ``hipposeg segment
+      --save-uncertainty`` writes it; a case written without it keeps no map of an earlier run;
+    * last, the row file ``<case>_volumes.json`` of ``hipposeg segment`` (:mod:`hipposeg.batch`): the case's volume
+      row (:func:`hipposeg.volumes.volume_row`: volumes, ``qc_ok``, ``qc_flags``), the networks that made the mask
+      (``model``, ``model_3d``) and, when ``d["confidence"]`` holds the case's confidence (``confidence: true``,
+      see :class:`CopyMetaItemd`), its ``predicted_dice`` and ``low_confidence`` flag
+      (:func:`hipposeg.segment.confidence_qc`: ``segment``'s columns, threshold and flag).
+      ``inference.json`` then rebuilds ``volumes.csv``/``volumes.json`` from every finished case in the folder
+      (:func:`hipposeg.batch.rebuild_volume_tables`), as ``hipposeg segment`` does.
 
     Not MONAI's ``SaveImaged``: that one writes in place (a run killed mid-write leaves a truncated mask that looks
     finished) and replaces existing files silently. This writer goes through
@@ -210,16 +240,18 @@ class WriteSegmentationd:
     """
 
     def __init__(self, output_dir: str, label_names: dict | None = None, save_probabilities: bool = False,
-                 overwrite: bool = False, key: str = "pred", prob_key: str = "prob"):
+                 overwrite: bool = False, key: str = "pred", prob_key: str = "prob", save_uncertainty: bool = False,
+                 model: str | None = None, model_3d: str | None = None, confidence_key: str = "confidence"):
         self.output_dir, self.label_names = output_dir, label_names
         self.save_probabilities, self.overwrite, self.key, self.prob_key = save_probabilities, overwrite, key, prob_key
+        self.save_uncertainty, self.confidence_key = save_uncertainty, confidence_key
+        self.model, self.model_3d = model, model_3d  # the checkpoints of the core and the 3D partner (None: none)
 
     def __call__(self, data: dict) -> dict:
-        from pathlib import Path
-
         import nibabel as nib
         import numpy as np
 
+        from hipposeg.batch import CaseFiles, write_row_file
         from hipposeg.data.readers import case_name
         from hipposeg.data.writers import check_writable, segmentation_paths, write_nifti, write_segmentation
 
@@ -231,15 +263,45 @@ class WriteSegmentationd:
         labels = labels[0] if labels.ndim == 4 else labels
         if labels.shape != tuple(header.shape[:3]):
             raise RuntimeError(f"{source}: inverted prediction shape {labels.shape} != input {header.shape}")
-        out = Path(self.output_dir) / f"{case_name(source)}_seg.nii.gz"
-        prob_out = out.with_name(f"{case_name(source)}_prob.nii.gz")
-        for path in [*segmentation_paths(out)] + ([prob_out] if self.save_probabilities else []):
+        case = case_name(source)
+        files = CaseFiles.of(self.output_dir, case)  # the names hipposeg segment gives a case's outputs
+        prob_out = files.seg.with_name(f"{case}_prob.nii.gz")
+        wanted = [path for path, asked in ((prob_out, self.save_probabilities),
+                                           (files.uncertainty, self.save_uncertainty)) if asked]
+        for path in [*segmentation_paths(files.seg), *wanted, files.row]:
             check_writable(path, self.overwrite)  # refuse before writing anything
-        write_segmentation(out, labels, header.affine, self.label_names, overwrite=self.overwrite)
-        if self.save_probabilities:
+        record = self._record(case, source, labels, header.affine, data.get(self.confidence_key))
+        files.row.unlink(missing_ok=True)  # the case is unfinished until its row file is written again
+        if not self.save_uncertainty:  # as in hipposeg segment: no map of an earlier run beside this mask
+            files.uncertainty.unlink(missing_ok=True)
+        write_segmentation(files.seg, labels, header.affine, self.label_names, overwrite=self.overwrite)
+        if self.save_probabilities or self.save_uncertainty:
             prob = data[self.prob_key]
-            p = np.moveaxis(np.asarray(prob.detach().cpu() if hasattr(prob, "detach") else prob, dtype=np.float32), 0, -1)
-            write_nifti(prob_out, p, header.affine, overwrite=self.overwrite)
+            prob = np.asarray(prob.detach().cpu() if hasattr(prob, "detach") else prob, dtype=np.float32)
+            if self.save_probabilities:
+                write_nifti(prob_out, np.moveaxis(prob, 0, -1), header.affine, overwrite=self.overwrite)
+            if self.save_uncertainty:
+                from hipposeg.confidence import uncertainty_map
+
+                write_nifti(files.uncertainty, uncertainty_map(prob), header.affine, overwrite=self.overwrite)
+        write_row_file(files, record)
         d = dict(data)
-        d["seg_path"] = str(out)
+        d["seg_path"] = str(files.seg)
         return d
+
+    def _record(self, case: str, source: str, labels, affine, confidence: dict | None) -> dict:
+        """The row file's record of ``hipposeg segment`` for this case (:func:`hipposeg.batch.row_record`)."""
+        from pathlib import Path
+
+        from hipposeg.batch import row_record
+        from hipposeg.data.manifest import sha256_of
+        from hipposeg.segment import CROP_LABELS, MODEL_KEYS, confidence_qc
+        from hipposeg.volumes import reference_volume_ranges, volume_row
+
+        qc = confidence_qc({"": confidence})  # predicted_dice and the low_confidence flag, as segment writes them
+        row = volume_row(case, source, labels, affine, self.label_names or CROP_LABELS, reference_volume_ranges(),
+                         extra_flags=qc["flags"])
+        models = (self.model, self.model_3d)
+        row.update({key: str(Path(path).resolve()) for key, path in zip(MODEL_KEYS, models) if path})
+        row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
+        return row_record(case, source, sha256_of(source), row)

@@ -5,8 +5,9 @@
 ``python -m monai.bundle run --config_file configs/inference.json`` run one engine: the same network, preprocessing,
 inferer (axes, context, TTA) and post-processing recipe (``Invertd`` -> ``AsDiscreted`` ->
 ``KeepLargestConnectedComponentd``), parsed from the same file. Only the file writing is left out: the bundle
-writes one mask per input, ``hipposeg segment`` writes a whole case (mask, QC picture, volume row; see
-:mod:`hipposeg.segment`).
+writes each case with :class:`~hipposeg.inference.WriteSegmentationd`, ``hipposeg segment`` writes a whole case
+(mask, QC picture, volume row; see :mod:`hipposeg.segment`). Both compute the confidence with :func:`confidence`:
+the bundle in its inferer (``confidence: true``), the segmenter from the inferer's ``parts`` when asked.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from monai.data import MetaTensor
 from monai.transforms import AsDiscreted, Compose, SaveImaged
 
 from hipposeg.data.readers import Image
-from hipposeg.inference import WriteSegmentationd
+from hipposeg.inference import CopyMetaItemd, WriteSegmentationd
 from hipposeg.runtime import runtime_of
 
-#: Post-processing steps that write files: dropped from the bundle's recipe when segmenting in memory.
-WRITER_TRANSFORMS = (WriteSegmentationd, SaveImaged)
+#: Post-processing steps that write files, and the one that hands the writer the inferer's confidence: dropped from
+#: the bundle's recipe when segmenting in memory (the Segmenter computes the confidence itself, when asked).
+WRITER_TRANSFORMS = (WriteSegmentationd, SaveImaged, CopyMetaItemd)
 
 
 @dataclass
@@ -38,7 +40,8 @@ class Segmentation:
 
 
 def in_memory_steps(postprocessing: Callable) -> Compose:
-    """The bundle's ``postprocessing`` (a ``Compose``) without the transforms that write files."""
+    """The bundle's ``postprocessing`` (a ``Compose``) without the steps of its file writing
+    (:data:`WRITER_TRANSFORMS`)."""
     steps = list(getattr(postprocessing, "transforms", [postprocessing]))
     return Compose([t for t in steps if not isinstance(t, WRITER_TRANSFORMS)])
 
@@ -158,8 +161,9 @@ def load_segmenter(model: str | Path | None = None, *, partner: str | Path | Non
     from hipposeg.bundle import parse_bundle, resolve_model, switch
 
     bundle_dir, model_overrides = resolve_model(model, bundle_dir, partner=partner)
-    values = {"device": f"$torch.device({str(device)!r})", "load_images": False, **model_overrides,
-              **(overrides or {})}
+    # confidence off in the inferer: the Segmenter asks for the inferer's parts itself, only when it wants them
+    values = {"device": f"$torch.device({str(device)!r})", "load_images": False, "confidence": False,
+              **model_overrides, **(overrides or {})}
     if flip_tta is not None:
         values["flip_tta"] = bool(flip_tta)
     if batch_size:

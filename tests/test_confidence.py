@@ -1,9 +1,11 @@
 """Per-case confidence (hipposeg.confidence): features on synthetic probabilities, the stored mapping, the
-``low_confidence`` flag, and the predicted Dice through ``hipposeg segment`` on a clean and a broken crop."""
+``low_confidence`` flag, and the predicted Dice through ``hipposeg segment`` and the bundle door on a clean and a
+broken crop."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import nibabel as nib
@@ -100,18 +102,24 @@ def test_predicted_dice_is_read_back_from_a_row_of_numbers_or_text():
     assert predicted_dice_text({"case": "c"}) == ""
 
 
-def test_segment_writes_predicted_dice_lower_and_flagged_for_a_broken_copy(msd, tmp_path, cli):
-    """A clean fold-0 crop and a copy with heavy noise (45 % of the bright-tissue level) through ``hipposeg
-    segment``: the column is there, in [0, 1], lower for the broken copy, which alone is flagged."""
-    src = msd / "imagesTr" / "hippocampus_014.nii.gz"
-    img = nib.load(str(src))
+def _clean_and_broken(msd, inputs):
+    """``inputs``/clean.nii.gz (a fold-0 crop) and broken.nii.gz (the crop with heavy noise, 45 % of the
+    bright-tissue level); returns (the crop's array, its affine)."""
+    img = nib.load(str(msd / "imagesTr" / "hippocampus_014.nii.gz"))
     array = np.asanyarray(img.dataobj).astype(np.float32)
     rng = np.random.default_rng(0)
     noisy = array + rng.normal(0, 0.45 * np.percentile(array, 99), array.shape).astype(np.float32)
-    inputs = tmp_path / "in"
     inputs.mkdir()
     nib.save(nib.Nifti1Image(array, img.affine), str(inputs / "clean.nii.gz"))
     nib.save(nib.Nifti1Image(noisy, img.affine), str(inputs / "broken.nii.gz"))
+    return array, img.affine
+
+
+def test_segment_writes_predicted_dice_lower_and_flagged_for_a_broken_copy(msd, tmp_path, cli):
+    """A clean fold-0 crop and a copy with heavy noise (45 % of the bright-tissue level) through ``hipposeg
+    segment``: the column is there, in [0, 1], lower for the broken copy, which alone is flagged."""
+    inputs = tmp_path / "in"
+    array, affine = _clean_and_broken(msd, inputs)
     result = cli("segment", str(inputs), "-o", str(tmp_path / "out"), "--quiet", "--no-qc", "--save-uncertainty")
     assert result.returncode == 0, result.stderr
     rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "out" / "volumes.csv"))}
@@ -122,7 +130,7 @@ def test_segment_writes_predicted_dice_lower_and_flagged_for_a_broken_copy(msd, 
 
     # the uncertainty map: the input's grid, entropy in bits, more of it in the broken copy
     maps = {c: nib.load(str(tmp_path / "out" / f"{c}_uncertainty.nii.gz")) for c in ("clean", "broken")}
-    assert maps["clean"].shape == array.shape and np.allclose(maps["clean"].affine, img.affine)
+    assert maps["clean"].shape == array.shape and np.allclose(maps["clean"].affine, affine)
     values = {c: np.asanyarray(m.dataobj) for c, m in maps.items()}
     assert values["clean"].min() >= 0 and values["clean"].max() <= np.log2(3) + 1e-4
     assert values["broken"].sum() > values["clean"].sum()
@@ -134,6 +142,53 @@ def test_segment_writes_predicted_dice_lower_and_flagged_for_a_broken_copy(msd, 
     assert (tmp_path / "out" / "broken_uncertainty.nii.gz").is_file()  # a case not re-done keeps its map
     # an output is never an input: the output folder (masks and maps only) holds nothing to segment
     assert cli("segment", str(tmp_path / "out"), "-o", str(tmp_path / "out2"), "--quiet").returncode == 2
+
+
+def test_bundle_door_writes_segments_predicted_dice_flag_and_map(msd, tmp_path, cli):
+    """``python -m monai.bundle run --config_file inference.json --save_uncertainty true``, typed as a user types it,
+    on the clean and the broken crop: per case the row file and ``volumes.csv`` of ``hipposeg segment`` with the
+    predicted Dice and the ``low_confidence`` flag (``confidence`` is on by default) and the uncertainty map in the
+    input's grid, each what ``segment`` writes for the same input. A case re-done with both switches off has no map
+    and no predicted Dice."""
+    from conftest import BUNDLE, run_cli
+
+    from hipposeg.bundle import run_workflow
+
+    inputs, bundle_out = tmp_path / "in", tmp_path / "bundle"
+    array, affine = _clean_and_broken(msd, inputs)
+    result = run_cli("-m", "monai.bundle", "run", "--config_file", str(BUNDLE / "configs" / "inference.json"),
+                     "--dataset_dir", str(inputs), "--output_dir", str(bundle_out), "--save_uncertainty", "true",
+                     "--device", "$torch.device('cpu')", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert cli("segment", str(inputs), "-o", str(tmp_path / "segment"), "--quiet", "--no-qc",
+               "--save-uncertainty").returncode == 0
+    rows = {door: {r["case"]: r for r in csv.DictReader(open(tmp_path / door / "volumes.csv"))}
+            for door in ("bundle", "segment")}
+    assert sorted(rows["bundle"]) == sorted(rows["segment"]) == ["broken", "clean"]
+    for case, expected in rows["segment"].items():
+        row = rows["bundle"][case]
+        assert float(row["predicted_dice"]) == pytest.approx(float(expected["predicted_dice"]), abs=1e-3), case
+        for column in ("qc_flags", "volume_total_mm3", "model", "model_3d"):
+            assert row[column] == expected[column], (case, column)
+        uncertainty = nib.load(str(bundle_out / f"{case}_uncertainty.nii.gz"))
+        assert uncertainty.shape == array.shape and np.allclose(uncertainty.affine, affine)
+        np.testing.assert_allclose(np.asanyarray(uncertainty.dataobj), np.asanyarray(
+            nib.load(str(tmp_path / "segment" / f"{case}_uncertainty.nii.gz")).dataobj), atol=1e-4)
+    assert "low_confidence" in rows["bundle"]["broken"]["qc_flags"]
+    assert "low_confidence" not in rows["bundle"]["clean"]["qc_flags"]
+    record = json.loads((bundle_out / "clean_volumes.json").read_text())
+    assert record["input"] == str(inputs / "clean.nii.gz") and "predicted_dice" in record["row"]
+
+    # the clean case re-done with the switches off: no map (none left from the first run), no predicted Dice
+    run_workflow(["inference.json"], overrides={"dataset_dir": str(inputs / "clean.nii.gz"),
+                                                "output_dir": str(bundle_out), "overwrite": True,
+                                                "confidence": False, "device": "$torch.device('cpu')"})
+    assert not (bundle_out / "clean_uncertainty.nii.gz").exists()
+    assert (bundle_out / "broken_uncertainty.nii.gz").is_file()  # a case not re-done keeps its map
+    row = json.loads((bundle_out / "clean_volumes.json").read_text())["row"]
+    assert "predicted_dice" not in row and row["qc_flags"] == rows["bundle"]["clean"]["qc_flags"]
+    table = {r["case"]: r for r in csv.DictReader(open(bundle_out / "volumes.csv"))}
+    assert table["clean"]["predicted_dice"] == "" and table["broken"]["predicted_dice"]
 
 
 def test_risk_coverage_area_orders_by_confidence_and_averages_ties():

@@ -238,6 +238,40 @@ def test_calling_the_inferers_keeps_no_parts_and_gives_the_probabilities_of_part
         assert torch.equal(slices(x, core), kept_core["prob"])
 
 
+def test_the_confidence_switch_hands_on_each_cases_confidence_in_the_meta_data():
+    """``EnsembleInferer(confidence=True)`` (inference.json's ``confidence``): the same probabilities, and in their
+    meta data each case's confidence as ``hipposeg segment`` computes it from that case's parts, in the form MONAI's
+    ``decollate_batch`` splits per case (a batch of two); the input's own meta data is left as it was. The bundle's
+    ``CopyMetaItemd`` then keeps it past ``Invertd``, which replaces the prediction's meta data."""
+    from monai.data import decollate_batch
+
+    from hipposeg.inference import CopyMetaItemd
+    from hipposeg.segmenter import confidence
+
+    torch.manual_seed(0)
+    network = CoreAndPartner(torch.nn.Conv2d(3, 3, 1), torch.nn.Conv3d(1, 3, 1))
+    x = MetaTensor(torch.cat([_volume().as_tensor(), 3 * _volume().as_tensor()]), meta={"filename_or_obj": ["a", "b"]})
+    x.is_batch = True
+
+    def inferer(flag):
+        return EnsembleInferer(MultiAxisSliceInferer(context=3, divisor=8),
+                               VolumeInferer(patch_size=(8, 8, 8), divisor=8), confidence=flag)
+
+    with torch.no_grad():
+        plain, with_confidence = inferer(False)(x, network), inferer(True)(x, network)
+        parts = inferer(False).parts(x, network)
+    assert torch.equal(plain.as_tensor(), with_confidence.as_tensor()) and "confidence" not in plain.meta
+    assert "confidence" not in x.meta
+    expected = [confidence({"prob": parts["prob"][i:i + 1], "core": parts["core"][i:i + 1],
+                            "partner": parts["partner"][i:i + 1], "axes": [a[i:i + 1] for a in parts["axes"]]})
+                for i in range(2)]
+    assert expected[0] != expected[1] and set(expected[0]) >= {"partner_dice", "axis_dice", "predicted_dice"}
+    cases = decollate_batch({"pred": with_confidence}, detach=True)
+    kept = [CopyMetaItemd()(case)["confidence"] for case in cases]
+    assert kept == expected
+    assert "confidence" not in CopyMetaItemd()({"pred": plain[0]})  # nothing to keep: nothing added
+
+
 def test_on_off_overrides_typed_on_monais_command_line_mean_what_they_say():
     """``python -m monai.bundle run --use_partner false`` hands the config the string "false" (fire reads only
     Python's False as a boolean): the bundle's switches read it as off, and refuse what is not a boolean."""
