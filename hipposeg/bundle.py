@@ -164,13 +164,20 @@ def parse_bundle(config_names: Sequence[str], bundle_dir: str | Path | None = No
 
 def run_workflow(config_names: Sequence[str], bundle_dir: str | Path | None = None, overrides: dict | None = None,
                  logging_file: str | None = None) -> None:
-    """Run a bundle workflow exactly as ``python -m monai.bundle run --config_file ...`` would."""
+    """Run a bundle workflow exactly as ``python -m monai.bundle run --config_file ...`` would.
+
+    The bundle's ``logging.conf`` is applied only where logging is not set up yet (the root logger has no handler,
+    as in a fresh ``hipposeg`` process) or ``logging_file`` is given: ``logging.config.fileConfig`` closes every
+    existing handler, which would break the logging of a program or notebook that calls this in-process."""
+    import logging
+
     from monai.bundle import run
 
     bundle_dir = Path(bundle_dir or BUNDLE_DIR)
     files = config_files(bundle_dir, *config_names)
     kwargs = {"bundle_root": str(bundle_dir), **(overrides or {})}
-    logging_conf = logging_file or str(bundle_dir / "configs" / "logging.conf")
+    configured = bool(logging.getLogger().handlers)
+    logging_conf = logging_file or (False if configured else str(bundle_dir / "configs" / "logging.conf"))
     run(config_file=files if len(files) > 1 else files[0], logging_file=logging_conf, **kwargs)
 
 
