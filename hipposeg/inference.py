@@ -295,13 +295,10 @@ class WriteSegmentationd:
 
         from hipposeg.batch import row_record
         from hipposeg.data.manifest import sha256_of
-        from hipposeg.segment import CROP_LABELS, MODEL_KEYS, confidence_qc
-        from hipposeg.volumes import reference_volume_ranges, volume_row
+        from hipposeg.segment import CROP_LABELS, MODEL_KEYS, case_row, confidence_qc
 
         qc = confidence_qc({"": confidence})  # predicted_dice and the low_confidence flag, as segment writes them
-        row = volume_row(case, source, labels, affine, self.label_names or CROP_LABELS, reference_volume_ranges(),
-                         extra_flags=qc["flags"])
-        models = (self.model, self.model_3d)
-        row.update({key: str(Path(path).resolve()) for key, path in zip(MODEL_KEYS, models) if path})
-        row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
+        models = {key: str(Path(path).resolve()) if path else None
+                  for key, path in zip(MODEL_KEYS, (self.model, self.model_3d))}
+        row = case_row(case, source, labels, affine, self.label_names or CROP_LABELS, qc, models)
         return row_record(case, source, sha256_of(source), row)

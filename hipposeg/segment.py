@@ -194,21 +194,13 @@ def segment_one_case(item: CaseInput, segmenter, out_dir: str | Path, *, mode: s
     """
     from hipposeg.confidence import uncertainty_sidecar
     from hipposeg.qc_picture import save_qc_png
-    from hipposeg.volumes import reference_volume_ranges, volume_row
 
     files = files or CaseFiles.of(out_dir, item.case)  # another layout: e.g. BIDS-Derivatives (hipposeg.bids)
     image = check_volume(read_image(item.path, series_uid=series_uid))
     labels, names, qc = segment_case(image, segmenter, mode, uncertainty=save_uncertainty or qc_png)
     uncertainty = qc.pop("uncertainty", None)
-    row = volume_row(item.case, str(item.path), labels, image.affine, names, reference_volume_ranges(),
-                     extra_flags=list(qc.get("flags", [])))
-    row.update({k: v for k, v in model_identity(segmenter).items() if v})  # which networks made the mask
-    row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
+    row = case_row(item.case, str(item.path), labels, image.affine, names, qc, model_identity(segmenter))
     whole_head = "etiv_mm3" in row
-    if whole_head:  # each volume also as a fraction of the intracranial volume
-        from hipposeg.fullhead.icv import etiv_columns
-
-        row.update(etiv_columns(row, row))
     record = row_record(item.case, item.path, sha256 or sha256_of(item.path), row)
     uncertainty_files = [path for path in (files.uncertainty, files.uncertainty_json) if path]
     written: list[Path] = []
@@ -245,6 +237,24 @@ def qc_title(case: str, row: dict) -> str:
 
     text = predicted_dice_text(row)
     return f"{case}   predicted Dice {text}" if text else case
+
+
+def case_row(case: str, source: str, labels, affine, names: dict, qc: dict, models: dict) -> dict:
+    """One case's volume row as every door writes it: volumes and QC flags (:func:`hipposeg.volumes.volume_row`,
+    with ``qc["flags"]``), the networks that made the mask (``models``: :data:`MODEL_KEYS` -> checkpoint or None),
+    ``qc``'s scalar columns (``predicted_dice``, eTIV, ...) and, for a whole head, each volume as a fraction of the
+    intracranial volume."""
+    from hipposeg.volumes import reference_volume_ranges, volume_row
+
+    row = volume_row(case, source, labels, affine, names, reference_volume_ranges(),
+                     extra_flags=list(qc.get("flags", [])))
+    row.update({k: v for k, v in models.items() if v})
+    row.update({k: v for k, v in qc.items() if k != "flags" and isinstance(v, (int, float, str))})
+    if "etiv_mm3" in row:
+        from hipposeg.fullhead.icv import etiv_columns
+
+        row.update(etiv_columns(row, row))
+    return row
 
 
 #: The row columns that name the networks behind a mask: the 2.5D core and the 3D partner (None: core alone).
