@@ -22,7 +22,8 @@ alone (the change of the ``volume_left_mm3`` / ``volume_right_mm3`` columns, wha
 ``hipposeg longitudinal`` (:func:`hipposeg.longitudinal.run_longitudinal`, in-process, segmenter loaded once; its
 change by Jacobian integration, and its soft-volume cross-check column beside it), in both orders: the swapped run
 gives c21, and (1 + c12)(1 + c21) - 1 is the order inconsistency. Errors are in percentage
-points of the change; speed is the longitudinal run's seconds over the two segment runs' (each scan timed alone).
+points of the change; speed is the longitudinal run's seconds over those of the two segment runs of its scans,
+timed just before it (back to back, so that a slow spell of the machine weighs on both sides alike).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def build_table(result: dict) -> str:
              f"{s['zero']['longitudinal_over_segment']:.2f} on the no-change pairs, "
              f"{s['atrophy']['longitudinal_over_segment']:.2f} on the atrophy pairs (target 0.5 or less). "
              f"Targets (issue 24): no change {t['zero_mean']:g} / {t['zero_worst']:g}, atrophy {t['atrophy_mean']:g} / "
-             f"{t['atrophy_worst']:g}. Time of a two-scan `longitudinal` run over two `segment --full-head` runs: "
+             f"{t['atrophy_worst']:g}. Time of a two-scan `longitudinal` run over two `segment --full-head` runs of its scans timed just before it: "
              f"{s['speed_ratio']['mean']:.2f} on average, {s['speed_ratio']['worst']:.2f} at worst (target 2).")
     return "\n".join([caption, "", table, "", notes])
 
@@ -125,23 +126,19 @@ def main(argv=None) -> dict:
     pairs, scans_info = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        seg_cache: dict[str, tuple[dict, float]] = {}
 
         def segment_scan(path: Path) -> tuple[dict, float]:
-            """``hipposeg segment --full-head`` on one scan: its volume row and seconds."""
-            if str(path) not in seg_cache:
-                t0 = time.perf_counter()
-                out = tmp / f"segment_{len(seg_cache)}_{len(pairs)}_{time.monotonic_ns()}"
-                run = segment_inputs([str(path)], out, segmenter, mode="full-head", progress=False, log=print)
-                seconds = time.perf_counter() - t0
-                if run.failed or not run.rows:
-                    raise SystemExit(f"{path}: {run.summary()}")
-                seg_cache[str(path)] = (run.rows[0], seconds)
-            return seg_cache[str(path)]
+            """``hipposeg segment --full-head`` on one scan, run now: its volume row and seconds."""
+            t0 = time.perf_counter()
+            out = tmp / f"segment_{time.monotonic_ns()}"
+            run = segment_inputs([str(path)], out, segmenter, mode="full-head", progress=False, log=print)
+            seconds = time.perf_counter() - t0
+            if run.failed or not run.rows:
+                raise SystemExit(f"{path}: {run.summary()}")
+            return run.rows[0], seconds
 
         # warm-up: imports, template pyramid, first passes (not timed)
         segment_scan(root / args.subjects[0] / "t1.nii.gz")
-        seg_cache.clear()
         for subject in args.subjects:
             folder = root / subject
             image, truth = read_image(folder / "t1.nii.gz"), read_image(folder / "hippocampus_lr.nii.gz")
