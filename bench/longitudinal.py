@@ -97,7 +97,8 @@ def build_table(result: dict) -> str:
              f"{s['zero']['longitudinal_over_segment']:.2f} on the no-change pairs, "
              f"{s['atrophy']['longitudinal_over_segment']:.2f} on the atrophy pairs (target 0.5 or less). "
              f"Targets (issue 24): no change {t['zero_mean']:g} / {t['zero_worst']:g}, atrophy {t['atrophy_mean']:g} / "
-             f"{t['atrophy_worst']:g}. Time of a two-scan `longitudinal` run over two `segment --full-head` runs of its scans timed just before it: "
+             f"{t['atrophy_worst']:g}. Time of a two-scan `longitudinal` run over two `segment --full-head` runs of "
+             "its scans timed just before it: "
              f"{s['speed_ratio']['mean']:.2f} on average, {s['speed_ratio']['worst']:.2f} at worst (target 2).")
     return "\n".join([caption, "", table, "", notes])
 
