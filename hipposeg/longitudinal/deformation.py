@@ -20,8 +20,8 @@ time points every pair is measured and the log volumes are their least-squares f
 
 What this does not assume: any parametric form of the change (the field is free, smoothed by Gaussians of
 :data:`FIELD_SIGMA_MM` and :data:`UPDATE_SIGMA_MM`), nor that the segmentations of two time points agree (the
-model's probabilities only say where to integrate; a boundary that the model reads a fraction of a voxel off at one time point moves that
-time point's soft volume, not the Jacobian).
+model's probabilities only say where to integrate; a boundary that the model reads a fraction of a voxel off at one
+time point moves that time point's soft volume, not the Jacobian).
 
 Evidence for the settings is in ``bench/longitudinal.py`` (its README block names the method); the soft-volume
 change (``pipeline.soft_volumes``) is kept beside it as a cross-check, and a scan whose two measures differ by more
@@ -241,7 +241,8 @@ def jacobian_volumes(crops: list[dict], probabilities: list[dict], soft: list[di
     """Per scan and side, a volume (mm3) whose ratios between scans are the Jacobian-integrated changes: the
     geometric mean of the scans' soft volumes ``soft`` (the level) times exp(log volume) of
     :func:`jacobian_log_volumes` (the changes). ``crops[i][side]``: the crop as sampled from its scan (before the
-    model's blur equalising); ``probabilities[i][side]``: its (3, *crop) probabilities. Returns the volumes and each side's pair records."""
+    model's blur equalising); ``probabilities[i][side]``: its (3, *crop) probabilities. Returns the volumes and each
+    side's pair records."""
     volumes = [{} for _ in crops]
     records = {}
     for side in sides:
