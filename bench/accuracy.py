@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -234,12 +235,16 @@ def inference_overrides(overlays: list[str]) -> dict:
     (``network_def``, ``context``, ``inference_axes``, ``keep_largest``, ...) and their validation inferer
     (``validate#inferer``) as the inferer; keys of training-only sections (``train#...``) do not apply."""
     inference = json.loads((CONFIGS / "inference.json").read_text())
-    out = {}
+    out, defined = {}, {}
     for overlay in overlays:
         content = json.loads(Path(overlay_path(overlay)).read_text())
+        defined.update({k: v for k, v in content.items() if "#" not in k})
         out.update({k: v for k, v in content.items() if k in inference and k != "imports"})
         if "validate#inferer" in content:
             out["inferer"] = content["validate#inferer"]
+    # what the carried items refer to (``@patch_size`` of a sliding-window inferer) and inference.json lacks
+    text = json.dumps(out)
+    out.update({k: v for k, v in defined.items() if k not in inference and re.search(rf"@{re.escape(k)}\b", text)})
     return out
 
 
