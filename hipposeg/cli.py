@@ -291,7 +291,8 @@ def cmd_infer(args) -> int:
 
     bundle_dir, model_overrides = resolve_model(args.model, args.bundle)  # the same networks as segment --model
     overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
-                 "overwrite": args.overwrite, "runtime": args.runtime, **model_overrides, **parse_overrides(args.set)}
+                 "save_uncertainty": args.save_uncertainty, "overwrite": args.overwrite, "runtime": args.runtime,
+                 **model_overrides, **parse_overrides(args.set)}
     run_workflow(["inference.json"], bundle_dir, overrides)
     return EXIT_OK
 
@@ -464,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "segment --help; their measured accuracy: README.md, 'Shipped models') or a "
                                    "checkpoint (.pt)")
     p.add_argument("--tta", action="store_true")
+    p.add_argument("--save-uncertainty", action="store_true",
+                   help="also write <case>_uncertainty.nii.gz (as segment --save-uncertainty)")
     _add_runtime(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--bundle")

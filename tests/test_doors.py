@@ -174,3 +174,13 @@ def test_hipposeg_evaluate_fold_runs_evaluate_json_with_the_model_named(tmp_path
     assert "exists" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), str(tmp_path), "--fold", "0"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_infer_save_uncertainty_writes_the_map(msd, tmp_path, cli):
+    """``hipposeg infer --save-uncertainty``: the bundle door's map, as ``segment --save-uncertainty`` names it."""
+    src = msd / "imagesTr" / "hippocampus_004.nii.gz"
+    assert cli("infer", str(src), "-o", str(tmp_path / "plain")).returncode == 0
+    assert not (tmp_path / "plain" / "hippocampus_004_uncertainty.nii.gz").exists()
+    assert cli("infer", str(src), "-o", str(tmp_path / "map"), "--save-uncertainty").returncode == 0
+    uncertainty = nib.load(str(tmp_path / "map" / "hippocampus_004_uncertainty.nii.gz"))
+    assert uncertainty.shape == nib.load(str(src)).shape
