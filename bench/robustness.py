@@ -2,8 +2,16 @@
 
 Run: ``python bench/robustness.py [--model NAME|FILE] [--max-cases N] [--heads/--no-heads] [--data-root DIR]``
 writes ``bench/results/robustness.json``; ``python bench/robustness.py --fit`` then fits the confidence mapping
-(``hipposeg/resources/confidence_model.json``) on those results and adds its scores to the JSON; both rebuild the
-``robustness-*`` tables of ``bench/README.md`` through ``tools/publish_docs.py``.
+of those results' feature set on them and adds its scores to the JSON; both rebuild the ``robustness-*`` tables of
+``bench/README.md`` through ``tools/publish_docs.py``. The mapping file (``hipposeg/resources/confidence_model.json``)
+holds one mapping per feature set, each with its own threshold and record of how it was fitted: ``--fit`` writes or
+replaces the one of its feature set and keeps the others (:func:`merge_models`), so a run with the 3D partner fits
+the mapping that uses ``partner_dice`` and a run of ``--model core`` (no partner: ``partner_dice`` is NaN and
+left out) the core-alone one. A result JSON holds one run, so give the second run its own ``--out``; ``--fit``
+writes the shipped file from the default ``--out`` and, from another, ``<out>.model.json`` beside it unless
+``--model-out`` names the file (e.g. ``python bench/robustness.py --model core --out
+bench/results/robustness-core.json``, then ``python bench/robustness.py --fit --out
+bench/results/robustness-core.json --model-out hipposeg/resources/confidence_model.json``).
 
 Every fold-0 crop (held out from the shipped weights' training) is segmented clean and re-made with each of
 :data:`CORRUPTIONS` at three severity levels (ROOD-MRI-like: Boone et al., NeuroImage 2023), each seeded per case,
@@ -24,8 +32,9 @@ whole-head path (Dice per side against ``hippocampus_lr``), scored but never use
 squares, scored by 6-fold cross-validation grouped by case (all copies of a crop in one fold, so no crop is scored by
 a mapping fitted on any of its copies): AUROC for Dice < 0.8, the area under the risk-coverage curve (risk 1 - Dice),
 Spearman correlation, beside the baselines that exist today (the QC flags; the volume's distance to the reference
-range). The stored mapping is then refitted on every fold-0 copy; its ``low_confidence`` threshold is the highest
-that flags at most 5 % of the clean crops in the cross-validated predictions.
+range). The features are those of :data:`hipposeg.confidence.FEATURES` that are finite in every copy. The stored
+mapping is then refitted on every fold-0 copy; its ``low_confidence`` threshold is the highest that flags at most
+5 % of the clean crops in the cross-validated predictions.
 """
 
 from __future__ import annotations
@@ -46,6 +55,13 @@ from doc_blocks import fill_block  # tools/ is on sys.path through common
 
 DEFAULT_OUT = RESULTS / "robustness.json"
 MODEL_OUT = Path(__file__).resolve().parent.parent / "hipposeg" / "resources" / "confidence_model.json"
+#: The mapping file's description (its ``models``: one mapping per feature set, :func:`merge_models`).
+MODELS_DESCRIPTION = ("predicted whole-hippocampus Dice = intercept + sum(coefficient x feature), clipped to [0, 1] "
+                      "(hipposeg.confidence); 0 for an empty mask; one mapping per feature set, the richer sets "
+                      "first: a result's predicted Dice comes from the first whose features it has, all finite (with "
+                      "the 3D partner, one with partner_dice; the core alone, one without), and is flagged "
+                      "low_confidence below that mapping's low_confidence_below; bench/robustness.py --fit writes "
+                      "the mapping of its run's feature set and keeps the others")
 LEVELS = ("mild", "moderate", "severe")
 FAIL_BELOW = (0.8, 0.7)
 CV_FOLDS = 6
@@ -138,7 +154,7 @@ def run_crops(segmenter, datalist: list[dict], log) -> Iterator[list[dict]]:
                 "volume_pred_mm3": metrics["volume_pred_mm3"], "volume_true_mm3": metrics["volume_true_mm3"],
                 "qc_flags": row["qc_flags"], "predicted_dice": qc.get("predicted_dice"),
                 "features": {k: _rounded(v) for k, v in qc.get("confidence", {}).get("crop", {}).items()
-                             if k != "predicted_dice"},
+                             if k not in ("predicted_dice", "low_confidence_below")},
                 "seconds": round(seconds, 3)})
         log(f"crop {i + 1}/{len(datalist)} {item['case']}: clean Dice {records[-len(conditions())]['dice_whole']:.3f}")
         yield records
@@ -306,20 +322,44 @@ def fit_confidence(result: dict) -> dict:
 
 
 def model_file(fit: dict, result: dict) -> dict:
+    """The stored mapping of a fit (one entry of the mapping file's ``models``): the linear model, its threshold
+    and how it was fitted and scored."""
     return {
-        "description": "predicted whole-hippocampus Dice = intercept + sum(coefficient x feature), clipped to [0, 1] "
-                       "(hipposeg.confidence); 0 for an empty mask",
         **fit["model"],
         "low_confidence_below": fit["low_confidence_below"],
         "fitted_on": f"{fit['n_copies']} copies of the {fit['n_cases']} fold-0 crops (clean and {len(CORRUPTIONS)} "
                      f"corruptions x {len(LEVELS)} levels, bench/robustness.py) segmented by "
-                     f"{result['model']} + {result.get('model_3d')}; least squares on the whole Dice",
+                     f"{_networks(result)}; least squares on the whole Dice",
         "scored": f"{fit['cv_folds']}-fold cross-validation grouped by crop (out-of-fold predictions): AUROC "
                   f"(Dice < 0.8) {fit['cv']['auroc_dice_below_0.8']:.3f}, AURC {fit['cv']['aurc']:.4f}, Spearman "
                   f"{fit['cv']['spearman']:.3f}; the threshold is the highest flagging at most "
                   f"{CLEAN_FALSE_ALARMS:.0%} of the clean crops out of fold",
         "command": "python bench/robustness.py --fit",
     }
+
+
+def _networks(result: dict) -> str:
+    """``core + partner`` or ``core alone (no 3D partner)``: the networks a result was measured with."""
+    partner = result.get("model_3d")
+    return f"{result['model']} + {partner}" if partner else f"{result['model']} alone (no 3D partner)"
+
+
+def merge_models(stored, mapping: dict) -> list[dict]:
+    """The mappings to store: ``stored`` (the file's, :func:`hipposeg.confidence.load_models`) with ``mapping``
+    in place of the one of the same feature set, or added, the others kept as they are; ordered by the number of
+    features, most first (else in their stored order, an added one after those of its size), so that the first
+    mapping whose features a result has, which :func:`hipposeg.confidence.select_model` takes, is the richest it
+    can use."""
+    key = set(mapping["features"])
+    models = [m for m in stored if set(m["features"]) != key]
+    position = next((i for i, m in enumerate(stored) if set(m["features"]) == key), len(stored))
+    models.insert(sum(set(m["features"]) != key for m in stored[:position]), mapping)
+    return sorted(models, key=lambda m: -len(m["features"]))
+
+
+def models_file(models: list[dict]) -> dict:
+    """The mapping file: ``{"description": ..., "models": [...]}``."""
+    return {"description": MODELS_DESCRIPTION, "models": list(models)}
 
 
 # ---------------------------------------------------------------------------------------------------- tables
@@ -338,7 +378,7 @@ def build_table(result: dict) -> str:
         cells.append([r["type"], r["level"], param, f"{r['mean_dice_whole']:.3f}", f"{r['mean_dice_anterior']:.3f}",
                       f"{r['mean_dice_posterior']:.3f}", format_paired(delta), f"{r['abs_volume_error_pct']:.1f}",
                       r["n_below_0.8"], r["n_below_0.7"], r["n_flagged"]])
-    lines = [f"`{result['command']}` ({result['model']} + {result.get('model_3d')}{runtime}; {measured} of the "
+    lines = [f"`{result['command']}` ({_networks(result)}{runtime}; {measured} of the "
              f"{result['n_cases']} fold-0 crops; {describe_machine(result['machine'])}):", "",
              markdown_table(header, cells)]
     levels = result.get("levels", {})
@@ -457,7 +497,12 @@ def main(argv=None) -> dict:
                              "scan, ~5-10 s)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--fit", action="store_true", help="fit the confidence mapping on an existing result")
+    parser.add_argument("--fit", action="store_true",
+                        help="fit the confidence mapping of the result's feature set on an existing result; written "
+                             "into the mapping file in place of that feature set's, the others kept")
+    parser.add_argument("--model-out", type=Path, default=None,
+                        help="--fit: the mapping file to merge into (default: the shipped "
+                             "hipposeg/resources/confidence_model.json for the default --out, else <out>.model.json)")
     parser.add_argument("--only-heads", action="store_true",
                         help="re-run the whole heads into an existing result (with the stored mapping in place)")
     parser.add_argument("--no-publish", action="store_true", help="do not rebuild the README tables")
@@ -469,9 +514,14 @@ def main(argv=None) -> dict:
         if result is None:
             sys.exit(f"{args.out}: no results to fit on; run bench/robustness.py first")
         result["confidence"] = fit_confidence(result)
-        # the shipped mapping only from the official results; a trial run's beside its own JSON
-        model_out = MODEL_OUT if args.out.resolve() == DEFAULT_OUT else args.out.with_suffix(".model.json")
-        write_result(model_out, model_file(result["confidence"], result))
+        from hipposeg.confidence import load_models
+
+        # the shipped mappings only from the official results; a trial run's beside its own JSON. The mapping of
+        # this run's feature set is written or replaced, the others kept
+        model_out = args.model_out or (MODEL_OUT if args.out.resolve() == DEFAULT_OUT
+                                       else args.out.with_suffix(".model.json"))
+        write_result(model_out, models_file(merge_models(load_models(model_out), model_file(result["confidence"],
+                                                                                          result))))
         write_result(args.out, result)
         log(f"fitted: {result['confidence']['cv']}; baselines {result['confidence']['baselines']}")
     elif args.only_heads:

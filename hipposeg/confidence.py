@@ -14,17 +14,23 @@ preprocessed 1 mm grid (:meth:`hipposeg.ensemble.EnsembleInferer.parts`).
   :data:`REGION_PROBABILITY` (the mask and its uncertain rim);
 * ``soft_dice`` - Dice of the averaged probability with its own mask (how crisp the mask's edge is).
 
-:func:`predicted_dice` maps them to a Dice through the small linear model stored in
-``resources/confidence_model.json`` (fitted by ``bench/robustness.py --fit``, which records on which data and how it
-was scored); the ``low_confidence`` flag of :mod:`hipposeg.qc_flags` fires below its stored threshold.
+:func:`predicted_dice` maps them to a Dice through a small linear model stored in
+``resources/confidence_model.json``. The file holds one mapping per feature set (``{"description": ...,
+"models": [...]}``), each fitted by ``bench/robustness.py --fit`` on a run of its own and carrying its own
+``low_confidence_below`` threshold and the record of on which data and how it was fitted and scored: the first
+mapping whose features a result has, all finite, predicts it (:func:`select_model`; the richer sets come first: with
+the 3D partner, the one that uses ``partner_dice``; the core alone, one without it). The ``low_confidence`` flag of
+:mod:`hipposeg.qc_flags` fires below the threshold of the mapping that made the prediction, which
+:func:`confidence_prediction` hands on beside it (``"low_confidence_below"``; :func:`hipposeg.segment.confidence_qc`
+applies it).
 :func:`uncertainty_map` is the per-voxel map (entropy of the averaged class probabilities, bits) that
 ``--save-uncertainty`` writes (``hipposeg bids`` with the sidecar of :func:`uncertainty_sidecar`) and the QC
 picture shades above :data:`UNCERTAIN_ABOVE_BITS`.
 :func:`row_predicted_dice` reads the predicted Dice back from a volume row (the QC title, the group report).
 
-:func:`load_model` is the one reader of the stored mapping (:mod:`hipposeg.qc_flags` takes its threshold from it);
-numpy is imported inside the functions that compute, so that reading the mapping, as ``--help`` does through
-:mod:`hipposeg.qc_flags`, stays plain Python.
+:func:`load_models` is the one reader of the stored mappings; numpy is imported inside the functions that compute,
+so that importing this module (as ``hipposeg segment --help`` does, for :data:`UNCERTAIN_ABOVE_BITS`) and reading
+the mappings stay plain Python.
 """
 
 from __future__ import annotations
@@ -39,8 +45,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["FEATURES", "MODEL_FILE", "UNCERTAIN_ABOVE_BITS", "confidence_features", "load_model", "predicted_dice",
-           "predicted_dice_text", "row_predicted_dice", "uncertainty_map", "uncertainty_sidecar"]
+__all__ = ["FEATURES", "MODEL_FILE", "UNCERTAIN_ABOVE_BITS", "confidence_features", "confidence_prediction",
+           "linear_prediction", "load_models", "predicted_dice", "predicted_dice_text", "row_predicted_dice",
+           "select_model", "uncertainty_map", "uncertainty_sidecar"]
 
 FEATURES = ("partner_dice", "axis_dice", "entropy", "soft_dice")
 #: Voxels whose averaged hippocampus probability exceeds this make the region the entropy is averaged over.
@@ -104,35 +111,76 @@ def confidence_features(parts: dict) -> dict[str, float]:
             "mask_voxels": int(mask.sum())}
 
 
-@functools.lru_cache(maxsize=4)
-def load_model(path: str | Path | None = None) -> dict | None:
-    """The stored mapping (``features``, ``intercept``, ``coefficients``, ``low_confidence_below``, and how it was
-    fitted; default :data:`MODEL_FILE`), or None when no file is there. Read once per process (cached): callers
-    must not change the dict."""
+def load_models(path: str | Path | None = None) -> tuple[dict, ...]:
+    """The stored mappings, in their order (default :data:`MODEL_FILE`): each with ``features``, ``intercept``,
+    ``coefficients``, ``low_confidence_below`` and how it was fitted (``fitted_on``, ``scored``, ``command``); empty
+    when no file is there. A file of one bare mapping (the format before there were several) reads as a list of
+    one. Read again only when the file changed (cached by path, modification time and size): callers must not
+    change the dicts."""
     path = Path(path or MODEL_FILE)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return ()
+    stat = path.stat()
+    return _read_models(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_models(path: str, mtime_ns: int, size: int) -> tuple[dict, ...]:
+    stored = json.loads(Path(path).read_text())
+    return tuple(stored["models"]) if "models" in stored else (stored,)
+
+
+def _finite(value) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def select_model(features: dict, models: tuple[dict, ...] | list[dict] | None = None) -> dict | None:
+    """The first of ``models`` (default: the stored ones, :func:`load_models`) whose features are all in
+    ``features`` and finite (with a partner the mapping that uses ``partner_dice``, for the core alone one without
+    it); None when none is."""
+    models = load_models() if models is None else models
+    return next((m for m in models if all(_finite(features.get(name)) for name in m["features"])), None)
 
 
 def linear_prediction(features: dict, model: dict) -> float | None:
     """``intercept + sum(coefficient * feature)`` clipped to [0, 1]; None when a feature the model needs is
     missing or NaN (e.g. ``partner_dice`` for the core alone)."""
     values = [features.get(name) for name in model["features"]]
-    if any(v is None or not math.isfinite(float(v)) for v in values):
+    if not all(_finite(v) for v in values):
         return None
     raw = float(model["intercept"]) + sum(float(c) * float(v) for c, v in zip(model["coefficients"], values))
     return min(1.0, max(0.0, raw))
 
 
+def _prediction(features: dict, models) -> tuple[float | None, dict | None]:
+    """(predicted Dice, the mapping of ``models`` that made it): see :func:`predicted_dice`."""
+    if not models:
+        return None, None
+    model = select_model(features, models)
+    if features.get("mask_voxels", 1) == 0:
+        return 0.0, model or models[0]
+    return (None, None) if model is None else (linear_prediction(features, model), model)
+
+
 def predicted_dice(features: dict, model: dict | None = None) -> float | None:
     """The whole-hippocampus Dice the features predict, in [0, 1]: 0 for an empty mask (the crop or side is
-    expected to hold a hippocampus), else the stored linear model (:func:`linear_prediction`); None without a
-    model or with a feature it needs missing."""
-    model = model or load_model()
-    if model is None:
-        return None
-    if features.get("mask_voxels", 1) == 0:
-        return 0.0
-    return linear_prediction(features, model)
+    expected to hold a hippocampus), else the linear mapping (:func:`linear_prediction`) ``model`` or, by default,
+    the first stored one whose features are all there (:func:`select_model`); None without a stored mapping or
+    with none whose features are all there (``model``: with a feature it needs missing)."""
+    return _prediction(features, load_models() if model is None else (model,))[0]
+
+
+def confidence_prediction(features: dict, models: tuple[dict, ...] | list[dict] | None = None) -> dict:
+    """``{"predicted_dice": value, "low_confidence_below": threshold}``: :func:`predicted_dice` with the mapping
+    of ``models`` (default: the stored ones) it takes, and that mapping's ``low_confidence`` threshold (both None
+    when no mapping predicts; an empty mask's 0 takes the threshold of the first mapping when none has all its
+    features)."""
+    value, model = _prediction(features, load_models() if models is None else models)
+    threshold = None if value is None or model is None else float(model["low_confidence_below"])
+    return {"predicted_dice": value, "low_confidence_below": threshold}
 
 
 def uncertainty_map(probabilities: np.ndarray) -> np.ndarray:

@@ -97,8 +97,8 @@ def is_flagged(row: Mapping) -> bool:
 
 
 def is_low_confidence(row: Mapping) -> bool:
-    """The case's predicted Dice is below the stored threshold: it has the QC flag ``low_confidence`` (a crop) or
-    ``low_confidence_<side>`` (a side of a whole head)."""
+    """The case's predicted Dice is below the threshold of the stored mapping that predicted it: it has the QC flag
+    ``low_confidence`` (a crop) or ``low_confidence_<side>`` (a side of a whole head)."""
     return any(flag == "low_confidence" or flag.startswith("low_confidence_") for flag in _flag_list(row))
 
 
@@ -361,10 +361,10 @@ def _table_section(ordered: list[tuple[int, Mapping]]) -> str:
     if has_etiv:
         head += ["eTIV (cm³)", "left (‰ eTIV)", "right (‰ eTIV)"]
     note = ("<p class=\"note\">Least sure first: the cases flagged <code>low_confidence</code> (predicted Dice below "
-            "the stored threshold), then the other flagged cases, then the rest; within each, by ascending predicted "
-            "Dice, cases without one last. The predicted Dice (whole heads: left / right) is an estimate from how well "
-            "the model's members agree and how crisp their probabilities are (<code>hipposeg.confidence</code>), not "
-            "a measurement.</p>\n")
+            "the threshold of the stored mapping that predicted it), then the other flagged cases, then the rest; "
+            "within each, by ascending predicted Dice, cases without one last. The predicted Dice (whole heads: left "
+            "/ right) is an estimate from how well the model's members agree and how crisp their probabilities are "
+            "(<code>hipposeg.confidence</code>), not a measurement.</p>\n")
     lines = ["<h2>All cases</h2>\n" + note + "<table>\n<tr>" + "".join(
         f'<th{" class=text" if i < 3 else ""}>{_e(h)}</th>' for i, h in enumerate(head)) + "</tr>"]
     for index, row in ordered:

@@ -7,7 +7,9 @@ checks live beside their data — :func:`hipposeg.volumes.volume_row` (every row
 :func:`hipposeg.fullhead.icv.icv_flags` (whole heads: intracranial volume), :func:`hipposeg.longitudinal.alignment.
 align_scans` and :func:`hipposeg.longitudinal.pipeline.methods_disagree_flags` (longitudinal: the within-subject
 alignment, the two change measures) — and their thresholds are the constants
-of this module, so that each meaning below quotes the number its check uses.
+of this module, so that each meaning below quotes the number its check uses. The one exception is
+``low_confidence``, whose threshold belongs to the stored confidence mapping that made the prediction (one per
+feature set, :mod:`hipposeg.confidence`; :func:`hipposeg.segment.confidence_qc` applies it).
 
 :func:`help_text` is the table as ``hipposeg segment --help`` prints it, :func:`markdown_table` as the docs quote it.
 Plain Python and one small JSON file: importing this module keeps ``--help`` fast.
@@ -18,8 +20,6 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
-
-from hipposeg.confidence import load_model
 
 __all__ = ["QC_FLAGS", "VOLUME_RANGES_FILE", "describe", "help_text", "markdown_table", "sided"]
 
@@ -60,10 +60,11 @@ METHODS_DISAGREE_ABOVE_PP = 2.5
 
 SIDES = ("left", "right")
 
-#: A predicted Dice (hipposeg.confidence) below this is flagged ``low_confidence``: ``low_confidence_below`` of the
-#: stored confidence mapping (read by hipposeg.confidence.load_model), chosen by bench/robustness.py --fit on the
-#: cross-validated predictions over fold 0's clean and corrupted crops (the evidence is in the file); None without it.
-LOW_CONFIDENCE_BELOW = None if (_model := load_model()) is None else float(_model["low_confidence_below"])
+# low_confidence has no constant here: each stored confidence mapping (hipposeg/resources/confidence_model.json, one
+# per feature set: with the 3D partner, the core alone) carries its own threshold, low_confidence_below, chosen by
+# bench/robustness.py --fit on the cross-validated predictions over fold 0's clean and corrupted crops (the evidence
+# is in the file); the prediction carries the threshold of the mapping that made it (hipposeg.confidence.
+# confidence_prediction) and hipposeg.segment.confidence_qc applies it.
 
 
 def sided(code: str, side: str) -> str:
@@ -101,10 +102,11 @@ QC_FLAGS: dict[str, str] = {
        for code, text in _PER_SIDE.items() for side in SIDES},
     "low_confidence": "the predicted Dice (predicted_dice: agreement of the 2.5D core with the 3D partner and of the "
                       "three slicing axes, entropy of the probabilities; hipposeg.confidence) is below the threshold "
-                      "low_confidence_below of hipposeg/resources/confidence_model.json (fitted on corrupted fold-0 "
-                      "crops; bench/README.md, 'Robustness and confidence'): check the mask",
+                      "low_confidence_below of the mapping in hipposeg/resources/confidence_model.json that "
+                      "predicted it (one per feature set: with the partner, the core alone; fitted on corrupted "
+                      "fold-0 crops; bench/README.md, 'Robustness and confidence'): check the mask",
     **{sided("low_confidence", side): f"whole head: the predicted Dice of the {side} side is below the "
-                                      "low_confidence threshold" for side in SIDES},
+                                      "low_confidence threshold of its mapping" for side in SIDES},
     "left_right_ratio": "whole head: the left / right hippocampus volume ratio is outside "
                         f"{LR_RATIO_RANGE[0]:.2f}-{LR_RATIO_RANGE[1]:.2f}",
     "registration_mirrored": "whole head: the registration mirrors the head (negative determinant); eTIV is "

@@ -160,9 +160,9 @@ def _side_predictor(segmenter, confidences: dict) -> Callable:
 def confidence_qc(confidences: dict) -> dict:
     """``{"predicted_dice[_side]": value, "flags": [low_confidence[_side], ...], "confidence": features}`` for
     the confidence of each side (``""``: a crop, one value); None confidences (a segmenter without them) give
-    nothing."""
-    from hipposeg.qc_flags import LOW_CONFIDENCE_BELOW
-
+    nothing. A side is flagged ``low_confidence`` when its predicted Dice is below the threshold of the stored
+    mapping that predicted it, which its confidence carries (``"low_confidence_below"``,
+    :func:`hipposeg.confidence.confidence_prediction`; none there: no flag)."""
     qc: dict = {"flags": []}
     for side, confidence in confidences.items():
         if not confidence:
@@ -173,7 +173,8 @@ def confidence_qc(confidences: dict) -> dict:
         if value is None:
             continue
         qc[f"predicted_dice{suffix}"] = round(float(value), 4)
-        if LOW_CONFIDENCE_BELOW is not None and value < LOW_CONFIDENCE_BELOW:
+        threshold = confidence.get("low_confidence_below")
+        if threshold is not None and float(value) < float(threshold):
             qc["flags"].append(f"low_confidence{suffix}")
     return qc
 

@@ -36,7 +36,7 @@ class Segmentation:
     labels: np.ndarray  # uint8, the input's grid
     probabilities: np.ndarray | None  # (C, *input shape) float32, when asked for
     seconds: dict
-    confidence: dict | None = None  # hipposeg.confidence: the features and "predicted_dice", when asked for
+    confidence: dict | None = None  # hipposeg.confidence: the features, "predicted_dice" and its threshold, if asked
 
 
 def in_memory_steps(postprocessing: Callable) -> Compose:
@@ -134,12 +134,13 @@ class Segmenter:
 
 
 def confidence(parts: dict) -> dict:
-    """The confidence features of an inferer's ``parts`` and the Dice they predict (``"predicted_dice"``, None
-    without a stored model or a feature it needs): :mod:`hipposeg.confidence`."""
-    from hipposeg.confidence import confidence_features, predicted_dice
+    """The confidence features of an inferer's ``parts``, the Dice they predict (``"predicted_dice"``, None
+    without a stored mapping whose features are all there) and the ``low_confidence`` threshold of the mapping that
+    predicted it (``"low_confidence_below"``): :mod:`hipposeg.confidence`."""
+    from hipposeg.confidence import confidence_features, confidence_prediction
 
     features = confidence_features(parts)
-    return {**features, "predicted_dice": predicted_dice(features)}
+    return {**features, **confidence_prediction(features)}
 
 
 def _array(value) -> np.ndarray:

@@ -286,6 +286,79 @@ def test_robustness_fit_predicts_with_the_library_mapping():
     assert predicted_dice(records[3]["features"], fit["model"]) == pytest.approx(records[3]["dice_whole"], abs=0.02)
 
 
+def _mapping(features: list[str], below: float = 0.8, **extra) -> dict:
+    return {"features": features, "intercept": 0.0, "coefficients": [0.1] * len(features),
+            "low_confidence_below": below, "fitted_on": "x", "scored": "x", "command": "x", **extra}
+
+
+def test_robustness_fit_merge_replaces_its_feature_set_and_keeps_the_others():
+    partner = _mapping(["partner_dice", "axis_dice", "entropy", "soft_dice"], 0.875)
+    core = _mapping(["axis_dice", "entropy", "soft_dice"], 0.7)
+    new_core = _mapping(["soft_dice", "axis_dice", "entropy"], 0.65)  # the same set in another order
+    new_partner = _mapping(["partner_dice", "axis_dice", "entropy", "soft_dice"], 0.9)
+    assert robustness.merge_models([], partner) == [partner]
+    # added after the richer partner mapping (the first whose features a result has predicts it)
+    assert robustness.merge_models([partner], core) == [partner, core]
+    assert robustness.merge_models((core,), partner) == [partner, core]  # a tuple, as load_models returns
+    assert robustness.merge_models([partner, core], new_core) == [partner, new_core]
+    assert robustness.merge_models([partner, core], new_partner) == [new_partner, core]
+    soft = _mapping(["soft_dice"], 0.5)
+    entropy = _mapping(["entropy"], 0.5)
+    assert robustness.merge_models([partner, soft, core], entropy) == [partner, core, soft, entropy]
+    stored = [partner, core]
+    robustness.merge_models(stored, new_core)
+    assert stored == [partner, core]  # what was read is not changed
+    written = robustness.models_file([partner, core])
+    assert written == {"description": robustness.MODELS_DESCRIPTION, "models": [partner, core]}
+
+
+def _fit_records(with_partner: bool) -> list[dict]:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    records = []
+    for case in range(12):
+        for copy in range(5):
+            f = {"partner_dice": rng.uniform(0.5, 1.0) if with_partner else float("nan"),
+                 "axis_dice": rng.uniform(0.5, 1.0), "entropy": rng.uniform(0.1, 0.5),
+                 "soft_dice": rng.uniform(0.6, 1.0), "mask_voxels": 100}
+            dice = 0.1 + 0.8 * f["axis_dice"] - 0.2 * f["entropy"] + 0.1 * f["soft_dice"]
+            records.append({"case": f"c{case}", "condition": "clean" if copy == 0 else f"x/{copy}", "features": f,
+                            "dice_whole": dice, "volume_pred_mm3": 2500.0 + 10 * len(records),
+                            "qc_flags": "x" if copy == 4 else ""})
+    return records
+
+
+def test_robustness_fit_of_a_core_alone_run_adds_its_mapping_and_keeps_the_partners(tmp_path):
+    """``--fit`` on a ``--model core`` result (``partner_dice`` NaN) writes the core-alone mapping into the mapping
+    file (``--model-out``) beside the stored partner mapping, which stays as it was; a second fit replaces it."""
+    from hipposeg.confidence import confidence_prediction, load_models
+
+    partner = _mapping(["partner_dice", "axis_dice", "entropy", "soft_dice"], 0.875)
+    models_out = tmp_path / "confidence_model.json"
+    models_out.write_text(json.dumps({"description": "old", "models": [partner]}))
+    out = tmp_path / "robustness-core.json"
+    out.write_text(json.dumps({"command": "python bench/robustness.py --model core", "model": "core.pt",
+                               "model_3d": None, "crops": _fit_records(with_partner=False)}))
+    result = robustness.main(["--fit", "--out", str(out), "--model-out", str(models_out)])
+    assert result["confidence"]["features"] == ["axis_dice", "entropy", "soft_dice"]
+    stored = json.loads(models_out.read_text())
+    assert stored["description"] == robustness.MODELS_DESCRIPTION
+    assert stored["models"][0] == partner and len(stored["models"]) == 2
+    core = stored["models"][1]
+    assert core["features"] == ["axis_dice", "entropy", "soft_dice"]
+    assert core["low_confidence_below"] == result["confidence"]["low_confidence_below"]
+    assert "segmented by core.pt alone (no 3D partner)" in core["fitted_on"]
+    features = {"partner_dice": float("nan"), "axis_dice": 0.9, "entropy": 0.2, "soft_dice": 0.9, "mask_voxels": 9}
+    prediction = confidence_prediction(features, load_models(models_out))
+    assert prediction["predicted_dice"] == pytest.approx(0.1 + 0.72 - 0.04 + 0.09, abs=0.01)
+    assert prediction["low_confidence_below"] == core["low_confidence_below"]
+    # fitted again: replaced, not added; the partner mapping still first and unchanged
+    robustness.main(["--fit", "--out", str(out), "--model-out", str(models_out)])
+    again = json.loads(models_out.read_text())["models"]
+    assert again == [partner, core]
+
+
 def test_robustness_publish_fills_its_blocks_and_survives_missing_markers(tmp_path, monkeypatch, capsys):
     import publish_docs
 

@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from hipposeg.confidence import confidence_features, load_model, predicted_dice, uncertainty_map
+from hipposeg.confidence import (confidence_features, confidence_prediction, load_models, predicted_dice,
+                                 select_model, uncertainty_map)
 
 
 def _probabilities(mask: np.ndarray, sharpness: float = 0.98) -> np.ndarray:
@@ -44,37 +45,127 @@ def test_features_are_perfect_when_every_member_agrees_and_fall_when_they_do_not
     assert disagree["entropy"] > agree["entropy"] and disagree["soft_dice"] < agree["soft_dice"]
 
 
-def test_core_alone_has_no_partner_feature_and_no_prediction():
+def test_core_alone_has_no_partner_feature_and_a_prediction_only_from_a_core_alone_mapping():
     p = _probabilities(_ball())
     features = confidence_features({"prob": p, "axes": [p, p, p]})
     assert math.isnan(features["partner_dice"])
-    assert predicted_dice(features) is None  # the stored mapping needs the partner's agreement
+    core_alone = [m for m in load_models() if "partner_dice" not in m["features"]]
+    # the stored mapping with the partner needs its agreement; a core-alone one, where the file has it, predicts
+    assert (predicted_dice(features) is None) == (not core_alone)
+    assert confidence_prediction(features, [_PARTNER]) == {"predicted_dice": None, "low_confidence_below": None}
 
 
-def test_stored_mapping_predicts_within_0_1_and_zero_for_an_empty_mask():
-    model = load_model()
-    assert model is not None and set(model["features"]) <= {"partner_dice", "axis_dice", "entropy", "soft_dice"}
-    assert "fitted_on" in model and "scored" in model and 0 < model["low_confidence_below"] < 1
+def test_stored_mappings_predict_within_0_1_and_zero_for_an_empty_mask():
+    models = load_models()
+    assert models and "partner_dice" in models[0]["features"]  # with the partner, its mapping comes first
+    for model in models:
+        assert set(model["features"]) <= {"partner_dice", "axis_dice", "entropy", "soft_dice"}
+        assert len(model["coefficients"]) == len(model["features"])
+        assert {"fitted_on", "scored", "command"} <= set(model) and 0 < model["low_confidence_below"] < 1
+    assert [len(m["features"]) for m in models] == sorted((len(m["features"]) for m in models), reverse=True)
+    assert len({frozenset(m["features"]) for m in models}) == len(models)  # one mapping per feature set
     p = _probabilities(_ball())
     good = confidence_features({"prob": p, "axes": [p] * 3, "core": p, "partner": p})
     assert 0.0 <= predicted_dice(good) <= 1.0
+    assert confidence_prediction(good)["low_confidence_below"] == models[0]["low_confidence_below"]
     empty = _probabilities(np.zeros((32, 40, 32), bool))
     assert predicted_dice(confidence_features({"prob": empty, "axes": [empty] * 3, "core": empty,
                                                "partner": empty})) == 0.0
 
 
-def test_low_confidence_flag_is_in_the_one_table_and_fires_below_its_threshold():
-    from hipposeg.qc_flags import LOW_CONFIDENCE_BELOW, QC_FLAGS
+def test_shipped_file_holds_the_models_list_and_the_old_format_reads_as_one(tmp_path):
+    from hipposeg.confidence import MODEL_FILE
+
+    stored = json.loads(MODEL_FILE.read_text())
+    assert set(stored) == {"description", "models"} and list(load_models()) == stored["models"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"description": "d", **_PARTNER}))
+    assert load_models(old) == ({"description": "d", **_PARTNER},)
+    assert load_models(tmp_path / "missing.json") == ()
+
+
+# A mapping with the partner and one of the core alone, each with its own threshold (not the shipped numbers).
+_PARTNER = {"features": ["partner_dice", "axis_dice", "entropy", "soft_dice"], "intercept": 0.0,
+            "coefficients": [0.5, 0.0, 0.0, 0.5], "low_confidence_below": 0.8, "fitted_on": "test", "scored": "test",
+            "command": "test"}
+_CORE = {"features": ["axis_dice", "entropy", "soft_dice"], "intercept": 0.1, "coefficients": [0.4, 0.0, 0.4],
+         "low_confidence_below": 0.6, "fitted_on": "test", "scored": "test", "command": "test"}
+
+
+def _mapping_file(tmp_path, models, name: str = "confidence_model.json") -> tuple:
+    """``models`` through a mapping file of the stored format."""
+    path = tmp_path / name
+    path.write_text(json.dumps({"description": "test", "models": models}))
+    return load_models(path)
+
+
+def test_core_alone_gets_the_core_alone_mapping_and_its_threshold(tmp_path, monkeypatch):
+    """Without ``partner_dice`` (the core alone) the first mapping that does not need it predicts, and the flag
+    uses that mapping's threshold, through what ``segment`` computes (:func:`hipposeg.segmenter.confidence`)."""
+    import hipposeg.confidence
+    from hipposeg.segment import confidence_qc
+    from hipposeg.segmenter import confidence
+
+    models = _mapping_file(tmp_path, [_PARTNER, _CORE])
+    monkeypatch.setattr(hipposeg.confidence, "load_models", lambda path=None: models)
+    features = {"partner_dice": math.nan, "axis_dice": 0.5, "entropy": 0.3, "soft_dice": 0.75, "mask_voxels": 10}
+    assert select_model(features) == _CORE
+    assert confidence_prediction(features) == {"predicted_dice": pytest.approx(0.1 + 0.2 + 0.3),
+                                               "low_confidence_below": 0.6}
+    assert predicted_dice({k: v for k, v in features.items() if k != "partner_dice"}) == pytest.approx(0.6)
+    # 0.6 predicted: above the partner mapping's 0.8 it would be flagged, under the core-alone 0.6 it is not
+    assert confidence_qc({"": confidence_prediction(features)})["flags"] == []
+    low = {**features, "axis_dice": 0.4}  # 0.56 < 0.6
+    assert confidence_qc({"": confidence_prediction(low)})["flags"] == ["low_confidence"]
+    # through segment's function, on probabilities of the core alone
+    p = _probabilities(_ball(), sharpness=0.999)
+    alone = confidence({"prob": p, "axes": [p] * 3, "core": p, "partner": None})
+    assert alone["low_confidence_below"] == 0.6 and alone["predicted_dice"] == pytest.approx(
+        0.1 + 0.4 * alone["axis_dice"] + 0.4 * alone["soft_dice"])
+    # an empty mask: 0, flagged by the threshold of the mapping that applies
+    assert confidence_prediction({**features, "mask_voxels": 0}) == {"predicted_dice": 0.0,
+                                                                      "low_confidence_below": 0.6}
+
+
+def test_with_the_partner_the_partner_mapping_predicts_and_sets_the_threshold(tmp_path, monkeypatch):
+    import hipposeg.confidence
+    from hipposeg.segment import confidence_qc
+    from hipposeg.segmenter import confidence
+
+    for i, order in enumerate(([_PARTNER, _CORE], [_CORE, _PARTNER])):
+        models = _mapping_file(tmp_path, order, f"order{i}.json")
+        features = {"partner_dice": 0.9, "axis_dice": 0.5, "entropy": 0.3, "soft_dice": 0.6, "mask_voxels": 10}
+        # the first stored mapping whose features are all there: the file puts the richer sets first
+        assert select_model(features, models) == order[0]
+    models = _mapping_file(tmp_path, [_PARTNER, _CORE])
+    monkeypatch.setattr(hipposeg.confidence, "load_models", lambda path=None: models)
+    features = {"partner_dice": 0.9, "axis_dice": 0.5, "entropy": 0.3, "soft_dice": 0.6, "mask_voxels": 10}
+    prediction = confidence_prediction(features)
+    assert prediction == {"predicted_dice": pytest.approx(0.75), "low_confidence_below": 0.8}
+    # 0.75: not low for the core-alone mapping (0.6), low for the partner mapping that predicted it (0.8)
+    assert confidence_qc({"": prediction})["flags"] == ["low_confidence"]
+    p = _probabilities(_ball(), sharpness=0.999)
+    both = confidence({"prob": p, "axes": [p] * 3, "core": p, "partner": p})
+    assert both["low_confidence_below"] == 0.8 and both["predicted_dice"] == pytest.approx(
+        0.5 * both["partner_dice"] + 0.5 * both["soft_dice"])
+
+
+def test_low_confidence_flag_is_in_the_one_table_and_fires_below_its_mappings_threshold():
+    import hipposeg.qc_flags
+    from hipposeg.qc_flags import QC_FLAGS
     from hipposeg.segment import confidence_qc
     from hipposeg.volumes import volume_row
 
     assert {"low_confidence", "low_confidence_left", "low_confidence_right"} <= set(QC_FLAGS)
     assert "confidence_model.json" in QC_FLAGS["low_confidence"]  # where its threshold is (no figure in --help)
-    assert LOW_CONFIDENCE_BELOW == load_model()["low_confidence_below"]  # one reader of the stored mapping
-    low = confidence_qc({"": {"predicted_dice": LOW_CONFIDENCE_BELOW - 0.01}})
-    high = confidence_qc({"": {"predicted_dice": min(1.0, LOW_CONFIDENCE_BELOW + 0.01)}})
+    assert not hasattr(hipposeg.qc_flags, "LOW_CONFIDENCE_BELOW")  # the threshold travels with the prediction
+    below = load_models()[0]["low_confidence_below"]
+    low = confidence_qc({"": {"predicted_dice": below - 0.01, "low_confidence_below": below}})
+    high = confidence_qc({"": {"predicted_dice": min(1.0, below + 0.01), "low_confidence_below": below}})
     assert low["flags"] == ["low_confidence"] and high["flags"] == []
-    sides = confidence_qc({"left": {"predicted_dice": 0.2}, "right": {"predicted_dice": 0.99}})
+    assert confidence_qc({"": {"predicted_dice": 0.01}})["flags"] == []  # no mapping's threshold: no flag
+    sides = confidence_qc({"left": {"predicted_dice": 0.2, "low_confidence_below": 0.5},
+                           "right": {"predicted_dice": 0.99, "low_confidence_below": 0.5}})
     assert sides["flags"] == ["low_confidence_left"] and sides["predicted_dice_right"] == 0.99
     row = volume_row("c", "c.nii.gz", np.zeros((4, 4, 4), np.uint8), np.eye(4), {0: "bg", 1: "a"},
                      extra_flags=low["flags"])
