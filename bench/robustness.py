@@ -321,9 +321,9 @@ def fit_confidence(result: dict) -> dict:
     }
 
 
-def model_file(fit: dict, result: dict) -> dict:
+def model_file(fit: dict, result: dict, command: str = "python bench/robustness.py --fit") -> dict:
     """The stored mapping of a fit (one entry of the mapping file's ``models``): the linear model, its threshold
-    and how it was fitted and scored."""
+    and how it was fitted and scored (``command``: the fit's own)."""
     return {
         **fit["model"],
         "low_confidence_below": fit["low_confidence_below"],
@@ -334,7 +334,7 @@ def model_file(fit: dict, result: dict) -> dict:
                   f"(Dice < 0.8) {fit['cv']['auroc_dice_below_0.8']:.3f}, AURC {fit['cv']['aurc']:.4f}, Spearman "
                   f"{fit['cv']['spearman']:.3f}; the threshold is the highest flagging at most "
                   f"{CLEAN_FALSE_ALARMS:.0%} of the clean crops out of fold",
-        "command": "python bench/robustness.py --fit",
+        "command": command,
     }
 
 
@@ -520,8 +520,8 @@ def main(argv=None) -> dict:
         # this run's feature set is written or replaced, the others kept
         model_out = args.model_out or (MODEL_OUT if args.out.resolve() == DEFAULT_OUT
                                        else args.out.with_suffix(".model.json"))
-        write_result(model_out, models_file(merge_models(load_models(model_out), model_file(result["confidence"],
-                                                                                          result))))
+        mapping = model_file(result["confidence"], result, this_command(__file__, argv))
+        write_result(model_out, models_file(merge_models(load_models(model_out), mapping)))
         write_result(args.out, result)
         log(f"fitted: {result['confidence']['cv']}; baselines {result['confidence']['baselines']}")
     elif args.only_heads:

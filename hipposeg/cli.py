@@ -124,9 +124,10 @@ def cmd_segment(args) -> int:
                          progress=not args.quiet)
     print(run.summary())
     if run.done or run.already_done:
-        print(f"outputs: {Path(args.output).resolve()} (<case>_seg.nii.gz, <case>_seg.json label names, "
-              f"<case>_qc.png, {'<case>_uncertainty.nii.gz, ' if args.save_uncertainty else ''}<case>_volumes.json, "
-              f"volumes.csv, volumes.json)")
+        written = ["<case>_seg.nii.gz", "<case>_seg.json label names", *([] if args.no_qc else ["<case>_qc.png"]),
+                   *(["<case>_uncertainty.nii.gz"] if args.save_uncertainty else []), "<case>_volumes.json",
+                   "volumes.csv", "volumes.json"]
+        print(f"outputs: {Path(args.output).resolve()} ({', '.join(written)})")
     if run.failed:
         print("failed:\n  " + "\n  ".join(run.failed), file=sys.stderr)
     if run.skipped:
