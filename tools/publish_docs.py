@@ -399,6 +399,9 @@ TABLES = {
     "longitudinal": lambda src: _bench_table("longitudinal", "build_table", src.load("longitudinal")),
     "robustness": lambda src: _bench_table("robustness", "build_table", src.load("robustness")),
     "robustness_confidence": lambda src: _bench_table("robustness", "build_confidence_table", src.load("robustness")),
+    "robustness_core": lambda src: _bench_table("robustness", "build_table", src.load("robustness-core")),
+    "robustness_core_confidence": lambda src: _bench_table("robustness", "build_confidence_table",
+                                                           src.load("robustness-core")),
 }
 
 
