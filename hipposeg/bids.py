@@ -307,9 +307,8 @@ def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...
     """The BIDS App's ``group`` level: ``group_volumes.tsv``/``.json`` from every finished image and the
     self-contained ``group_report.html`` (all derived, so rewritten atomically at every call). Raises
     :class:`~hipposeg.errors.InputError` when no image is finished yet."""
-    import hipposeg
     from hipposeg.data.writers import write_text
-    from hipposeg.group_report import write_group_report
+    from hipposeg.group_report import model_version, write_group_report
 
     out_dir = Path(out_dir)
     images = finished_images(out_dir)
@@ -321,12 +320,10 @@ def write_group_outputs(out_dir: str | Path, *, command: str) -> tuple[Path, ...
     columns, table_rows = volume_table(rows)
     tsv = write_text(out_dir / "group_volumes.tsv", row_to_tsv(table_rows, columns), overwrite=True)
     table = write_text(out_dir / "group_volumes.json", json.dumps(table_rows, indent=1) + "\n", overwrite=True)
-    models = sorted({str(Path(r["model"]).name) for r in rows if r.get("model")})
     from hipposeg.longitudinal.bids import read_subject_tables
 
     report = write_group_report(rows, out_dir / "group_report.html", command=command, overwrite=True,
-                                longitudinal=read_subject_tables(out_dir),
-                                model_version=f"hipposeg {hipposeg.__version__} ({', '.join(models) or 'model ?'})",
+                                longitudinal=read_subject_tables(out_dir), model_version=model_version(rows),
                                 qc_pictures={str(row.get("case")): qc for row, qc in images if qc.is_file()})
     return tsv, table, report
 

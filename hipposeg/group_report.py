@@ -453,6 +453,17 @@ def render_group_report(rows: Sequence[Mapping], *, command: str, model_version:
             f"<style>{_CSS}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
 
 
+def model_version(rows: Sequence[Mapping]) -> str:
+    """``"hipposeg 0.7.0 (model.pt + model_3d.pt)"``: the package and the networks behind ``rows`` (their ``model``
+    and ``model_3d`` columns, file names only; ``model.pt alone`` for the core alone; every combination found)."""
+    import hipposeg
+
+    combos = sorted({(Path(str(r["model"])).name, Path(str(r["model_3d"])).name if r.get("model_3d") else None)
+                     for r in rows if r.get("model")}, key=str)
+    text = ", ".join(f"{core} + {partner}" if partner else f"{core} alone" for core, partner in combos)
+    return f"hipposeg {hipposeg.__version__} ({text or 'model ?'})"
+
+
 def write_group_report(rows: Sequence[Mapping], out_html: str | Path, *, command: str, model_version: str,
                        qc_pictures: Mapping[str, str | Path | bytes] | Sequence, title: str = "hipposeg group report",
                        longitudinal: Mapping[str, Sequence[Mapping]] | None = None, overwrite: bool = False) -> Path:

@@ -258,3 +258,13 @@ def test_low_confidence_cases_come_first_by_ascending_predicted_dice(tmp_path):
     assert "L 0.40 / R 0.95" in table and ">0.50<" in table  # the predicted Dice column
     cards = re.findall(r'id="case-\d+"><h3>([^<]*) &mdash;', text)
     assert cards == expected  # the QC pictures in the table's order
+
+
+def test_model_version_names_each_combination_of_networks_by_file_name():
+    import hipposeg
+    from hipposeg.group_report import model_version
+
+    rows = [{"model": "/a/b/model.pt", "model_3d": "/a/b/model_3d.pt"}, {"model": "/c/model.pt", "model_3d": None},
+            {"model": "/a/b/model.pt", "model_3d": "/x/model_3d.pt"}, {"case": "no model column"}]
+    assert model_version(rows) == f"hipposeg {hipposeg.__version__} (model.pt + model_3d.pt, model.pt alone)"
+    assert model_version([]) == f"hipposeg {hipposeg.__version__} (model ?)"
