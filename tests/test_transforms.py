@@ -316,6 +316,24 @@ def test_slice_dataset_cuts_augmented_samples_from_the_transformed_volume(msd):
     assert np.array_equal(off[0]["image"], plain.data[0]["image"])
 
 
+def test_slice_dataset_reuses_a_transformed_volume_for_that_many_samples(msd):
+    from hipposeg.data.slices import SliceDataset
+
+    data = [{"image": str(msd / "imagesTr" / "hippocampus_003.nii.gz"),
+             "label": str(msd / "labelsTr" / "hippocampus_003.nii.gz"), "case": "003"}]
+    calls = []
+
+    def shift(d):  # a "random" 3D transform: a new offset on each call
+        calls.append(1)
+        return {**d, "image": d["image"] + len(calls)}
+
+    dataset = SliceDataset(data, context=3, empty_fraction=0.2, progress=False, volume_augmentation=shift,
+                           volume_augmentation_prob=1.0, volume_augmentation_reuse=3)
+    sample = dataset.data[0]
+    offsets = [float((dataset.augmented_volume_sample(sample)["image"] - sample["image"]).mean()) for _ in range(7)]
+    assert np.allclose(offsets, [1, 1, 1, 2, 2, 2, 3], atol=1e-4) and len(calls) == 3
+
+
 def test_core_robustness_recipe_builds_from_stock_transforms():
     """bench/configs/trust_aug.json (the core's robustness augmentation) parses over train.json and gives a
     z-scored volume of the input's shape."""

@@ -7,7 +7,9 @@ slices along a random axis (:func:`hipposeg.transforms.thicken_along_axis`): in 
 the slice, through the slice it makes the 2.5D neighbours near copies of the centre, as a thick-slice scan
 resampled to 1 mm does. With ``volume_augmentation_prob`` another share is cut from the volume after a random
 3D transform (``volume_augmentation``, e.g. a recipe of k-space motion, ghosting, spikes, bias field and noise):
-acquisition problems live in the 3D volume, not in one slice, so they are simulated there.
+acquisition problems live in the 3D volume, not in one slice, so they are simulated there. One transformed volume
+serves ``volume_augmentation_reuse`` such samples before it is drawn again (a 3D transform costs tens of
+milliseconds, a slice sample about one).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class SliceDataset(Dataset):
         volume_augmentation: a random 3D transform of ``{"image": (1, X, Y, Z) tensor}`` (the preprocessed,
             z-scored volume); the sample's image is cut from its output. The label stays the truth.
         volume_augmentation_prob: share of the samples not thickened (drawn on each access) cut that way.
+        volume_augmentation_reuse: how many of those samples one transformed volume serves (per volume; 1 = a
+            fresh transform for each).
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class SliceDataset(Dataset):
         thick_slice_range: Sequence[float] = (1.3, 2.5),
         volume_augmentation: Callable | None = None,
         volume_augmentation_prob: float = 0.0,
+        volume_augmentation_reuse: int = 1,
     ):
         volume_transform = volume_transform or volume_transforms(pixdim=pixdim)
         rng = np.random.default_rng(seed)
@@ -78,6 +83,8 @@ class SliceDataset(Dataset):
         self.thick_slice_range = (float(thick_slice_range[0]), float(thick_slice_range[1]))
         self.volume_augmentation = volume_augmentation
         self.volume_augmentation_prob = float(volume_augmentation_prob) if volume_augmentation is not None else 0.0
+        self.volume_augmentation_reuse = max(1, int(volume_augmentation_reuse))
+        self._augmented: dict[int, list] = {}  # volume index -> [transformed volume, samples it may still serve]
         super().__init__(data=samples, transform=transform)
 
     def _transform(self, index: int):
@@ -101,10 +108,18 @@ class SliceDataset(Dataset):
         return self._cut(sample, volume)
 
     def augmented_volume_sample(self, sample: dict) -> dict:
-        """``sample`` with its image cut from its volume after :attr:`volume_augmentation`."""
-        volume = self._volumes[sample["volume_index"]][None].clone()
-        out = apply_transform(self.volume_augmentation, {IMAGE: volume})[IMAGE]
-        return self._cut(sample, torch.from_numpy(np.ascontiguousarray(np.asarray(out, dtype=np.float32)[0])))
+        """``sample`` with its image cut from its volume after :attr:`volume_augmentation` (a transformed volume
+        drawn afresh once it has served :attr:`volume_augmentation_reuse` samples)."""
+        index = int(sample["volume_index"])
+        entry = self._augmented.get(index)
+        if entry is None or entry[1] <= 0:
+            volume = self._volumes[index][None].clone()
+            out = apply_transform(self.volume_augmentation, {IMAGE: volume})[IMAGE]
+            entry = self._augmented[index] = [
+                torch.from_numpy(np.ascontiguousarray(np.asarray(out, dtype=np.float32)[0])),
+                self.volume_augmentation_reuse]
+        entry[1] -= 1
+        return self._cut(sample, entry[0])
 
     def _cut(self, sample: dict, volume: torch.Tensor) -> dict:
         stack = volume.movedim(int(sample["slice_axis"]), 0)
