@@ -351,10 +351,10 @@ def merge_models(stored, mapping: dict) -> list[dict]:
     mapping whose features a result has, which :func:`hipposeg.confidence.select_model` takes, is the richest it
     can use."""
     key = set(mapping["features"])
-    models = [m for m in stored if set(m["features"]) != key]
-    position = next((i for i, m in enumerate(stored) if set(m["features"]) == key), len(stored))
-    models.insert(sum(set(m["features"]) != key for m in stored[:position]), mapping)
-    return sorted(models, key=lambda m: -len(m["features"]))
+    models = [mapping if set(m["features"]) == key else m for m in stored]
+    if not any(set(m["features"]) == key for m in stored):
+        models.append(mapping)
+    return sorted(models, key=lambda m: -len(m["features"]))  # stable: equal sizes keep their order
 
 
 def models_file(models: list[dict]) -> dict:
