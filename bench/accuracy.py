@@ -121,21 +121,22 @@ ROWS: dict[str, dict] = {
     "v1-axis2": {"about": "v1 model, axial slices only", "from": "v1", "eval": {"inference_axes": [2]}},
     "v1-no-lcc": {"about": "v1 model, consensus, no largest-component step", "from": "v1",
                   "eval": {"keep_largest": False}},
-    "shipped-no-lcc": {"about": "the shipped default without the largest-component step (v1-no-lcc and the GPU "
+    "shipped-no-lcc": {"about": "the ensemble (then the default) without the largest-component step (v1-no-lcc and the GPU "
                                 "ablation's no-lcc passed keep_largest as the string 'false', which left the step on)",
                        "from": "default-thick", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
                        "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt"),
                                 "keep_largest": False}},
     "v1-tta": {"about": "v1 model, consensus + left-right flip TTA", "from": "v1", "eval": {"flip_tta": True}},
     "v2-tta": {"about": "v2 model, consensus + left-right flip TTA", "from": "v2", "eval": {"flip_tta": True}},
-    "shipped": {"about": "the shipped default (0.6.0, hipposeg segment without --model): models/model.pt "
-                         "(default-thick's final epoch in half precision) + models/model_3d.pt (unet3d-partner's), "
-                         "probabilities averaged 1:1", "from": "default-thick",
-                "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
-                "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt")}},
-    "shipped-core": {"about": "the shipped default's 2.5D core alone (--model core): models/model.pt",
-                     "from": "default-thick", "eval": {},
-                     "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt")},
+    "shipped": {"about": "the shipped default (0.8.0, hipposeg segment without --model, also --model core): "
+                         "models/model.pt (default-thick's final epoch in half precision) alone",
+                "from": "default-thick", "eval": {},
+                "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt")},
+    "shipped-ensemble": {"about": "the opt-in ensemble (--model ensemble; the default of 0.6.0-0.7.0): models/model.pt "
+                                  "+ models/model_3d.pt (unet3d-partner's final epoch in half precision), "
+                                  "probabilities averaged 1:1", "from": "default-thick",
+                         "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
+                         "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt")}},
     "shipped-0.5": {"about": "0.5.0's default (--model default-0.5): models/model_0.5.pt (the default row's best "
                              "checkpoint in half precision)", "from": "default", "eval": {},
                     "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model_0.5.pt")},
@@ -188,12 +189,12 @@ ROWS["default+partner-3of5"] = {
 # The cross-validation table: each recipe's row per validation fold. Fold 0 is where the recipes were chosen (its
 # ensemble uses models/model_3d.pt, the fold-0 partner's final epoch in half precision); folds 1 and 2 are held out.
 CV_RECIPES = {
-    "2.5D core (train.json)": ("default-thick", "default-f1", "default-f2"),
+    "2.5D core (train.json), the default": ("default-thick", "default-f1", "default-f2"),
     "3D partner alone (train_3d.json)": ("unet3d-partner", "unet3d-partner-f1", "unet3d-partner-f2"),
-    "core + partner, 1:1 (the ensemble)": ("default-thick+partner", "default+partner-f1", "default+partner-f2"),
+    "core + partner, 1:1 (--model ensemble)": ("default-thick+partner", "default+partner-f1", "default+partner-f2"),
     "plain 3D UNet (baseline)": ("unet3d", "unet3d-f1", "unet3d-f2"),
 }
-CV_CORE, CV_BASELINE = "2.5D core (train.json)", "plain 3D UNet (baseline)"
+CV_CORE, CV_BASELINE = "2.5D core (train.json), the default", "plain 3D UNet (baseline)"
 HELD_OUT_FOLDS = (1, 2)
 
 

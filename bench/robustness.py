@@ -5,13 +5,13 @@ writes ``bench/results/robustness.json``; ``python bench/robustness.py --fit`` t
 of those results' feature set on them and adds its scores to the JSON; both rebuild the ``robustness-*`` tables of
 ``bench/README.md`` through ``tools/publish_docs.py``. The mapping file (``hipposeg/resources/confidence_model.json``)
 holds one mapping per feature set, each with its own threshold and record of how it was fitted: ``--fit`` writes or
-replaces the one of its feature set and keeps the others (:func:`merge_models`), so a run with the 3D partner fits
-the mapping that uses ``partner_dice`` and a run of ``--model core`` (no partner: ``partner_dice`` is NaN and
-left out) the core-alone one. A result JSON holds one run, so give the second run its own ``--out``; ``--fit``
+replaces the one of its feature set and keeps the others (:func:`merge_models`), so a run of the default (the core
+alone: ``partner_dice`` is NaN and left out) fits the core-alone mapping and a run of ``--model ensemble`` the one
+that uses ``partner_dice``. A result JSON holds one run, so give the second run its own ``--out``; ``--fit``
 writes the shipped file from the default ``--out`` and, from another, ``<out>.model.json`` beside it unless
-``--model-out`` names the file (e.g. ``python bench/robustness.py --model core --out
-bench/results/robustness-core.json``, then ``python bench/robustness.py --fit --out
-bench/results/robustness-core.json --model-out hipposeg/resources/confidence_model.json``).
+``--model-out`` names the file (e.g. ``python bench/robustness.py --model ensemble --out
+bench/results/robustness-ensemble.json``, then ``python bench/robustness.py --fit --out
+bench/results/robustness-ensemble.json --model-out hipposeg/resources/confidence_model.json``).
 
 Every fold-0 crop (held out from the shipped weights' training) is segmented clean and re-made with each of
 :data:`CORRUPTIONS` at three severity levels (ROOD-MRI-like: Boone et al., NeuroImage 2023), each seeded per case,

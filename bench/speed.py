@@ -40,7 +40,7 @@ README = Path(__file__).resolve().parent / "README.md"
 #: the results the speed table shows, in its column order: column name -> results file (the default with each
 #: runtime: ``--runtime onnx --out bench/results/speed_onnx.json``, ``--runtime torch --out .../speed_torch.json``)
 TABLE_RESULTS = {"default": "speed", "default, ONNX Runtime": "speed_onnx", "default, PyTorch": "speed_torch",
-                 "core": "speed_core", "hires": "speed_hires"}
+                 "ensemble": "speed_ensemble", "hires": "speed_hires"}
 
 
 def time_engine(segmenter, paths: list[str]) -> dict:

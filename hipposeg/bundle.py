@@ -23,14 +23,16 @@ BUNDLE_DIR = find_bundle()
 # the trained models shipped in the bundle's models/ folder, by the name the CLI's --model takes (bench/README.md):
 # name -> (2.5D core checkpoint, 3D partner checkpoint averaged with it or None)
 SHIPPED_MODELS = {
-    # 0.6.0 default: the train.json core (final epoch) + the 3D partner (train_3d.json, final epoch), averaged 1:1
-    "default": ("model.pt", "model_3d.pt"),
-    "core": ("model.pt", None),  # the default's 2.5D three-axis consensus alone (a little faster)
+    # 0.8.0 default: the train.json core (final epoch) alone; the 3D partner no longer earned its time (issue 27)
+    "default": ("model.pt", None),
+    "core": ("model.pt", None),  # the 2.5D three-axis consensus alone: the default's networks, by their name
+    # the core averaged 1:1 with the 3D partner (train_3d.json, final epoch): the default of 0.6.x-0.7.x, opt-in
+    "ensemble": ("model.pt", "model_3d.pt"),
     "hires": ("model_hires.pt", None),  # trained on slices upsampled 1.5x; about twice the time
-    "ensemble": ("model.pt", "model_3d.pt"),  # 0.5.0's opt-in name of what is now the default (kept for 0.6.x)
     "default-0.5": ("model_0.5.pt", None),  # 0.5.0's default (kept for 0.6.x)
 }
-DEFAULT_CORE, DEFAULT_PARTNER = SHIPPED_MODELS["default"]
+#: the bundle's 3D partner checkpoint (``models/``), which ``--use_partner True`` averages with the core
+PARTNER_FILE = SHIPPED_MODELS["ensemble"][1]
 
 
 def bundle_root() -> str:
@@ -69,15 +71,15 @@ def switch(value) -> bool:
     raise ValueError(f"expected a boolean (True/False), got {value!r}")
 
 
-def uses_partner_by_default(ckpt_path: str | Path, partner_ckpt_path: str | Path | None, ckpt_dir: str | Path) -> bool:
-    """``inference.json``'s default ``use_partner``: true for the bundle's own pair (``ckpt_path`` is
-    ``models/model.pt`` and ``models/model_3d.pt`` exists) and whenever a ``partner_ckpt_path`` other than the
-    bundle's is named; false for any other ``ckpt_path`` alone. ``--use_partner False`` / ``True`` decides
-    explicitly (a boolean, so ``python -m monai.bundle run`` keeps it: it drops overrides whose value is None)."""
-    core, partner = Path(ckpt_dir) / DEFAULT_CORE, Path(ckpt_dir) / DEFAULT_PARTNER
-    if partner_ckpt_path and Path(partner_ckpt_path).resolve() != partner.resolve():
-        return True
-    return Path(ckpt_path).resolve() == core.resolve() and partner.is_file()
+def uses_partner_by_default(partner_ckpt_path: str | Path | None, ckpt_dir: str | Path) -> bool:
+    """``inference.json``'s default ``use_partner``: true only when a ``partner_ckpt_path`` other than the bundle's
+    own ``models/model_3d.pt`` (:data:`PARTNER_FILE` in ``ckpt_dir``) is named, so a checkpoint runs alone unless a
+    partner is asked for (the default model is the 2.5D core alone since 0.8.0). ``--use_partner True`` adds the
+    bundle's partner; ``--use_partner False`` decides explicitly either way (a boolean, so ``python -m
+    monai.bundle run`` keeps it: it drops overrides whose value is None)."""
+    if not partner_ckpt_path:
+        return False
+    return Path(partner_ckpt_path).resolve() != (Path(ckpt_dir) / PARTNER_FILE).resolve()
 
 
 def resolve_model(value: str | Path | None, bundle_dir: str | Path | None = None, *,

@@ -361,12 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", help="NIfTI files, folders of NIfTI files, DICOM series folders "
                                               "(none: the default demo data)")
     p.add_argument("-o", "--output", default="hipposeg_out", help="output folder (default: hipposeg_out)")
-    p.add_argument("--model", help="a shipped model: 'default' (the 2.5D core averaged with a 3D network), "
-                                   "'core' (the 2.5D three-axis consensus alone, a little faster), "
+    p.add_argument("--model", help="a shipped model: 'default' (the 2.5D three-axis consensus alone; also named "
+                                   "'core'), 'ensemble' (the same core averaged with a 3D network: the default of "
+                                   "0.6-0.7: slower, and not more accurate), "
                                    "'hires' (slices upsampled 1.5x, about twice the time), 'default-0.5' (0.5.0's "
-                                   "default), 'ensemble' (0.5.0's name for what is now the default); or another "
-                                   "bundle folder or a checkpoint (.pt), which runs alone. Their measured accuracy "
-                                   "and speed: README.md, 'Shipped models'")
+                                   "default); or another bundle folder or a checkpoint (.pt), which runs alone. "
+                                   "Their measured accuracy and speed: README.md, 'Shipped models'")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, help="slices per forward pass")
     _add_runtime(p)

@@ -291,14 +291,11 @@ class WriteSegmentationd:
 
     def _record(self, case: str, source: str, labels, affine, confidence: dict | None) -> dict:
         """The row file's record of ``hipposeg segment`` for this case (:func:`hipposeg.batch.row_record`)."""
-        from pathlib import Path
-
         from hipposeg.batch import row_record
         from hipposeg.data.manifest import sha256_of
-        from hipposeg.segment import CROP_LABELS, MODEL_KEYS, case_row, confidence_qc
+        from hipposeg.segment import CROP_LABELS, case_row, confidence_qc, model_columns
 
         qc = confidence_qc({"": confidence})  # predicted_dice and the low_confidence flag, as segment writes them
-        models = {key: str(Path(path).resolve()) if path else None
-                  for key, path in zip(MODEL_KEYS, (self.model, self.model_3d))}
-        row = case_row(case, source, labels, affine, self.label_names or CROP_LABELS, qc, models)
+        row = case_row(case, source, labels, affine, self.label_names or CROP_LABELS, qc,
+                       model_columns(self.model, self.model_3d))
         return row_record(case, source, sha256_of(source), row)

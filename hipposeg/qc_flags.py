@@ -100,10 +100,11 @@ QC_FLAGS: dict[str, str] = {
                              f"information above {METRIC_FLAG_ABOVE:g}; good fits -0.29 to -0.40)",
     **{sided(code, side): text.replace("that side", f"the {side} side")
        for code, text in _PER_SIDE.items() for side in SIDES},
-    "low_confidence": "the predicted Dice (predicted_dice: agreement of the 2.5D core with the 3D partner and of the "
-                      "three slicing axes, entropy of the probabilities; hipposeg.confidence) is below the threshold "
-                      "low_confidence_below of the mapping in hipposeg/resources/confidence_model.json that "
-                      "predicted it (one per feature set: with the partner, the core alone; fitted on corrupted "
+    "low_confidence": "the predicted Dice (predicted_dice: agreement of the three slicing axes, entropy of the "
+                      "probabilities, and with --model ensemble of the 2.5D core with the 3D partner; "
+                      "hipposeg.confidence) is below the threshold low_confidence_below of the mapping in "
+                      "hipposeg/resources/confidence_model.json that predicted it (one per feature set: the core "
+                      "alone, with the partner; fitted on corrupted "
                       "fold-0 crops; bench/README.md, 'Robustness and confidence'): check the mask",
     **{sided("low_confidence", side): f"whole head: the predicted Dice of the {side} side is below the "
                                       "low_confidence threshold of its mapping" for side in SIDES},

@@ -262,11 +262,16 @@ def case_row(case: str, source: str, labels, affine, names: dict, qc: dict, mode
 MODEL_KEYS = ("model", "model_3d")
 
 
+def model_columns(core: str | Path | None, partner: str | Path | None = None) -> dict[str, str | None]:
+    """The row columns naming the networks behind a mask, from their checkpoint files: ``{"model": core, "model_3d":
+    partner or None}``, each an absolute path (every door writes them so; a re-run compares them)."""
+    return {key: str(Path(value).resolve()) if value else None for key, value in zip(MODEL_KEYS, (core, partner))}
+
+
 def model_identity(segmenter) -> dict[str, str | None]:
-    """The whole model a segmenter runs, as row columns: ``{"model": core checkpoint, "model_3d": partner or
-    None}`` (a re-run keeps a finished case only when both match)."""
-    values = (getattr(segmenter, "checkpoint", None), getattr(segmenter, "partner_checkpoint", None))
-    return {key: str(value) if value else None for key, value in zip(MODEL_KEYS, values)}
+    """The whole model a segmenter runs, as row columns (:func:`model_columns`; a re-run keeps a finished case only
+    when both match)."""
+    return model_columns(getattr(segmenter, "checkpoint", None), getattr(segmenter, "partner_checkpoint", None))
 
 
 def describe_model(identity: dict) -> str:

@@ -85,7 +85,7 @@ def test_accuracy_and_cross_validation_tables(tmp_path, monkeypatch):
     # mean whole Dice 0.874 / median 0.884; vs unet3d +0.0240 exactly (same offset on every case)
     assert "| 0.874 / 0.884 | – | +0.0240 ± 0.0000 |" in shipped and "| 3.3 / +3.3 |" in shipped
     cv = accuracy.build_cv_table().splitlines()
-    held = next(line for line in cv if line.startswith("| **2.5D core (train.json)** |"))
+    held = next(line for line in cv if line.startswith("| **2.5D core (train.json), the default** |"))
     # folds 1+2 pooled: 8 volumes, mean 0.875; vs the plain 3D UNet +0.02 on every volume of both folds
     assert "| **held out (folds 1+2 pooled)** | 8 | 0.875 |" in held and held.endswith("| – | +0.0200 ± 0.0000 |")
 

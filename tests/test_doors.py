@@ -56,9 +56,9 @@ def door_masks(inputs, tmp_path_factory):
 
     folder, _ = inputs
     out = tmp_path_factory.mktemp("doors_out")
-    documented = {"core": ["--use_partner", "False"], "default": []}  # bundles/hipposeg/docs/README.md
+    documented = {"ensemble": ["--use_partner", "True"], "default": []}  # bundles/hipposeg/docs/README.md
     masks = {}
-    for name in ("core", "default"):
+    for name in ("ensemble", "default"):
         assert main(["segment", str(folder), "-o", str(out / f"segment_{name}"), "--model", name, "--no-qc",
                      "--quiet"]) == 0
         assert main(["infer", str(folder), "-o", str(out / f"infer_{name}"), "--model", name]) == 0
@@ -70,7 +70,7 @@ def door_masks(inputs, tmp_path_factory):
     return out, masks
 
 
-@pytest.mark.parametrize("name", ["core", "default"])
+@pytest.mark.parametrize("name", ["ensemble", "default"])
 def test_every_door_writes_the_same_masks_for_a_model_name(door_masks, name):
     _, masks = door_masks
     by_door = masks[name]
@@ -81,41 +81,41 @@ def test_every_door_writes_the_same_masks_for_a_model_name(door_masks, name):
             assert np.array_equal(by_door[door][case], mask), (name, door, case)
 
 
-def test_core_and_default_are_different_models(door_masks):
-    """--model core is not silently the default (through infer it once was: 245-380 voxels differed from segment's
-    core and none from the default), and each row names the networks that made its mask."""
+def test_ensemble_and_default_are_different_models(door_masks):
+    """--model ensemble is not silently the default (through infer the core once was: 245-380 voxels differed from
+    segment's core and none from the then default), and each row names the networks that made its mask."""
     from hipposeg.bundle import resolve_model
 
     out, masks = door_masks
     differing = 0
     for case in ("hippocampus_003", "odd_grid"):
-        core, default = masks["core"]["segment"][case], masks["default"]["segment"][case]
-        differing += int(np.sum(core != default))
-        core, default = core > 0, default > 0
-        assert 2 * (core & default).sum() / (core.sum() + default.sum()) > 0.9, case
+        ensemble, default = masks["ensemble"]["segment"][case], masks["default"]["segment"][case]
+        differing += int(np.sum(ensemble != default))
+        ensemble, default = ensemble > 0, default > 0
+        assert 2 * (ensemble & default).sum() / (ensemble.sum() + default.sum()) > 0.9, case
     assert differing > 50
-    core_file = resolve_model("core")[1]["ckpt_path"]
-    partner_file = resolve_model("default")[1]["partner_ckpt_path"]
-    for name, partner in (("core", None), ("default", partner_file)):
+    core_file = resolve_model("default")[1]["ckpt_path"]
+    partner_file = resolve_model("ensemble")[1]["partner_ckpt_path"]
+    for name, partner in (("default", None), ("ensemble", partner_file)):
         rows = json.loads((out / f"segment_{name}" / "volumes.json").read_text())
         assert {r["model"] for r in rows} == {str(Path(core_file).resolve())}
         assert {r.get("model_3d") for r in rows} == {str(Path(partner).resolve()) if partner else None}
 
 
 def test_a_rerun_with_another_model_keeps_the_masks_and_names_both_models(door_masks, inputs, capsys):
-    """Re-runs compare the whole model (core and partner): the core's outputs folder re-run with the default is
+    """Re-runs compare the whole model (core and partner): the ensemble's outputs folder re-run with the default is
     kept, and the message names what made the masks and what was asked for."""
     from hipposeg.cli import main
 
     out, masks = door_masks
     folder, _ = inputs
-    before = _masks(out / "segment_core")
+    before = _masks(out / "segment_ensemble")
     capsys.readouterr()
-    assert main(["segment", str(folder), "-o", str(out / "segment_core"), "--no-qc", "--quiet"]) == 0
+    assert main(["segment", str(folder), "-o", str(out / "segment_ensemble"), "--no-qc", "--quiet"]) == 0
     err = capsys.readouterr().err
     kept = [line for line in err.splitlines() if line.startswith("kept:")]
     assert len(kept) == 2 and all("model.pt alone" in line and "model_3d.pt" in line for line in kept), err
-    after = _masks(out / "segment_core")
+    after = _masks(out / "segment_ensemble")
     assert all(np.array_equal(before[c], after[c]) for c in before)
 
 

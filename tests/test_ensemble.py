@@ -122,32 +122,35 @@ def test_bundle_runs_the_ensemble_when_given_a_partner(tmp_path):
         assert parser.get_parsed_content("ckpt_path") == core
 
 
-def test_the_partner_joins_the_default_checkpoint_only(tmp_path):
-    """inference.json as it stands is the shipped pair (models/model.pt + models/model_3d.pt); another --ckpt_path,
-    or a bundle folder without model_3d.pt, runs the core alone; --model names say it with a boolean that
-    ``python -m monai.bundle run`` keeps (it drops None-valued overrides, which once put the partner back)."""
+def test_the_partner_is_opt_in(tmp_path):
+    """inference.json as it stands runs the 2.5D core alone (the default since 0.8.0); --use_partner True adds the
+    bundle's models/model_3d.pt, a --partner_ckpt_path other than that file turns it on by itself; --model names say
+    it with a boolean that ``python -m monai.bundle run`` keeps (it drops None-valued overrides)."""
     from hipposeg.bundle import (BUNDLE_DIR, parse_bundle, resolve_model, shipped_model, shipped_partner,
                                  uses_partner_by_default)
 
-    parser = parse_bundle(["inference.json"], overrides={"device": "cpu"})
-    assert parser.get_parsed_content("use_partner") is True
-    assert parser.get_parsed_content("partner_ckpt_path") == str(shipped_partner("default"))
+    parser = parse_bundle(["inference.json"], overrides={"device": "cpu", "runtime": "torch"})
+    assert parser.get_parsed_content("use_partner") is False
+    assert type(parser.get_parsed_content("network")).__name__ == "Unet"
+    parser = parse_bundle(["inference.json"], overrides={"device": "cpu", "runtime": "torch", "use_partner": True})
+    assert parser.get_parsed_content("partner_ckpt_path") == str(shipped_partner("ensemble"))
     assert type(parser.get_parsed_content("network")).__name__ == "CoreAndPartner"
     other = tmp_path / "models" / "model.pt"
     other.parent.mkdir()
     other.write_bytes(b"")
     default_partner = BUNDLE_DIR / "models" / "model_3d.pt"
-    assert not uses_partner_by_default(other, default_partner, BUNDLE_DIR / "models")  # another checkpoint: alone
-    assert not uses_partner_by_default(other, other.parent / "model_3d.pt", other.parent)  # a bundle without one
+    assert not uses_partner_by_default(default_partner, BUNDLE_DIR / "models")  # the bundle's own: opt-in
     (other.parent / "model_3d.pt").write_bytes(b"")
-    assert uses_partner_by_default(other, other.parent / "model_3d.pt", other.parent)  # its own pair
-    assert uses_partner_by_default(other, default_partner, other.parent)  # a partner named explicitly
+    assert not uses_partner_by_default(other.parent / "model_3d.pt", other.parent)  # another bundle's own: opt-in
+    assert not uses_partner_by_default(None, other.parent)
+    assert uses_partner_by_default(default_partner, other.parent)  # a partner named explicitly
 
     assert resolve_model(None) == (BUNDLE_DIR, {})
     assert resolve_model("core") == (BUNDLE_DIR, {"ckpt_path": str(shipped_model("core")), "use_partner": False})
-    assert resolve_model("default")[1] == resolve_model("ensemble")[1] == {
-        "ckpt_path": str(shipped_model("default")), "use_partner": True,
-        "partner_ckpt_path": str(shipped_partner("default"))}
+    assert resolve_model("default")[1] == resolve_model("core")[1]
+    assert resolve_model("ensemble")[1] == {
+        "ckpt_path": str(shipped_model("ensemble")), "use_partner": True,
+        "partner_ckpt_path": str(shipped_partner("ensemble"))}
     assert resolve_model(str(other)) == (BUNDLE_DIR, {"ckpt_path": str(other), "use_partner": False})
     assert resolve_model(str(other), partner=default_partner)[1] == {
         "ckpt_path": str(other), "use_partner": True, "partner_ckpt_path": str(default_partner)}

@@ -86,9 +86,9 @@ def test_tta_changes_only_voxels_where_the_flipped_prediction_disagrees(msd, tmp
     from hipposeg.data.readers import read_image
 
     src = msd / "imagesTr" / "hippocampus_007.nii.gz"
-    # TTA mirrors the 2.5D core's slices: checked on the core alone (the default adds the 3D partner's map)
-    plain = cli("segment", str(src), "-o", str(tmp_path / "plain"), "--quiet", "--no-qc", "--model", "core")
-    tta = cli("segment", str(src), "-o", str(tmp_path / "tta"), "--quiet", "--no-qc", "--model", "core", "--tta")
+    # TTA mirrors the 2.5D core's slices: checked on the default, the core alone (the ensemble adds the partner's map)
+    plain = cli("segment", str(src), "-o", str(tmp_path / "plain"), "--quiet", "--no-qc")
+    tta = cli("segment", str(src), "-o", str(tmp_path / "tta"), "--quiet", "--no-qc", "--tta")
     assert plain.returncode == 0 and tta.returncode == 0
     a = np.asanyarray(nib.load(tmp_path / "plain" / "hippocampus_007_seg.nii.gz").dataobj)
     b = np.asanyarray(nib.load(tmp_path / "tta" / "hippocampus_007_seg.nii.gz").dataobj)
@@ -101,7 +101,8 @@ def test_tta_changes_only_voxels_where_the_flipped_prediction_disagrees(msd, tmp
     assert tuple(data["image"].shape[1:]) == image.shape
     with torch.inference_mode():
         vol = data["image"].as_tensor()[0]
-        core = segmenter.network.core
+        core = segmenter.network  # the default's one network
+        assert segmenter.partner_checkpoint is None
         mirrored = segmenter.inferer.slice_inferer._predict_volume(vol.flip(0), core)[0].flip(1)  # (mean, per axis)
         direct = segmenter.inferer.slice_inferer._predict_volume(vol, core)[0]
     agree = (mirrored.argmax(0) == direct.argmax(0)).numpy()
@@ -222,7 +223,7 @@ def test_an_unknown_model_name_is_one_line_naming_it(msd, tmp_path, cli, command
     result = cli(command, str(case), "-o", str(tmp_path / "out"), "--model", "hi-res")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert "hi-res" in line and "default, core, hires" in line
+    assert "hi-res" in line and "default, core, ensemble, hires" in line
     assert not (tmp_path / "out").exists()
 
 
@@ -346,12 +347,12 @@ def test_segment_one_case_writes_the_row_file_last_and_cleans_up_a_failed_case(t
     assert not list(out.glob("bad*"))
 
 
-def test_the_default_is_the_ensemble_and_core_runs_alone():
-    """No --model: the 2.5D core averaged with the shipped 3D partner; --model core: the same core alone; --model
-    ensemble (0.5.0's name) is the default, the same overrides (masks per name and door: test_doors.py)."""
+def test_the_default_is_the_core_and_the_partner_opt_in():
+    """No --model: the 2.5D core alone (since 0.8.0; issue 27); --model core names the same; --model ensemble: the
+    same core averaged with the shipped 3D partner (masks per name and door: test_doors.py)."""
     from hipposeg.bundle import resolve_model
 
     default, core, ensemble = (resolve_model(name)[1] for name in ("default", "core", "ensemble"))
-    assert ensemble == default and default["use_partner"] is True and core["use_partner"] is False
-    assert core["ckpt_path"] == default["ckpt_path"] == str(MODEL.resolve())
-    assert default["partner_ckpt_path"].endswith("model_3d.pt")
+    assert core == default and default["use_partner"] is False and ensemble["use_partner"] is True
+    assert ensemble["ckpt_path"] == default["ckpt_path"] == str(MODEL.resolve())
+    assert ensemble["partner_ckpt_path"].endswith("model_3d.pt")

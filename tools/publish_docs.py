@@ -170,8 +170,8 @@ def f_case(src: Sources, row: str, case: str, metric: str, digits=None) -> str:
 
 
 #: placeholder names of the cross-validation recipes (bench/accuracy.py's CV_RECIPES)
-CV_NAMES = {"core": "2.5D core (train.json)", "partner": "3D partner alone (train_3d.json)",
-            "ensemble": "core + partner, 1:1 (the ensemble)", "unet3d": "plain 3D UNet (baseline)"}
+CV_NAMES = {"core": "2.5D core (train.json), the default", "partner": "3D partner alone (train_3d.json)",
+            "ensemble": "core + partner, 1:1 (--model ensemble)", "unet3d": "plain 3D UNet (baseline)"}
 
 
 def cv_rows(src: Sources, recipe: str, folds=None) -> list[dict]:
@@ -266,9 +266,9 @@ FUNCTIONS = {"version": f_version, "mean": f_mean, "median": f_median, "n": f_n,
 # --- tables ---------------------------------------------------------------------------------------------------------
 
 #: the shipped models by their --model name: (fold-0 results row, cross-validation recipe or None, speed file or None)
-SHIPPED = {"default": ("shipped", "ensemble", "speed"), "core": ("shipped-core", "core", "speed_core"),
+SHIPPED = {"default": ("shipped", "core", "speed"), "ensemble": ("shipped-ensemble", "ensemble", "speed_ensemble"),
            "hires": ("shipped-hires", None, "speed_hires"), "default-0.5": ("shipped-0.5", None, None)}
-ALIASES = {"ensemble": "default"}
+ALIASES = {"core": "default"}
 
 
 def table_shipped_models(src: Sources) -> str:
@@ -281,7 +281,7 @@ def table_shipped_models(src: Sources) -> str:
     for name, (core, partner) in SHIPPED_MODELS.items():
         files = f"`{core}`" + (f" + `{partner}`" if partner else "")
         if name in ALIASES:
-            lines.append(f"| `{name}` | {files} | 0.5.0's name of `{ALIASES[name]}`: the same model | | |")
+            lines.append(f"| `{name}` | {files} | another name of `{ALIASES[name]}`: the same model | | |")
             continue
         if name not in SHIPPED:
             raise DocError(f"shipped model {name!r} has no results row in tools/publish_docs.py SHIPPED")
@@ -399,9 +399,9 @@ TABLES = {
     "longitudinal": lambda src: _bench_table("longitudinal", "build_table", src.load("longitudinal")),
     "robustness": lambda src: _bench_table("robustness", "build_table", src.load("robustness")),
     "robustness_confidence": lambda src: _bench_table("robustness", "build_confidence_table", src.load("robustness")),
-    "robustness_core": lambda src: _bench_table("robustness", "build_table", src.load("robustness-core")),
-    "robustness_core_confidence": lambda src: _bench_table("robustness", "build_confidence_table",
-                                                           src.load("robustness-core")),
+    "robustness_ensemble": lambda src: _bench_table("robustness", "build_table", src.load("robustness-ensemble")),
+    "robustness_ensemble_confidence": lambda src: _bench_table("robustness", "build_confidence_table",
+                                                               src.load("robustness-ensemble")),
 }
 
 

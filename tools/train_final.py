@@ -1,8 +1,8 @@
-"""Train the shipped default's networks on every labelled case, with the recipes and epoch counts fixed by
+"""Train the shipped networks (the default's 2.5D core; the opt-in 3D partner on request) on every labelled case, with the recipes and epoch counts fixed by
 cross-validation (``bench/README.md``, "Cross-validation"), and export them in half precision.
 
-    python tools/train_final.py                      # the 2.5D core, then the 3D partner
-    python tools/train_final.py --only core          # one of them
+    python tools/train_final.py                      # the 2.5D core (the default model since 0.8.0)
+    python tools/train_final.py --only core --only partner   # the core, then the opt-in 3D partner
     python tools/train_final.py --only core --install    # then copy the export over bundles/hipposeg/models/
 
 Each network trains through the bundle exactly as the cross-validation rows did (``train.json``; plus
@@ -82,7 +82,8 @@ def _write_report(run_dir: Path, fields: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=sorted(NETWORKS), action="append", help="train only this network")
+    parser.add_argument("--only", choices=sorted(NETWORKS), action="append",
+                        help="train this network (repeatable; default: core, the default model's only network)")
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder for the runs (default: bench/runs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="extra bundle override, e.g. max_cases=4 epochs=2 for a smoke run")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="copy each export over the bundle's shipped file (models/model.pt, models/model_3d.pt)")
     args = parser.parse_args(argv)
     extra = parse_overrides(args.set)
-    for network in args.only or list(NETWORKS):
+    for network in args.only or ["core"]:
         start = time.perf_counter()
         report = train(network, args.runs, extra)
         print(f"{network}: {report['epochs']} epochs, {report['export']} ({report['export_mb']} MB), "
