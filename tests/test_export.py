@@ -22,9 +22,9 @@ def test_export_makes_the_files_the_runtimes_look_up_for_the_model_load_segmente
         return Path(out)
 
     monkeypatch.setattr(runtime, "export_onnx", export_onnx)
-    paths = export_model()  # the default: the 2.5D core and its 3D partner
+    paths = export_model("ensemble")  # the 2.5D core and its 3D partner
     models = BUNDLE / "models"
     assert paths == [runtime.onnx_path(models / "model.pt", "core"),
                      runtime.onnx_path(models / "model_3d.pt", "partner")]
     assert all(p.is_file() for p in paths) and exported == [2, 3]
-    assert export_model("core") == paths[:1] and exported == [2, 3]  # the core alone; an existing export is kept
+    assert export_model() == paths[:1] and exported == [2, 3]  # the default, the core alone; an export is kept

@@ -49,21 +49,21 @@ def crops(msd):
 def torch_results(crops):
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(runtime="torch")
+    segmenter = load_segmenter("ensemble", runtime="torch")  # both shipped networks: the core and the 3D partner
     assert segmenter.runtime == "torch"
     return [segmenter.segment(image, return_probabilities=True) for image in crops]
 
 
 @pytest.mark.parametrize("runtime, package", [("onnx", "onnxruntime"), ("openvino", "openvino")])
-def test_exported_default_model_gives_pytorchs_masks(runtime, package, crops, torch_results, tmp_path_factory,
-                                                    monkeypatch):
+def test_exported_networks_give_pytorchs_masks(runtime, package, crops, torch_results, tmp_path_factory,
+                                              monkeypatch):
     if importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} is not installed")
     from hipposeg.segmenter import load_segmenter
 
     cache = tmp_path_factory.getbasetemp() / "hipposeg-cache"  # one export for both runtimes
     monkeypatch.setenv("HIPPOSEG_CACHE", str(cache))
-    segmenter = load_segmenter(runtime=runtime)
+    segmenter = load_segmenter("ensemble", runtime=runtime)  # the default's core and the opt-in partner
     assert segmenter.runtime == runtime == runtime_of(segmenter.network)
     assert sorted(p.name.split("-")[0] for p in (cache / "onnx").glob("*.onnx")) == ["core", "partner"]
     for image, expected in zip(crops, torch_results):
