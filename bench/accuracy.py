@@ -121,8 +121,9 @@ ROWS: dict[str, dict] = {
     "v1-axis2": {"about": "v1 model, axial slices only", "from": "v1", "eval": {"inference_axes": [2]}},
     "v1-no-lcc": {"about": "v1 model, consensus, no largest-component step", "from": "v1",
                   "eval": {"keep_largest": False}},
-    "shipped-no-lcc": {"about": "the ensemble (then the default) without the largest-component step (v1-no-lcc and the GPU "
-                                "ablation's no-lcc passed keep_largest as the string 'false', which left the step on)",
+    "shipped-no-lcc": {"about": "the ensemble (then the default) without the largest-component step (v1-no-lcc and "
+                                "the GPU ablation's no-lcc passed keep_largest as the string 'false', which left the "
+                                "step on)",
                        "from": "default-thick", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
                        "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt"),
                                 "keep_largest": False}},

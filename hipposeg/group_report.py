@@ -454,13 +454,15 @@ def render_group_report(rows: Sequence[Mapping], *, command: str, model_version:
 
 
 def model_version(rows: Sequence[Mapping]) -> str:
-    """``"hipposeg 0.7.0 (model.pt + model_3d.pt)"``: the package and the networks behind ``rows`` (their ``model``
-    and ``model_3d`` columns, file names only; ``model.pt alone`` for the core alone; every combination found)."""
+    """``"hipposeg 0.8.0 (model.pt alone)"``: the package and the networks behind ``rows`` (their ``model`` and
+    ``model_3d`` columns, file names only, as :func:`hipposeg.segment.describe_model` words them; every combination
+    found)."""
     import hipposeg
+    from hipposeg.segment import describe_model
 
     combos = sorted({(Path(str(r["model"])).name, Path(str(r["model_3d"])).name if r.get("model_3d") else None)
                      for r in rows if r.get("model")}, key=str)
-    text = ", ".join(f"{core} + {partner}" if partner else f"{core} alone" for core, partner in combos)
+    text = ", ".join(describe_model({"model": core, "model_3d": partner}) for core, partner in combos)
     return f"hipposeg {hipposeg.__version__} ({text or 'model ?'})"
 
 

@@ -1,5 +1,6 @@
-"""Train the shipped networks (the default's 2.5D core; the opt-in 3D partner on request) on every labelled case, with the recipes and epoch counts fixed by
-cross-validation (``bench/README.md``, "Cross-validation"), and export them in half precision.
+"""Train the shipped networks (the default's 2.5D core; the opt-in 3D partner on request) on every labelled case,
+with the recipes and epoch counts fixed by cross-validation (``bench/README.md``, "Cross-validation"), and export
+them in half precision.
 
     python tools/train_final.py                      # the 2.5D core (the default model since 0.8.0)
     python tools/train_final.py --only core --only partner   # the core, then the opt-in 3D partner
