@@ -19,11 +19,12 @@ HERE = Path(__file__).resolve().parent
 BUNDLE = HERE / "bundles" / "hipposeg"
 MANIFEST = HERE / "data_manifest.json"
 # the parts of the bundle folder that ship (training and evaluation outputs such as runs/ and eval/ never do)
-BUNDLE_FILES = ("LICENSE", "configs/*", "docs/*", "models/*.pt")
+BUNDLE_FILES = ("LICENSE", "configs/*", "docs/*", "models/*.pt", "models/*_int8.xml", "models/*_int8.bin",
+                "models/*_int8.json")
 
 
 def bundle_files(bundle: Path = BUNDLE) -> list[Path]:
-    """The files of ``bundle`` that ship in the wheel, relative to it (every ``models/*.pt``)."""
+    """The files of ``bundle`` that ship in the wheel, relative to it (every ``models/*.pt`` and int8 copy)."""
     found = {p.relative_to(bundle) for pattern in BUNDLE_FILES for p in bundle.glob(pattern) if p.is_file()}
     return sorted(found)
 

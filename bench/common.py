@@ -171,6 +171,12 @@ def provenance(segmenter) -> dict[str, str | None]:
     return {key: shown(value) if value else None for key, value in model_identity(segmenter).items()}
 
 
+def runtime_label(segmenter) -> str:
+    """What ran the networks, as the reports write it: the runtime, with `` int8`` when OpenVINO ran the core's int8
+    copy (``openvino int8``)."""
+    return f"{segmenter.runtime} int8" if getattr(segmenter, "precision", "float32") == "int8" else segmenter.runtime
+
+
 def _cpuinfo() -> dict[str, str]:
     try:
         text = Path("/proc/cpuinfo").read_text()

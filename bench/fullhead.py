@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import describe_machine, machine, provenance, replace_block, this_command, time_cli, write_result
+from common import describe_machine, machine, provenance, replace_block, runtime_label, this_command, time_cli, \
+    write_result
 
 SUBJECTS = ("colin27", "candi030", "bert")
 DEFAULT_OUT = Path(__file__).parent / "results" / "fullhead.json"
@@ -231,7 +232,7 @@ def main(argv=None) -> dict:
         "machine": machine(),
         "timed": "hipposeg.segment.segment_inputs(mode='full-head'): hipposeg segment --full-head in-process, "
                  "segmenter loaded once",
-        "runtime": segmenter.runtime if segmenter else None,
+        "runtime": runtime_label(segmenter) if segmenter else None,
         "warmup_seconds": round(warmup_s, 3),
         "original": summary(originals),
         "moved": summary(moved) if moved else None,

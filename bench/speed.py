@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from common import RESULTS, describe_machine, machine, markdown_table, provenance, read_result, replace_block, \
-    shown, this_command, time_cli, write_result
+    runtime_label, shown, this_command, time_cli, write_result
 
 README = Path(__file__).resolve().parent / "README.md"
 #: the results the speed table shows, in its column order: column name -> results file (the default with each
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     paths = [d["image"] for d in load_manifest().datalist("msd_hippocampus", "all")][: args.n]
     result = {"command": this_command(__file__, argv), "date": time.strftime("%Y-%m-%d %H:%M"),
               "machine": machine(), "torch": torch.__version__, **provenance(segmenter), "tta": args.tta,
-              "runtime": segmenter.runtime}
+              "runtime": runtime_label(segmenter)}
     result.update(time_engine(segmenter, paths))
     result["end_to_end"] = time_end_to_end(segmenter, [str(p) for p in default_inputs()])
     if args.cli_crops:

@@ -332,12 +332,13 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
                  session_labels=None, shard: tuple[int, int] | None = None, distributed: bool = False,
                  model: str | Path | None = None, device: str | None = None, overwrite: bool = False,
                  progress: bool = True, command: str = "", longitudinal: bool = True, runtime: str | None = None,
-                 save_uncertainty: bool = False) -> int:
+                 int8: bool = True, save_uncertainty: bool = False) -> int:
     """``hipposeg bids``: the ``participant`` or ``group`` level; returns the exit code (2 when an image failed).
     ``save_uncertainty``: ``--save-uncertainty`` (participant level: each image's uncertainty map and sidecar).
 
     ``model``: ``--model`` (a shipped model's name, a bundle folder or a checkpoint; ``None``: the default);
-    ``runtime``: ``--runtime`` (:func:`hipposeg.runtime.choose_runtime`; ``None``: the bundle's, ``auto``).
+    ``runtime``: ``--runtime`` (:func:`hipposeg.runtime.choose_runtime`; ``None``: the bundle's, ``auto``); ``int8``:
+    ``--no-int8`` makes it false (OpenVINO then runs the core in float32).
 
     ``distributed``: run under torch's distributed engine (``torchrun --nnodes N --nproc_per_node K -m hipposeg
     bids ... --distributed``): each rank takes a disjoint shard of the images (rank ``r`` of ``W`` takes images
@@ -361,7 +362,7 @@ def run_bids_app(bids_dir: str | Path, out_dir: str | Path, level: str, *, parti
         shard = (lo + rank * n, n * world)  # the shard of this rank within the scheduler's shard
     from hipposeg.segmenter import load_segmenter
 
-    segmenter = load_segmenter(model, device=device or "cpu", runtime=runtime)
+    segmenter = load_segmenter(model, device=device or "cpu", runtime=runtime, int8=int8)
     run = segment_participants(bids_dir, out_dir, segmenter, participant_labels=participant_labels,
                                session_labels=session_labels, shard=shard, overwrite=overwrite,
                                progress=progress and rank == 0, longitudinal=longitudinal,

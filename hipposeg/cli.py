@@ -117,7 +117,7 @@ def cmd_segment(args) -> int:
     from hipposeg.segmenter import load_segmenter
 
     segmenter = load_segmenter(args.model, device=args.device, flip_tta=args.tta or None, batch_size=args.batch_size,
-                               runtime=args.runtime)
+                               runtime=args.runtime, int8=args.int8)
     mode = "full-head" if args.full_head else "crop" if args.crop else "auto"
     run = segment_inputs(inputs, args.output, segmenter, overwrite=args.overwrite, series_uid=args.series_uid,
                          mode=mode, qc_png=not args.no_qc, save_uncertainty=args.save_uncertainty,
@@ -172,7 +172,7 @@ def cmd_bids(args) -> int:
                         participant_labels=args.participant_label, session_labels=args.session_label, shard=shard,
                         distributed=args.distributed, model=args.model, device=args.device,
                         overwrite=args.overwrite, progress=not args.quiet, command=command,
-                        longitudinal=args.longitudinal, runtime=args.runtime,
+                        longitudinal=args.longitudinal, runtime=args.runtime, int8=args.int8,
                         save_uncertainty=args.save_uncertainty)
 
 
@@ -293,7 +293,7 @@ def cmd_infer(args) -> int:
     bundle_dir, model_overrides = resolve_model(args.model, args.bundle)  # the same networks as segment --model
     overrides = {"dataset_dir": args.input, "output_dir": args.output, "flip_tta": args.tta,
                  "save_uncertainty": args.save_uncertainty, "overwrite": args.overwrite, "runtime": args.runtime,
-                 **model_overrides, **parse_overrides(args.set)}
+                 "int8": args.int8, **model_overrides, **parse_overrides(args.set)}
     run_workflow(["inference.json"], bundle_dir, overrides)
     return EXIT_OK
 
@@ -313,6 +313,9 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", default="auto", choices=RUNTIMES,
                    help="what runs the networks on a CPU: auto (default: OpenVINO, else ONNX Runtime when installed, "
                         "else PyTorch; the fastest measured, README.md 'Speed'), or one of them; a GPU runs PyTorch")
+    p.add_argument("--no-int8", dest="int8", action="store_false",
+                   help="under OpenVINO, run the core in float32 instead of its shipped int8 copy (made from the "
+                        "same weights: python -m hipposeg.quantize; README.md 'Speed')")
 
 
 def build_parser() -> argparse.ArgumentParser:

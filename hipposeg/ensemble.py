@@ -110,11 +110,12 @@ def confidence_meta(parts: dict) -> dict[str, list]:
 
 def load_network(core: nn.Module, ckpt_path: str | Path, *, partner: nn.Module | None = None,
                  partner_ckpt_path: str | Path | None = None, device: str | torch.device = "cpu",
-                 runtime: str = "auto") -> nn.Module:
+                 runtime: str = "auto", int8: bool = True) -> nn.Module:
     """The bundle's ``network``: ``core`` with the weights of ``ckpt_path`` alone, or, given a ``partner`` (the
     3D network) and its ``partner_ckpt_path``, both as a :class:`CoreAndPartner`; on ``device``, run by the
     ``runtime`` :func:`hipposeg.runtime.choose_runtime` picks (``auto``: the fastest installed one on a CPU, PyTorch
-    on a GPU). One loader for every door (bundle run, ``hipposeg segment``, benches). ``network_def`` stays the
+    on a GPU; under OpenVINO the core's shipped int8 copy unless ``int8`` is false: :func:`hipposeg.runtime.accelerate`).
+    One loader for every door (bundle run, ``hipposeg segment``, benches). ``network_def`` stays the
     plain core network, so MONAI's ``verify_net_in_out`` and ``ckpt_export`` work on it as on any bundle."""
     from hipposeg.errors import InputError
     from hipposeg.model import load_weights
@@ -123,7 +124,7 @@ def load_network(core: nn.Module, ckpt_path: str | Path, *, partner: nn.Module |
     fallback = str(runtime or "auto").lower() == "auto"  # auto's choice may fall back to PyTorch; a named one not
     runtime = choose_runtime(runtime, device)
     load_weights(core, ckpt_path)
-    core = accelerate(core.eval(), ckpt_path, part="core", runtime=runtime, fallback=fallback)
+    core = accelerate(core.eval(), ckpt_path, part="core", runtime=runtime, fallback=fallback, int8=int8)
     if partner is None:
         return core.to(device)
     if partner_ckpt_path is None:

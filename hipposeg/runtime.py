@@ -96,6 +96,8 @@ class ExportedNetwork(nn.Module):
     def __init__(self, path: str | Path, runtime: str, threads: int | None = None):
         super().__init__()
         self.path, self.runtime = Path(path), runtime
+        #: ``int8`` for a quantized network (:mod:`hipposeg.quantize`), else ``float32``
+        self.precision = "int8" if self.path.suffix == ".xml" and self.path.stem.endswith("_int8") else "float32"
         threads = int(threads or torch.get_num_threads())
         if runtime == "onnx":
             import onnxruntime
@@ -124,7 +126,7 @@ class ExportedNetwork(nn.Module):
         return torch.from_numpy(self._run(array))
 
     def extra_repr(self) -> str:
-        return f"runtime={self.runtime}, path={self.path}"
+        return f"runtime={self.runtime}, precision={self.precision}, path={self.path}"
 
 
 def ensure_onnx(network: nn.Module, checkpoint: str | Path, part: str) -> Path:
@@ -143,17 +145,22 @@ def ensure_onnx(network: nn.Module, checkpoint: str | Path, part: str) -> Path:
 
 
 def accelerate(network: nn.Module, checkpoint: str | Path, *, part: str, runtime: str,
-               fallback: bool = False) -> nn.Module:
+               fallback: bool = False, int8: bool = True) -> nn.Module:
     """``network`` (weights of ``checkpoint`` loaded) run by ``runtime`` (``choose_runtime``'s answer): itself for
-    ``torch``, else an :class:`ExportedNetwork` of its ONNX export (:func:`ensure_onnx`). With ``fallback`` (the
-    runtime was chosen by ``auto``), an export or runtime that cannot be set up (e.g. a read-only cache folder) leaves
-    the network to PyTorch with a warning instead of failing the run; a runtime asked for by name fails."""
+    ``torch``, else an :class:`ExportedNetwork` of its ONNX export (:func:`ensure_onnx`); under OpenVINO with
+    ``int8``, the core's int8 copy shipped beside ``checkpoint`` instead, when one was made from exactly that file
+    (:func:`hipposeg.quantize.shipped_int8`). With ``fallback`` (the runtime was chosen by ``auto``), an export or
+    runtime that cannot be set up (e.g. a read-only cache folder) leaves the network to PyTorch with a warning
+    instead of failing the run; a runtime asked for by name fails."""
     from hipposeg.model import ScaledInputNet
+    from hipposeg.quantize import shipped_int8
 
     if runtime == "torch":
         return network
+    quantized = shipped_int8(checkpoint) if (runtime == "openvino" and int8 and part == "core"
+                                             and not isinstance(network, ScaledInputNet)) else None
     try:
-        exported = ExportedNetwork(ensure_onnx(network, checkpoint, part), runtime)
+        exported = ExportedNetwork(quantized or ensure_onnx(network, checkpoint, part), runtime)
     except (OSError, RuntimeError) as exc:
         if not fallback:
             raise
@@ -175,3 +182,9 @@ def runtime_of(network: nn.Module) -> str:
     network is inside, else ``torch``."""
     exported = [m.runtime for m in network.modules() if isinstance(m, ExportedNetwork)]
     return exported[0] if exported else "torch"
+
+
+def precision_of(network: nn.Module) -> str:
+    """``int8`` when a quantized network runs inside ``network`` (:mod:`hipposeg.quantize`), else ``float32``."""
+    return "int8" if any(getattr(m, "precision", None) == "int8" for m in network.modules()
+                         if isinstance(m, ExportedNetwork)) else "float32"

@@ -24,7 +24,7 @@ from monai.transforms import AsDiscreted, Compose, SaveImaged
 
 from hipposeg.data.readers import Image
 from hipposeg.inference import CopyMetaItemd, WriteSegmentationd
-from hipposeg.runtime import runtime_of
+from hipposeg.runtime import precision_of, runtime_of
 
 #: Post-processing steps that write files, and the one that hands the writer the inferer's confidence: dropped from
 #: the bundle's recipe when segmenting in memory (the Segmenter computes the confidence itself, when asked).
@@ -77,6 +77,7 @@ class Segmenter:
         self.checkpoint = checkpoint  # the weights file, recorded in volumes.csv
         self.partner_checkpoint = partner_checkpoint  # the 3D partner's weights (hipposeg.ensemble), if any
         self.runtime = runtime_of(self.network)  # torch, onnx or openvino (hipposeg.runtime)
+        self.precision = precision_of(self.network)  # float32, or int8 for OpenVINO's quantized core
 
     def predict_probabilities(self, image: Image) -> np.ndarray:
         """Class probabilities ``(C, *image.shape)`` on the image's own grid: the post-processing up to the step that
@@ -149,14 +150,15 @@ def _array(value) -> np.ndarray:
 
 def load_segmenter(model: str | Path | None = None, *, partner: str | Path | None = None,
                    bundle_dir: str | Path | None = None, device: str = "cpu", flip_tta: bool | None = None,
-                   batch_size: int | None = None, runtime: str | None = None,
+                   batch_size: int | None = None, runtime: str | None = None, int8: bool | None = None,
                    overrides: dict | None = None) -> Segmenter:
     """Build a :class:`Segmenter` from a bundle's ``inference.json`` (default: the bundle shipped with hipposeg).
 
     ``model`` and ``partner`` select the networks exactly as ``--model`` does at every door
     (:func:`hipposeg.bundle.resolve_model`: a shipped model's name, a bundle folder, a checkpoint file, or None for
     the bundle's default); ``runtime`` runs them with PyTorch, ONNX Runtime or OpenVINO (``inference.json``'s
-    ``runtime``, default ``auto``: :func:`hipposeg.runtime.choose_runtime`); ``overrides`` are any other
+    ``runtime``, default ``auto``: :func:`hipposeg.runtime.choose_runtime`); ``int8=False`` keeps OpenVINO off the
+    core's shipped int8 copy (``inference.json``'s ``int8``, :mod:`hipposeg.quantize`); ``overrides`` are any other
     ``inference.json`` keys. The network (weights loaded by the
     config), inferer and post-processing are the config's own, whatever they are."""
     from hipposeg.bundle import parse_bundle, resolve_model, switch
@@ -171,6 +173,8 @@ def load_segmenter(model: str | Path | None = None, *, partner: str | Path | Non
         values["batch_size"] = int(batch_size)
     if runtime:
         values["runtime"] = str(runtime)
+    if int8 is not None:
+        values["int8"] = bool(int8)
     parser = parse_bundle(["inference.json"], bundle_dir, values)
     content = parser.get_parsed_content
     partner_path = content("partner_ckpt_path") if switch(content("use_partner")) else None

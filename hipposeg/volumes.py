@@ -98,7 +98,11 @@ def label_counts(seg: np.ndarray) -> dict[int, int]:
     elif not np.issubdtype(seg.dtype, np.integer):
         seg = np.rint(seg).astype(np.int64)
     if seg.size and seg.min() >= 0 and seg.max() < 65536:
-        counts = np.bincount(seg.ravel())
+        # a head's label map is almost all background: count the foreground voxels only (np.bincount would first
+        # copy all 17 M voxels to 64-bit integers, 0.6 s a head)
+        foreground = seg[seg != 0]
+        counts = np.bincount(foreground) if foreground.size else np.zeros(1, dtype=np.int64)
+        counts[0] = seg.size - foreground.size
         return {int(v): int(c) for v, c in enumerate(counts) if c}
     values, counts = np.unique(seg, return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts)}

@@ -141,3 +141,43 @@ def test_t1_contrast_check(head):
     inverted = Image(float(image.array.max()) - np.asarray(image.array, dtype=np.float32), image.affine, path="t2.nii.gz")
     with pytest.raises(InputError, match="t2.nii.gz: does not look T1-weighted"):
         icv.check_t1_weighted(inverted, reg)
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), (1.875, 2.0, 2.4)])
+def test_itk_distance_morphology_equals_scipy_edt(spacing):
+    """The refinement's ball dilation / erosion run on ITK's Maurer distance map (4-5x faster); the same voxels as
+    scipy's exact EDT, which they replaced, on an anisotropic grid and with the array border as background."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    mask = ndimage.binary_opening(ndimage.gaussian_filter(rng.random((40, 46, 38)), 3) > 0.5)
+    mask[:, :, 0] = True  # touches the border: erosion must treat outside as background
+    for mm in (2.0, 4.0, 10.0):
+        grown = ndimage.distance_transform_edt(~mask, sampling=spacing) <= mm
+        shrunk = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1] > mm
+        assert np.array_equal(icv._grow(mask, mm, spacing), grown)
+        assert np.array_equal(icv._shrink(mask, mm, spacing), shrunk)
+    assert not icv._grow(np.zeros((5, 5, 5), bool), 4.0, spacing).any()
+
+
+def test_template_sampling_matches_trilinear_interpolation():
+    """The template maps are sampled with SimpleITK's resampler; at the voxels of a rotated, scaled 2 mm grid it
+    gives scipy's trilinear interpolation of the same map."""
+    from scipy import ndimage
+
+    tpl = load_template()
+    angle = np.deg2rad(12.0)
+    matrix = np.eye(4)  # MNI -> scan: a rotation about z, 5 % larger, shifted
+    matrix[:2, :2] = 1.05 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    matrix[:3, 3] = [4.0, -7.0, 3.0]
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-70.0, -100.0, -60.0]
+    grid = Image(np.zeros((70, 80, 70), np.float32), affine)
+    got = icv._template_on_grid("brain_mask", matrix, grid)
+    vox = np.linalg.inv(tpl.affine) @ np.linalg.inv(matrix) @ grid.affine
+    points = np.indices(grid.shape).reshape(3, -1).astype(np.float64)
+    want = ndimage.map_coordinates(tpl.brain_mask.astype(np.float32), vox[:3, :3] @ points + vox[:3, 3:4], order=1,
+                                   mode="constant", cval=0.0).reshape(grid.shape)
+    assert got.shape == grid.shape
+    assert np.abs(got - want).max() < 1e-4
+    assert ((got > 0.5) != (want > 0.5)).sum() <= 2

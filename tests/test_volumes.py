@@ -282,3 +282,17 @@ def test_slices_thicker_than_measured_are_flagged(spacing, flagged):
     row = volume_row("c", "p", blob_case(), np.diag([*spacing, 1.0]), AP, None)
     assert ("thick_slices" in row["qc_flags"].split(";")) is flagged
     assert row["qc_ok"] is not flagged
+
+
+def test_label_counts_equal_numpy_unique():
+    """label_counts counts the foreground only (a head is almost all background); the same as np.unique on label
+    maps with and without background, on bool and float maps."""
+    from hipposeg.volumes import label_counts
+
+    rng = np.random.default_rng(0)
+    cases = [rng.choice([0, 1, 2, 3, 4], size=(20, 21, 22), p=[0.9, 0.04, 0.03, 0.02, 0.01]).astype(np.uint8),
+             np.zeros((4, 4, 4), np.uint8), np.full((3, 3), 2, np.uint16), rng.random((5, 5)) > 0.5]
+    for seg in cases:
+        values, counts = np.unique(seg.astype(np.int64), return_counts=True)
+        assert label_counts(seg) == {int(v): int(c) for v, c in zip(values, counts)}
+    assert label_counts(np.array([[2.2, 0.4], [-1.0, 0.0]])) == {-1: 1, 0: 2, 2: 1}

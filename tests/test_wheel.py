@@ -130,9 +130,10 @@ def test_wheel_is_what_runs_with_its_own_bundle_and_manifest(installed):
     result = _run([installed.hipposeg, "bundle-path"], cwd=installed.work, env=installed.env)
     assert result.returncode == 0 and result.stdout.strip() == seen["bundle"]
     bundle = Path(seen["bundle"])
-    shipped = {p.relative_to(BUNDLE) for pattern in ("LICENSE", "configs/*", "docs/*", "models/*.pt")
-               for p in BUNDLE.glob(pattern) if p.is_file()}  # every models/*.pt; never runs/ or eval/
+    shipped = {p.relative_to(BUNDLE) for pattern in ("LICENSE", "configs/*", "docs/*", "models/*.pt", "models/*_int8.*")
+               for p in BUNDLE.glob(pattern) if p.is_file()}  # every models/*.pt and int8 copy; never runs/ or eval/
     assert {p.relative_to(bundle) for p in bundle.rglob("*") if p.is_file()} == shipped
+    assert Path("models/model_int8.bin") in shipped  # the int8 core travels with the wheel's bundle
     assert (bundle / "models" / "model.pt").read_bytes() == (BUNDLE / "models" / "model.pt").read_bytes()
 
 

@@ -56,8 +56,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from hipposeg.data.readers import Image
-from hipposeg.fullhead.registration import RegistrationResult
+from hipposeg.data.readers import Image, sitk_to_image
+from hipposeg.fullhead.registration import RegistrationResult, block_average
 from hipposeg.fullhead.template import load_template, nilearn_data_dir
 from hipposeg.qc_flags import ADULT_ETIV_RANGE_MM3, AGREEMENT_TOLERANCE  # the flags' thresholds, with their table
 
@@ -73,6 +73,7 @@ __all__ = [
     "template_icv_mm3",
 ]
 
+_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS
 WM_MAP_FILE = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"  # nilearn wheel, beside the T1 template
 
 
@@ -148,28 +149,31 @@ def etiv_mm3(registration: RegistrationResult | np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------------------ mask
 
 
-def _block_average(image: Image, target_mm: float) -> Image:
-    """``image`` averaged over whole blocks of voxels, towards ``target_mm`` voxels (SimpleITK ``BinShrink``)."""
+@lru_cache(maxsize=2)
+def _template_map_sitk(name: str):
+    """``"brain_mask"`` or ``"white_matter"`` of the template as a SimpleITK float32 image (LPS), built once."""
+    from hipposeg.data.readers import image_to_sitk
+
+    tpl = load_template()
+    values = tpl.brain_mask if name == "brain_mask" else _template_wm()
+    return image_to_sitk(Image(np.asarray(values, dtype=np.float32), tpl.affine))
+
+
+def _template_on_grid(name: str, matrix: np.ndarray, grid: Image) -> np.ndarray:
+    """The template's ``name`` map (:func:`_template_map_sitk`) sampled (trilinear, 0 outside) at the voxels of
+    ``grid``, through the MNI -> scan ``matrix``. SimpleITK's resampler (multithreaded): 5x faster than
+    ``scipy.ndimage.map_coordinates`` on a head's million voxels."""
     import SimpleITK as sitk
 
-    from hipposeg.data.readers import image_to_sitk, sitk_to_image
+    from hipposeg.data.readers import image_to_sitk
 
-    itk = image_to_sitk(Image(np.asarray(image.array, dtype=np.float32), np.asarray(image.affine)))
-    factors = [max(1, int(round(target_mm / s))) for s in itk.GetSpacing()]
-    return sitk_to_image(sitk.BinShrink(itk, factors), source="icv") if any(f > 1 for f in factors) else \
-        Image(np.asarray(image.array, dtype=np.float32), np.asarray(image.affine, dtype=np.float64))
-
-
-def _template_on_grid(values: np.ndarray, matrix: np.ndarray, grid: Image) -> np.ndarray:
-    """Template-grid ``values`` sampled (trilinear, 0 outside) at the voxels of ``grid``, through the MNI -> scan
-    ``matrix``."""
-    tpl = load_template()
-    vox_to_tpl = np.linalg.inv(tpl.affine) @ np.linalg.inv(matrix) @ grid.affine
-    pts = np.indices(grid.shape, dtype=np.float32).reshape(3, -1)
-    src = vox_to_tpl[:3, :3].astype(np.float32) @ pts + vox_to_tpl[:3, 3:4].astype(np.float32)
-    out = ndimage.map_coordinates(np.asarray(values, dtype=np.float32), src, order=1, mode="constant", cval=0.0,
-                                  prefilter=False)
-    return out.reshape(grid.shape)
+    scan_to_mni_lps = _FLIP @ np.linalg.inv(matrix) @ _FLIP
+    transform = sitk.AffineTransform(3)
+    transform.SetMatrix([float(v) for v in scan_to_mni_lps[:3, :3].ravel()])
+    transform.SetTranslation([float(v) for v in scan_to_mni_lps[:3, 3]])
+    reference = image_to_sitk(Image(np.zeros(grid.shape, dtype=np.uint8), np.asarray(grid.affine)))
+    out = sitk.Resample(_template_map_sitk(name), reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
 
 
 def _crop_to_template(grid: Image, matrix: np.ndarray, margin_mm: float) -> Image:
@@ -200,15 +204,28 @@ def _template_mask_corners() -> np.ndarray:
     return corners
 
 
+def _squared_distance_to(mask: np.ndarray, spacing) -> np.ndarray:
+    """Squared Euclidean distance (mm2, anisotropic voxels) of every voxel to the nearest voxel of ``mask`` (0 on
+    it): ITK's exact Maurer transform, multithreaded, 4-5x faster than ``scipy.ndimage.distance_transform_edt``
+    with the same result (``tests/test_icv.py``)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.asarray(mask, dtype=np.uint8))  # array axes (i, j, k) as ITK's (z, y, x)
+    image.SetSpacing([float(s) for s in reversed(tuple(spacing))])
+    distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=True,
+                                            useImageSpacing=True)
+    return np.maximum(sitk.GetArrayViewFromImage(distance), 0.0)
+
+
 def _grow(mask: np.ndarray, mm: float, spacing) -> np.ndarray:
     """Dilation by a ball of ``mm`` (exact Euclidean distance, anisotropic voxels)."""
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= mm
+    return _squared_distance_to(mask, spacing) <= mm * mm
 
 
 def _shrink(mask: np.ndarray, mm: float, spacing) -> np.ndarray:
     """Erosion by a ball of ``mm``; outside the array counts as background."""
     padded = np.pad(mask, 1)
-    return ndimage.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1] > mm
+    return (_squared_distance_to(~padded, spacing) > mm * mm)[1:-1, 1:-1, 1:-1]
 
 
 def _close(mask: np.ndarray, mm: float, spacing) -> np.ndarray:
@@ -224,12 +241,15 @@ def intracranial_mask(image: Image, registration: RegistrationResult | np.ndarra
     volume of one of its voxels in mm3).
     """
     matrix = _matrix(registration)
-    grid = _crop_to_template(_block_average(image, WORK_MM), matrix, BAND_MM + OPEN_MM + CLOSE_MM)
+    block = getattr(registration, "block_2mm", None) if WORK_MM == 2.0 else None
+    if block is None:  # else the registration's own block average of this scan: the same grid and values
+        block = block_average(image, WORK_MM)
+    grid = _crop_to_template(sitk_to_image(block, source="icv"), matrix, BAND_MM + OPEN_MM + CLOSE_MM)
     spacing, voxel_mm3 = grid.spacing, grid.voxel_volume_mm3
     if min(grid.shape) == 0:  # the template landed outside the field of view
         return np.zeros(grid.shape, dtype=bool), voxel_mm3
-    mapped = _template_on_grid(load_template().brain_mask, matrix, grid) > 0.5
-    wm_core = _template_on_grid(_template_wm(), matrix, grid) > WM_CORE_PROBABILITY
+    mapped = _template_on_grid("brain_mask", matrix, grid) > 0.5
+    wm_core = _template_on_grid("white_matter", matrix, grid) > WM_CORE_PROBABILITY
     if not mapped.any() or not wm_core.any():
         return np.zeros(grid.shape, dtype=bool), voxel_mm3
     array = np.asarray(grid.array, dtype=np.float32)

@@ -18,7 +18,10 @@ runs on its own small images with no smoothing inside the registration. Intensit
    (heads tilted by 20 degrees otherwise fall into wrong minima);
 3. rigid (Euler, 6 parameters) at 8 mm;
 4. affine (12 parameters) at 8, 4 then 2 mm (starting the affine stage at 8 mm matters: from 4 mm it
-   stopped in a worse optimum on the child's scan, 4 mm away from where moved copies of it ended).
+   stopped in a worse optimum on the child's scan, 4 mm away from where moved copies of it ended); at most 100
+   iterations a level, 50 at 2 mm (0.9.0: from 100; 0.25-0.45 s less a head, the eTIV of moved and regridded
+   copies of the three test heads as consistent: spread 0.2-0.7 % instead of 0.5-0.8 %, the hippocampus boxes
+   within 0.3 mm of where 100 iterations put them).
 
 Optimiser: plain gradient descent with ITK's physical-shift parameter scales and a learning rate
 estimated once so that the first step moves the brain by at most 2 (rigid) or 1 mm (affine), halved at
@@ -56,10 +59,11 @@ class RegistrationSettings:
     search_steps: int = 1  # rotation search over (2n+1)^3 Euler angle combinations
     search_step_deg: float = 15.0
     rigid_levels: tuple = ((8, 1.0, 100),)  # (mm, sampling fraction, most iterations)
-    affine_levels: tuple = ((8, 1.0, 100), (4, 0.3, 100), (2, 0.05, 100))
+    affine_levels: tuple = ((8, 1.0, 100), (4, 0.3, 100), (2, 0.05, 50))
     rigid_step_mm: float = 2.0
     affine_step_mm: float = 1.0
     bins: int = 32
+    convergence_value: float = 1e-6  # stop a level when the metric's change over 10 iterations falls below it
     clip_percentile: float = 99.5
     seed: int = 7
 
@@ -74,6 +78,8 @@ class RegistrationResult:
     #: the scan's pyramid that the registration read (:func:`prepare_moving`), for a later registration of the same
     #: scan (the longitudinal alignment) to reuse instead of building it again
     pyramid: dict | None = field(default=None, repr=False, compare=False)
+    #: :func:`block_average` of the scan at about 2 mm, unclipped (the intracranial mask's grid)
+    block_2mm: object = field(default=None, repr=False, compare=False)
 
     def map_points(self, points_mni: np.ndarray) -> np.ndarray:
         """(N, 3) MNI mm -> (N, 3) scan RAS mm."""
@@ -142,14 +148,21 @@ def _template_brain_centre_lps() -> np.ndarray:  # the template is fixed: its 1.
     return (_FLIP @ tpl.affine @ np.r_[ijk, 1.0])[:3]
 
 
-def prepare_moving(image: Image, clip_percentile: float = 99.5) -> dict:
-    """{mm: scan} pyramid at about 2, 4 and 8 mm, intensities clipped to [0, percentile] (float32)."""
-    sitk = _sitk()
+def block_average(image: Image, target_mm: float = 2.0):
+    """``image`` averaged over whole blocks of voxels towards ``target_mm`` (SimpleITK ``BinShrink``, float32;
+    intensities as they are). The registration's finest level starts from it; :mod:`hipposeg.fullhead.icv` reuses it
+    (:attr:`RegistrationResult.block_2mm`) rather than converting the whole head again."""
     array = np.asarray(image.array)
     if array.dtype != np.float32:
         array = array.astype(np.float32)
-    moving = _array_to_sitk(array, np.asarray(image.affine, dtype=np.float64))
-    level2 = _shrink_to(moving, 2.0)
+    return _shrink_to(_array_to_sitk(array, np.asarray(image.affine, dtype=np.float64)), target_mm)
+
+
+def prepare_moving(image: Image, clip_percentile: float = 99.5, block_2mm=None) -> dict:
+    """{mm: scan} pyramid at about 2, 4 and 8 mm, intensities clipped to [0, percentile] (float32).
+    ``block_2mm``: :func:`block_average` of ``image`` when already made."""
+    sitk = _sitk()
+    level2 = block_2mm if block_2mm is not None else block_average(image, 2.0)
     arr = sitk.GetArrayViewFromImage(level2)
     positive = arr[arr > 0]
     hi = float(np.percentile(positive, clip_percentile)) if positive.size else float(arr.max())
@@ -204,7 +217,7 @@ def _optimise(sitk, fixed_pyr, moving_pyr, transform, levels, step_mm, cfg) -> f
         reg.SetOptimizerAsGradientDescent(
             learningRate=1.0,
             numberOfIterations=iterations,
-            convergenceMinimumValue=1e-6,
+            convergenceMinimumValue=cfg.convergence_value,
             convergenceWindowSize=10,
             estimateLearningRate=reg.Once,
             maximumStepSizeInPhysicalUnits=step_mm,
@@ -228,7 +241,8 @@ def register_to_template(image: Image, settings: RegistrationSettings | None = N
     cfg = settings or RegistrationSettings()
     t0 = time.perf_counter()
     fixed_pyr = template_pyramid(cfg.mask_erode_mm)
-    moving_pyr = prepare_moving(image, cfg.clip_percentile)
+    block_2mm = block_average(image, 2.0)
+    moving_pyr = prepare_moving(image, cfg.clip_percentile, block_2mm)
     t_prep = time.perf_counter()
 
     # 1. translation
@@ -271,6 +285,7 @@ def register_to_template(image: Image, settings: RegistrationSettings | None = N
         metric=metric,
         seconds=t_affine - t0,
         pyramid=moving_pyr,
+        block_2mm=block_2mm,
         stages={
             "prepare_s": t_prep - t0,
             "search_s": t_search - t_prep,
