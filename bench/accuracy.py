@@ -81,19 +81,21 @@ ROWS: dict[str, dict] = {
         "about": "the shipped core models/model.pt + partner-unet16-trust (final epoch), probabilities averaged 1:1",
         "from": "default-thick", "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
         "eval": {"partner_ckpt_path": str(RUNS / "partner-unet16-trust" / "model_final.pt")}},
-    # issue 25: the 2.5D core with the robustness augmentation (bench/configs/trust_aug.json: a share of the slices
+    # issue 25: the 2.5D core with the robustness augmentation (configs/train_trust.json: a share of the slices
     # cut from volumes with a 3D acquisition problem), otherwise the shipped core's recipe (default-thick)
-    "core-trust": {"about": "default-thick + the robustness augmentation (bench/configs/trust_aug.json: 35 % of the "
+    "core-trust": {"about": "default-thick + the robustness augmentation (configs/train_trust.json: 35 % of the "
                             "slices not thickened cut from the volume after k-space motion, ghosting, a spike, bias "
                             "field, Rician noise or blur), final-epoch weights",
-                   "overlays": ["trust_aug.json"], "train": {}, "eval": {}, "final_epoch": True},
-    # the same augmentation as a short fine-tuning of the shipped core (issue 25 allows it when said): the shipped
+                   "overlays": ["train_trust.json"], "train": {}, "eval": {}, "final_epoch": True},
+    # the same augmentation as a short fine-tuning of the core (issue 25 allows it when said): 0.8.0's shipped
     # weights (default-thick's final epoch, trained on folds 1-4) trained 4 more epochs on folds 1-4 at a third of
-    # the learning rate, final epoch scored on fold 0
-    "core-trust-ft": {"about": "the shipped core models/model.pt fine-tuned with the robustness augmentation "
-                               "(trust_aug.json) on folds 1-4: 4 epochs, one-cycle up to learning rate 3e-4, "
-                               "final-epoch weights", "overlays": ["trust_aug.json"], "final_epoch": True, "eval": {},
-                      "train": {"init_weights": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
+    # the learning rate, final epoch scored on fold 0; the shipped models/model.pt since 0.9.0. Its start, 0.8.0's
+    # models/model.pt: ``git show 917deb3:bundles/hipposeg/models/model.pt > <bench runs>/default-thick/model_0.8.0.pt``
+    "core-trust-ft": {"about": "0.8.0's shipped core (shipped-0.8) fine-tuned with the robustness augmentation "
+                               "(configs/train_trust.json) on folds 1-4: 4 epochs, one-cycle up to learning rate 3e-4, "
+                               "final-epoch weights; models/model.pt since 0.9.0", "overlays": ["train_trust.json"],
+                      "final_epoch": True, "eval": {},
+                      "train": {"init_weights": str(RUNS / "default-thick" / "model_0.8.0.pt"),
                                 "epochs": 4, "learning_rate": 3e-4}},
     "core-trust+partner-unet16-trust": {
         "about": "core-trust + partner-unet16-trust (final epochs), probabilities averaged 1:1", "from": "core-trust",
@@ -137,13 +139,17 @@ ROWS: dict[str, dict] = {
                                 "keep_largest": False}},
     "v1-tta": {"about": "v1 model, consensus + left-right flip TTA", "from": "v1", "eval": {"flip_tta": True}},
     "v2-tta": {"about": "v2 model, consensus + left-right flip TTA", "from": "v2", "eval": {"flip_tta": True}},
-    "shipped": {"about": "the shipped default (0.8.0, hipposeg segment without --model, also --model core): "
-                         "models/model.pt (default-thick's final epoch in half precision) alone",
-                "from": "default-thick", "eval": {},
+    "shipped": {"about": "the shipped default (0.9.0, hipposeg segment without --model, also --model core): "
+                         "models/model.pt (core-trust-ft's final epoch in half precision: default-thick fine-tuned "
+                         "with the robustness augmentation) alone; OpenVINO runs its int8 copy models/model_int8.*",
+                "from": "core-trust-ft", "eval": {},
                 "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt")},
+    "shipped-0.8": {"about": "0.8.0's default: models/model.pt of 0.8.0 (default-thick's final epoch in half precision; "
+                             "the start of core-trust-ft), float32", "from": "default-thick", "eval": {},
+                    "ckpt": str(RUNS / "default-thick" / "model_0.8.0.pt")},
     "shipped-ensemble": {"about": "the opt-in ensemble (--model ensemble; the default of 0.6.0-0.7.0): models/model.pt "
-                                  "+ models/model_3d.pt (unet3d-partner's final epoch in half precision), "
-                                  "probabilities averaged 1:1", "from": "default-thick",
+                                  "(int8 under OpenVINO) + models/model_3d.pt (unet3d-partner's final epoch in half "
+                                  "precision), probabilities averaged 1:1", "from": "core-trust-ft",
                          "ckpt": str(REPO / "bundles" / "hipposeg" / "models" / "model.pt"),
                          "eval": {"partner_ckpt_path": str(REPO / "bundles" / "hipposeg" / "models" / "model_3d.pt")}},
     "shipped-0.5": {"about": "0.5.0's default (--model default-0.5): models/model_0.5.pt (the default row's best "

@@ -172,3 +172,19 @@ def test_mrihs_trains_and_infers_by_override_only(tmp_path):
     src = next((tmp_path / "mrihs" / "imagesTs").iterdir())
     seg = nib.load(tmp_path / "out" / src.name.replace(".nii.gz", "_seg.nii.gz"))
     assert seg.shape == nib.load(src).shape == (60, 70, 10)
+
+
+def test_fine_tuning_starts_from_the_given_weights():
+    """``--init_weights``: the training network starts from a checkpoint's weights (the shipped core fine-tuned by
+    bench row core-trust-ft), also in the multi-GPU overlay; without it, from the fresh initialisation."""
+    from hipposeg.bundle import parse_bundle
+
+    shipped = torch.load(BUNDLE / "models" / "model.pt", map_location="cpu", weights_only=True)
+    key = next(k for k, v in shipped.items() if torch.is_floating_point(v) and v.ndim == 4)
+    for names in (["train.json"], ["train.json", "multi_gpu_train.json"]):
+        parser = parse_bundle(names, BUNDLE, {"init_weights": str(BUNDLE / "models" / "model.pt"),
+                                              "device": "$torch.device('cpu')"})
+        network = parser.get_parsed_content("initial_network")
+        assert torch.equal(network.state_dict()[key], shipped[key].float())
+    fresh = parse_bundle(["train.json"], BUNDLE, {"device": "$torch.device('cpu')"}).get_parsed_content("network")
+    assert not torch.equal(fresh.state_dict()[key], shipped[key].float())

@@ -335,13 +335,14 @@ def test_slice_dataset_reuses_a_transformed_volume_for_that_many_samples(msd):
 
 
 def test_core_robustness_recipe_builds_from_stock_transforms():
-    """bench/configs/trust_aug.json (the core's robustness augmentation) parses over train.json and gives a
+    """configs/train_trust.json (the core's robustness augmentation) parses over train.json and gives a
     z-scored volume of the input's shape (TorchIO is in the test extra)."""
     from monai.bundle import ConfigParser
 
     root = Path(__file__).resolve().parents[1]
     parser = ConfigParser()
-    parser.read_config([str(root / "bundles/hipposeg/configs/train.json"), str(root / "bench/configs/trust_aug.json")])
+    configs = root / "bundles" / "hipposeg" / "configs"
+    parser.read_config([str(configs / "train.json"), str(configs / "train_trust.json")])
     augmentation = parser.get_parsed_content("train#dataset#volume_augmentation")
     torch.manual_seed(0)
     volume = torch.randn(1, 20, 24, 20)

@@ -2,7 +2,8 @@
 with the recipes and epoch counts fixed by cross-validation (``bench/README.md``, "Cross-validation"), and export
 them in half precision.
 
-    python tools/train_final.py                      # the 2.5D core (the default model since 0.8.0)
+    python tools/train_final.py                      # the 2.5D core (the default model since 0.8.0), then
+                                                     # its fine-tuning with configs/train_trust.json (0.9.0)
     python tools/train_final.py --only core --only partner   # the core, then the opt-in 3D partner
     python tools/train_final.py --only core --install    # then copy the export over bundles/hipposeg/models/
 
@@ -38,6 +39,10 @@ NETWORKS = {
     "core": (["train.json"], "model.pt"),
     "partner": (["train.json", "train_3d.json"], "model_3d.pt"),
 }
+# a second stage that starts from the first one's weights (bench row core-trust-ft: the shipped core since 0.9.0)
+FINE_TUNING = {
+    "core": (["train.json", "train_trust.json"], {"epochs": 4, "learning_rate": 3e-4}),
+}
 
 
 def _last_epoch_checkpoint(run_dir: Path) -> Path | None:
@@ -46,14 +51,24 @@ def _last_epoch_checkpoint(run_dir: Path) -> Path | None:
 
 
 def train(network: str, runs: Path = RUNS, extra: dict | None = None) -> dict:
-    """Train (or finish training) one network on every case; export its final epoch in half precision."""
+    """Train (or finish training) one network on every case, then its fine-tuning stage when it has one
+    (:data:`FINE_TUNING`); export the final epoch in half precision."""
     configs, _ = NETWORKS[network]
-    out = runs / f"final-{network}"
+    report = _train_stage(network, configs, runs / f"final-{network}", extra or {})
+    if network in FINE_TUNING:
+        configs, settings = FINE_TUNING[network]
+        start = {"init_weights": str(runs / f"final-{network}" / "model.pt")}
+        report = _train_stage(network, configs, runs / f"final-{network}-fine-tuned", {**settings, **start,
+                                                                                     **(extra or {})})
+    return report
+
+
+def _train_stage(network: str, configs: list[str], out: Path, extra: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if (out / "model.pt").is_file():  # written only when training completed
         print(f"{network}: {shown(out / 'model.pt')} exists, training skipped", flush=True)
     else:
-        overrides = {"fold": "$None", "seed": 0, "output_dir": str(out), "ckpt_dir": str(out), **(extra or {})}
+        overrides = {"fold": "$None", "seed": 0, "output_dir": str(out), "ckpt_dir": str(out), **extra}
         resume = _last_epoch_checkpoint(out)
         if resume is not None:
             overrides["resume_from"] = str(resume)
@@ -102,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             with atomic_path(target, overwrite=True) as tmp:
                 shutil.copyfile(REPO / report["export"], tmp)
             print(f"installed {shown(target)}", flush=True)
+            if network == "core":  # OpenVINO's int8 copy belongs to the old weights: it is ignored until remade
+                print("then: python -m hipposeg.quantize --overwrite (needs nncf, openvino and the Task04 data)")
     return 0
 
 
